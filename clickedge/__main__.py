@@ -1,0 +1,3 @@
+from clickedge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""The `clickedge` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvloop
+
+from clickedge import __version__, settings
+from clickedge.settings import ConfigError
+from collector.config import CollectorConfig
+from edge import keys
+from edge.config import EdgeConfig
+from edge.token import FORMAT_VERSION, DestinationError, TokenError
+
+log = logging.getLogger("clickedge")
+
+
+def _data_dir_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="directory holding keys.json [env CLICKEDGE_DATA_DIR; default .clickedge]",
+    )
+    parser.add_argument(
+        "--keys-file",
+        type=Path,
+        default=None,
+        help="key file [env CLICKEDGE_KEYS_FILE; default DATA_DIR/keys.json]",
+    )
+
+
+def _key_path(args: argparse.Namespace) -> Path:
+    if args.keys_file or os.environ.get("CLICKEDGE_KEYS_FILE"):
+        return Path(args.keys_file or os.environ["CLICKEDGE_KEYS_FILE"])
+    data_dir = args.data_dir or Path(os.environ.get("CLICKEDGE_DATA_DIR") or ".clickedge")
+    return data_dir / "keys.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from clickedge.stack import UpConfig
+
+    parser = argparse.ArgumentParser(prog="clickedge", description="Self-hosted click tracking.")
+    parser.add_argument("--version", action="version", version=f"clickedge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="run the whole stack locally (embedded PostgreSQL, collector, edge)")
+    settings.add_arguments(p, UpConfig)
+
+    p = sub.add_parser("edge", help="run the redirect edge")
+    settings.add_arguments(p, EdgeConfig)
+
+    p = sub.add_parser("collector", help="run the collector")
+    settings.add_arguments(p, CollectorConfig)
+
+    p = sub.add_parser("migrate", help="apply schema.sql to the database (idempotent)")
+    p.add_argument("--database-url", default=None, help="PostgreSQL DSN [env CLICKEDGE_DATABASE_URL]")
+
+    p = sub.add_parser("mint", help="print a tracked link for a destination")
+    p.add_argument("destination", help="the http(s) URL the link redirects to")
+    p.add_argument("--campaign", type=int, required=True, help="campaign id (0..4294967295)")
+    p.add_argument("--link", type=int, required=True, help="link placement id (0..4294967295)")
+    p.add_argument("--contact", type=int, default=None, help="contact id; omit for an anonymous link")
+    p.add_argument("--sent-at", type=int, default=None, help="send time, Unix seconds (default now)")
+    p.add_argument(
+        "--public-url",
+        default=None,
+        help="base URL of the edge [env CLICKEDGE_PUBLIC_URL; default http://127.0.0.1:8080]",
+    )
+    p.add_argument("--token-only", action="store_true", help="print only the token")
+    _data_dir_args(p)
+
+    p = sub.add_parser("decode", help="show what a tracked link or token holds, and whether it is valid")
+    p.add_argument("link", help="a tracked URL or a bare token")
+    _data_dir_args(p)
+
+    p = sub.add_parser("keys", help="list, create, activate and retire link keys")
+    _data_dir_args(p)
+    ksub = p.add_subparsers(dest="action", metavar="ACTION")
+    ksub.add_parser("list", help="list keys (the default)")
+    kc = ksub.add_parser("create", help="create a key; it verifies at once and mints once activated")
+    kc.add_argument("--activate", action="store_true", help="also make it the key new links use")
+    ka = ksub.add_parser("activate", help="make a key the one new links use")
+    ka.add_argument("key_id", type=int)
+    kr = ksub.add_parser("retire", help="stop a key from verifying: its links stop redirecting")
+    kr.add_argument("key_id", type=int)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    level = os.environ.get("CLICKEDGE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    try:
+        return _dispatch(args, argv)
+    except ConfigError as exc:
+        print(f"clickedge {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except keys.KeyFileError as exc:
+        print(f"clickedge {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
+    command = args.command
+    if command == "up":
+        from clickedge.stack import UpConfig, up
+
+        return uvloop.run(up(settings.load(UpConfig, args, os.environ)))
+    if command == "edge":
+        from edge.main import run
+
+        config = settings.load(EdgeConfig, args, os.environ)
+        return uvloop.run(run(config, argv[1:]))
+    if command == "collector":
+        from collector.main import run as run_collector
+
+        return uvloop.run(run_collector(settings.load(CollectorConfig, args, os.environ)))
+    if command == "migrate":
+        from collector.schema import migrate_dsn
+
+        dsn = args.database_url or os.environ.get("CLICKEDGE_DATABASE_URL")
+        if not dsn:
+            raise ConfigError("set CLICKEDGE_DATABASE_URL or --database-url to a PostgreSQL DSN")
+        asyncio.run(migrate_dsn(dsn))
+        print("schema applied")
+        return 0
+    if command == "mint":
+        return _mint(args)
+    if command == "decode":
+        return _decode(args)
+    if command == "keys":
+        return _keys(args)
+    raise AssertionError(command)
+
+
+def _mint(args: argparse.Namespace) -> int:
+    codec = keys.load(_key_path(args)).codec()
+    base = args.public_url or os.environ.get("CLICKEDGE_PUBLIC_URL") or "http://127.0.0.1:8080"
+    try:
+        base = settings.http_url(base)
+        token = codec.mint(
+            args.destination,
+            campaign_id=args.campaign,
+            link_id=args.link,
+            contact_id=args.contact,
+            sent_at=args.sent_at if args.sent_at is not None else int(time.time()),
+        )
+    except (DestinationError, ValueError) as exc:
+        print(f"clickedge mint: {exc}", file=sys.stderr)
+        return 2
+    print(token if args.token_only else f"{base}/c/{token}")
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from edge.server import TOKEN_PREFIX
+
+    text = args.link.strip()
+    if "://" in text:
+        path = text.split("://", 1)[1].partition("/")[2]
+        text = path[len(TOKEN_PREFIX) - 1 :] if ("/" + path).startswith(TOKEN_PREFIX) else path
+        text = text.partition("?")[0].partition("#")[0]
+    ring = keys.load(_key_path(args))
+    try:
+        link = ring.codec().decode(text)
+    except TokenError as exc:
+        print(f"NOT VALID ({exc.kind}): {exc.reason}")
+        if exc.kind == "invalid" and "retired" not in exc.reason:
+            print(
+                "A link minted with a key this data dir does not hold also shows this; "
+                f"keys here: {', '.join(f'{k.id} ({k.state})' for k in ring.keys) or 'none'}"
+            )
+        return 1
+    key = ring.get(link.key_id)
+    sent = datetime.fromtimestamp(link.sent_at, UTC).isoformat()
+    print("VALID")
+    for name, value in (
+        ("destination", link.destination),
+        ("campaign", link.campaign_id),
+        ("link", link.link_id),
+        ("contact", link.contact_id if link.contact_id is not None else "none (anonymous)"),
+        ("sent at", f"{sent} ({link.sent_at})"),
+        ("key", f"{key.id} ({key.state})"),
+        ("format", f"version {FORMAT_VERSION}, {len(text)} characters"),
+    ):
+        print(f"  {name:<12} {value}")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    path = _key_path(args)
+    action = args.action or "list"
+    if action == "create":
+        ring = keys.load(path) if path.exists() else keys.KeyRing([])
+        ring = ring.create(activate=args.activate)
+        keys.save(ring, path)
+        print(f"created key {ring.keys[-1].id} ({ring.keys[-1].state}) in {path}")
+    elif action in ("activate", "retire"):
+        ring = keys.load(path)
+        ring = ring.activate(args.key_id) if action == "activate" else ring.retire(args.key_id)
+        keys.save(ring, path)
+        print(f"key {args.key_id} is now {ring.get(args.key_id).state}")
+    ring = keys.load(path)
+    print(f"{'id':>5}  {'state':<10} {'created':<20} changed")
+    for key in ring.keys:
+        print(f"{key.id:>5}  {key.state:<10} {_iso(key.created_at):<20} {_iso(key.changed_at)}")
+    return 0
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")

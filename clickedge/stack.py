@@ -1,0 +1,191 @@
+"""`clickedge up`: the whole stack on one machine, started in order and stopped in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from clickedge import settings as s
+from clickedge.pgembed import EmbeddedPostgres, free_port
+from clickedge.supervise import Child, Supervisor, install_stop_handlers
+from collector.schema import migrate_dsn
+from edge import keys
+
+log = logging.getLogger("clickedge.up")
+
+
+@dataclass(frozen=True)
+class UpConfig:
+    data_dir: Path = s.setting(
+        Path(".clickedge"),
+        flag="--data-dir",
+        env="CLICKEDGE_DATA_DIR",
+        parse=s.path,
+        help="directory for keys, secrets and the embedded database",
+    )
+    edge_port: int = s.setting(
+        8080, flag="--edge-port", env="CLICKEDGE_EDGE_PORT", parse=s.port, help="edge HTTP port"
+    )
+    collector_port: int = s.setting(
+        8081,
+        flag="--collector-port",
+        env="CLICKEDGE_COLLECTOR_PORT",
+        parse=s.port,
+        help="collector HTTP port",
+    )
+    workers: int = s.setting(
+        1, flag="--workers", env="CLICKEDGE_WORKERS", parse=s.positive_int, help="edge worker processes"
+    )
+    database_url: str = s.setting(
+        "",
+        flag="--database-url",
+        env="CLICKEDGE_DATABASE_URL",
+        parse=s.text,
+        secret=True,
+        help="use this PostgreSQL instead of the embedded one",
+    )
+    pg_port: int = s.setting(
+        0,
+        flag="--pg-port",
+        env="CLICKEDGE_PG_PORT",
+        parse=s.port,
+        help="port of the embedded PostgreSQL (0: any free port)",
+    )
+    public_url: str = s.setting(
+        "",
+        flag="--public-url",
+        env="CLICKEDGE_PUBLIC_URL",
+        parse=s.http_url,
+        help="base URL of tracked links (default http://127.0.0.1:EDGE_PORT)",
+    )
+
+
+def ensure_ingest_secret(data_dir: Path) -> str:
+    path = data_dir / "ingest.secret"
+    if path.exists():
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
+def redact_dsn(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return dsn
+
+
+async def wait_ready(url: str, proc_alive: Child, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            if proc_alive.restarts or (proc_alive.process and proc_alive.process.returncode is not None):
+                raise s.ConfigError(f"{proc_alive.name} exited during start-up; see its messages above")
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                pass
+            await asyncio.sleep(0.05)  # polling a starting service, with a deadline
+    raise s.ConfigError(f"{proc_alive.name} did not become ready at {url} within {timeout:.0f}s")
+
+
+async def up(config: UpConfig) -> int:
+    stop = asyncio.Event()
+    install_stop_handlers(stop)
+    data_dir = config.data_dir.resolve()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ring = keys.load_or_create(data_dir / "keys.json")
+    secret = ensure_ingest_secret(data_dir)
+    public_url = config.public_url or f"http://127.0.0.1:{config.edge_port}"
+
+    pg: EmbeddedPostgres | None = None
+    dsn = config.database_url
+    if not dsn:
+        pg = EmbeddedPostgres(data_dir / "pg", config.pg_port or free_port())
+        await asyncio.to_thread(pg.init)
+        await pg.start()
+        dsn = pg.dsn
+    supervisor = Supervisor()
+    try:
+        await migrate_dsn(dsn)
+        env = {**os.environ, "CLICKEDGE_DATABASE_URL": dsn, "CLICKEDGE_INGEST_SECRET": secret}
+        base = [sys.executable, "-m", "clickedge"]
+        collector = Child(
+            "collector", [*base, "collector", "--collector-port", str(config.collector_port)], env
+        )
+        await supervisor.start(collector)
+        await wait_ready(f"http://127.0.0.1:{config.collector_port}/readyz", collector)
+        edge = Child(
+            "edge",
+            [
+                *base,
+                "edge",
+                "--edge-port",
+                str(config.edge_port),
+                "--workers",
+                str(config.workers),
+                "--data-dir",
+                str(data_dir),
+                "--collector-url",
+                f"http://127.0.0.1:{config.collector_port}",
+            ],
+            env,
+        )
+        await supervisor.start(edge)
+        await wait_ready(f"http://127.0.0.1:{config.edge_port}/readyz", edge)
+
+        sample = ring.codec().mint(
+            "https://example.com/?utm_source=clickedge#welcome",
+            campaign_id=1,
+            link_id=1,
+            contact_id=1,
+            sent_at=int(time.time()),
+        )
+        print(_banner(dsn, config, public_url, f"{public_url}/c/{sample}"), flush=True)
+        failed = asyncio.create_task(supervisor.failed.wait())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        failed.cancel()
+        stopped.cancel()
+        return 1 if supervisor.failed.is_set() and not stop.is_set() else 0
+    finally:
+        log.info("stopping: edge, then collector, then database")
+        await supervisor.stop_all(timeout=30)
+        if pg is not None:
+            await asyncio.to_thread(pg.stop)
+        log.info("stopped")
+
+
+def _banner(dsn: str, config: UpConfig, public_url: str, sample: str) -> str:
+    edge = f"http://127.0.0.1:{config.edge_port}"
+    collector = f"http://127.0.0.1:{config.collector_port}"
+    return "\n".join(
+        [
+            "",
+            "Clickedge is up.",
+            f"  database       {redact_dsn(dsn)}",
+            f"  edge           {edge}   (tracked links on {public_url}/c/...)",
+            f"  collector      {collector}",
+            f"  metrics        {edge}/metrics  {collector}/metrics",
+            f"  sample link    {sample}",
+            "",
+            f"  try:           curl -i '{sample}'",
+            "  stop:          Ctrl-C (or SIGTERM)",
+            "",
+        ]
+    )

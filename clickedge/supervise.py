@@ -1,0 +1,115 @@
+"""Runs child processes, restarts one that dies with backoff, and stops them all in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+log = logging.getLogger("clickedge.supervise")
+
+RESTART_BACKOFF_START = 0.5
+RESTART_BACKOFF_CAP = 30.0
+STABLE_AFTER = 30.0  # a child that ran this long resets its backoff
+
+
+@dataclass
+class Child:
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] | None = None
+    restart: bool = True
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    _backoff: float = field(default=RESTART_BACKOFF_START)
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+        self.stopping = False
+        self._watchers: set[asyncio.Task[None]] = set()
+        self.failed = asyncio.Event()  # set when a child that must not be restarted exits
+
+    async def start(self, child: Child) -> None:
+        await self._spawn(child)
+        self.children.append(child)
+        task = asyncio.create_task(self._watch(child), name=f"watch-{child.name}")
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _spawn(self, child: Child) -> None:
+        # A session of its own: a Ctrl-C at the terminal reaches only the supervisor, which then stops
+        # the children in order (edge first, database last) instead of all at once.
+        child.process = await asyncio.create_subprocess_exec(
+            *child.argv, env=dict(child.env) if child.env is not None else None, start_new_session=True
+        )
+        log.info("started %s (pid %d)", child.name, child.process.pid)
+
+    async def _watch(self, child: Child) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            assert child.process is not None
+            started = loop.time()
+            code = await child.process.wait()
+            if self.stopping:
+                return
+            if not child.restart:
+                log.error("%s exited with code %s", child.name, code)
+                self.failed.set()
+                return
+            if loop.time() - started > STABLE_AFTER:
+                child._backoff = RESTART_BACKOFF_START
+            child.restarts += 1
+            log.error(
+                "%s exited with code %s; restart %d in %.1fs",
+                child.name,
+                code,
+                child.restarts,
+                child._backoff,
+            )
+            await asyncio.sleep(child._backoff)
+            child._backoff = min(child._backoff * 2, RESTART_BACKOFF_CAP)
+            if self.stopping:
+                return
+            await self._spawn(child)
+
+    async def stop(self, child: Child, timeout: float, sig: int = signal.SIGTERM) -> int | None:
+        """Signal one child and wait for it; kill it if it outlives ``timeout``."""
+        proc = child.process
+        if proc is None or proc.returncode is not None:
+            return proc.returncode if proc else None
+        proc.send_signal(sig)
+        try:
+            return await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            log.error("%s did not stop within %.0fs; killing it", child.name, timeout)
+            proc.kill()
+            return await proc.wait()
+
+    async def stop_all(self, timeout: float) -> list[int | None]:
+        """Stop children in reverse start order: later ones depend on earlier ones."""
+        self.stopping = True
+        codes = [await self.stop(child, timeout) for child in reversed(self.children)]
+        for task in list(self._watchers):
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        return codes
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    """First SIGTERM/SIGINT asks for a graceful stop; a second one exits at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(128 + signum)
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)

@@ -1,0 +1,1 @@
+"""The collector: exactly-once click ingest into PostgreSQL."""

@@ -1,0 +1,161 @@
+"""The collector's HTTP service: authenticated click ingest, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from clickedge.events import BatchError, decode_batch
+from collector import ingest
+from collector.config import CollectorConfig
+from collector.metrics import CollectorMetrics
+from collector.schema import ensure_partitions
+
+log = logging.getLogger("clickedge.collector")
+
+CONFIG = web.AppKey("config", CollectorConfig)
+METRICS = web.AppKey("metrics", CollectorMetrics)
+POOL = web.AppKey("pool", asyncpg.Pool)
+MAINTENANCE = web.AppKey("maintenance", asyncio.Task[None])
+
+# Errors after which the database may be fine again soon: answer 503 so the edge retries later.
+DB_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+PARTITION_CHECK_SECONDS = 3600.0
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps({"error": message}), content_type="application/json")
+
+
+async def ingest_clicks(request: web.Request) -> web.Response:
+    app = request.app
+    config, metrics = app[CONFIG], app[METRICS]
+    if not _authorized(request, config.ingest_secret):
+        metrics.batch_unauthorized.inc()
+        return json_error(401, "missing or wrong ingest secret (Authorization: Bearer ...)")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        metrics.batch_rejected.inc()
+        return json_error(413, f"batch body is larger than {config.max_body_bytes} bytes")
+    try:
+        edge, clicks = decode_batch(orjson.loads(body))
+    except orjson.JSONDecodeError as exc:
+        metrics.batch_rejected.inc()
+        return json_error(400, f"batch is not valid JSON: {exc}")
+    except BatchError as exc:
+        metrics.batch_rejected.inc()
+        log.warning("rejected a batch: %s", exc)
+        return json_error(400, str(exc))
+    metrics.batch_size.observe(len(clicks))
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(config.db_timeout), app[POOL].acquire() as conn:
+            result = await ingest.ingest(conn, edge, clicks)
+    except DB_UNAVAILABLE as exc:
+        metrics.batch_db_error.inc()
+        log.warning("database unavailable, batch of %d not written: %r", len(clicks), exc)
+        return json_error(503, "database unavailable; retry later")
+    except asyncpg.PostgresError as exc:
+        metrics.batch_db_error.inc()
+        log.error("database refused a batch of %d: %s (sqlstate %s)", len(clicks), exc, exc.sqlstate)
+        return json_error(503, "database error; retry later")
+    metrics.db_latency.observe(time.perf_counter() - started)
+    metrics.batch_ok.inc()
+    metrics.clicks_received.inc(result.received)
+    metrics.clicks_inserted.inc(result.inserted)
+    metrics.clicks_duplicate.inc(result.duplicates)
+    return web.Response(
+        body=orjson.dumps(
+            {"received": result.received, "inserted": result.inserted, "duplicates": result.duplicates}
+        ),
+        content_type="application/json",
+    )
+
+
+def _authorized(request: web.Request, secret: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), secret.encode())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(1.0), request.app[POOL].acquire() as conn:
+            await conn.fetchval("SELECT 1")
+    except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        return web.Response(status=503, text=f"database unreachable: {exc.__class__.__name__}\n")
+    return web.Response(text="ready\n")
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    # min_size=0: the collector starts, and reports not-ready, even while PostgreSQL is down.
+    pool = await asyncpg.create_pool(
+        config.database_url,
+        min_size=0,
+        max_size=config.pool_size,
+        init=ingest.prepare_connection,
+        command_timeout=config.db_timeout,
+        timeout=5.0,
+    )
+    app[POOL] = pool
+    yield
+    await asyncio.wait_for(pool.close(), timeout=10.0)
+
+
+async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_maintain_partitions(app), name="partition-maintenance")
+    app[MAINTENANCE] = task
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _maintain_partitions(app: web.Application) -> None:
+    while True:
+        try:
+            async with app[POOL].acquire() as conn:
+                created = await ensure_partitions(conn)
+            if created:
+                log.info("created %d click partitions", created)
+        except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            log.warning("could not check click partitions: %r", exc)
+        await asyncio.sleep(PARTITION_CHECK_SECONDS)
+
+
+def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None) -> web.Application:
+    app = web.Application(client_max_size=config.max_body_bytes)
+    app[CONFIG] = config
+    app[METRICS] = metrics or CollectorMetrics()
+    app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_maintenance_ctx)
+    app.router.add_post("/v1/clicks", ingest_clicks)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    return app

@@ -1,0 +1,62 @@
+"""The collector's Prometheus metrics, in a registry of their own per app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+# 100 µs .. ~30 s
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class CollectorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.clicks_received = Counter(
+            "clickedge_collector_clicks_received", "Clicks received in accepted batches", registry=r
+        )
+        self.clicks_inserted = Counter(
+            "clickedge_collector_clicks_inserted", "Clicks newly written to PostgreSQL", registry=r
+        )
+        self.clicks_duplicate = Counter(
+            "clickedge_collector_clicks_duplicate",
+            "Clicks already present (redelivered), not re-applied",
+            registry=r,
+        )
+        batches = Counter("clickedge_collector_batches", "Click batches by outcome", ["outcome"], registry=r)
+        self.batch_ok = batches.labels("ok")
+        self.batch_rejected = batches.labels("rejected")
+        self.batch_unauthorized = batches.labels("unauthorized")
+        self.batch_db_error = batches.labels("db_error")
+        self.batch_size = Histogram(
+            "clickedge_collector_batch_clicks", "Clicks per received batch", buckets=SIZE_BUCKETS, registry=r
+        )
+        self.db_latency = Histogram(
+            "clickedge_collector_db_seconds",
+            "Time to write one batch, COPY to COMMIT",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )

@@ -1,0 +1,149 @@
+"""The redirect edge: decode a token in memory, record the click, answer 302. No I/O on the hot path.
+
+Built on aiohttp's low-level ``web.Server`` with one raw handler (the router and raised HTTP exceptions
+cost a quarter to a half of the throughput; see shared/FIELD.md). Responses that never change are built
+once; a redirect only adds its Location.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.web_request import BaseRequest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from clickedge.events import MAX_USER_AGENT, EventIds
+from edge.buffer import ClickBuffer
+from edge.clientip import ClientIP
+from edge.metrics import EdgeMetrics
+from edge.token import INVALID, MALFORMED, OVERSIZED, TokenCodec, TokenError
+
+log = logging.getLogger("clickedge.edge")
+
+TOKEN_PREFIX = "/c/"  # noqa: S105 - a path, not a secret
+# Long enough that every oversized token still reaches the handler and gets its 414 page.
+MAX_LINE_SIZE = 16384
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<title>{title}</title></head>
+<body style="font-family:sans-serif;max-width:32em;margin:4em auto;padding:0 1em">
+<h1>{title}</h1><p>{text}</p></body></html>
+"""
+_NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def _page(status: int, title: str, text: str) -> tuple[int, bytes]:
+    return status, _PAGE.format(title=title, text=text).encode()
+
+
+_INVALID_TEXT = "This link is not valid. It may have been copied incompletely or altered."
+PAGES = {
+    INVALID: _page(404, "Link not valid", _INVALID_TEXT),
+    MALFORMED: _page(400, "Link not valid", _INVALID_TEXT),
+    OVERSIZED: _page(414, "Link not valid", "This link is too long to be a valid tracked link."),
+    "not_found": _page(404, "Not found", "There is nothing here."),
+}
+
+
+class Edge:
+    """State shared by the handler: the codec, the click buffer, metrics, and readiness."""
+
+    def __init__(
+        self,
+        codec: TokenCodec,
+        buffer: ClickBuffer,
+        metrics: EdgeMetrics,
+        client_ip: ClientIP,
+        *,
+        on_batch_ready: Callable[[], None],
+        batch_size: int,
+    ) -> None:
+        self.codec = codec
+        self.buffer = buffer
+        self.metrics = metrics
+        self.client_ip = client_ip
+        self.draining = False
+        self._on_batch_ready = on_batch_ready
+        self._batch_size = batch_size
+        self._ids = EventIds()
+        self._pages = {
+            kind: (status, body, metrics.outcome.get(kind, metrics.outcome["not_found"]))
+            for kind, (status, body) in PAGES.items()
+        }
+
+    async def handle(self, request: BaseRequest) -> web.StreamResponse:
+        path = request.raw_path
+        if path.startswith(TOKEN_PREFIX):
+            return self.redirect(request, path)
+        if path == "/healthz":
+            return web.Response(text="ok\n", headers=_NO_STORE)
+        if path == "/readyz":
+            return self.readyz()
+        if path == "/metrics":
+            self.metrics.buffered.set(len(self.buffer))
+            return web.Response(
+                body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
+        return self._error_page("not_found")
+
+    def redirect(self, request: BaseRequest, path: str) -> web.StreamResponse:
+        started = time.perf_counter()
+        metrics = self.metrics
+        method = request.method
+        if method != "GET" and method != "HEAD":
+            metrics.outcome["method_not_allowed"].inc()
+            return web.Response(status=405, headers={"Allow": "GET, HEAD", **_NO_STORE})
+        token = path[len(TOKEN_PREFIX) :]
+        query = token.find("?")
+        if query >= 0:
+            token = token[:query]
+        try:
+            link = self.codec.decode(token)
+        except TokenError as exc:
+            return self._error_page(exc.kind)
+        headers = request.headers
+        peer = request.remote or ""
+        ip = self.client_ip.resolve(peer, headers.get("X-Forwarded-For")) if self.client_ip.enabled else peer
+        now_us = time.time_ns() // 1000
+        self.buffer.append(
+            (
+                self._ids.next(now_us // 1000),
+                now_us,
+                link.campaign_id,
+                link.link_id,
+                link.contact_id,
+                link.sent_at,
+                link.key_id,
+                ip,
+                headers.get("User-Agent", "")[:MAX_USER_AGENT],
+                method,
+            )
+        )
+        if len(self.buffer) == self._batch_size:
+            self._on_batch_ready()
+        response = web.Response(status=302, headers={"Location": link.destination, **_NO_STORE})
+        metrics.outcome["redirect"].inc()
+        metrics.handler_seconds.observe(time.perf_counter() - started)
+        return response
+
+    def readyz(self) -> web.Response:
+        if self.draining:
+            return web.Response(status=503, text="draining\n", headers=_NO_STORE)
+        if self.buffer.full:
+            return web.Response(status=503, text="click buffer full\n", headers=_NO_STORE)
+        return web.Response(text="ready\n", headers=_NO_STORE)
+
+    def _error_page(self, kind: str) -> web.Response:
+        status, body, counter = self._pages[kind]
+        counter.inc()
+        return web.Response(
+            status=status, body=body, content_type="text/html", charset="utf-8", headers=_NO_STORE
+        )
+
+
+def make_server(edge: Edge) -> web.Server:
+    return web.Server(edge.handle, max_line_size=MAX_LINE_SIZE)

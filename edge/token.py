@@ -1,0 +1,213 @@
+"""Link tokens: compact, authenticated, opaque, self-contained.
+
+A token carries everything an edge needs to answer a click with no lookup. Byte layout (before base64url,
+which is written without padding):
+
+    offset  size  field
+    0       1     format version (1), in clear
+    1       2     key id, big-endian, in clear: picks the key that verifies the token
+    3       16    synthetic IV (AES-SIV), which is also the authentication tag (128 bits)
+    19      21    encrypted header: campaign u32 | link u32 | contact u64 | sent_at u32 | flags u8
+    40      n     encrypted destination URL (ASCII bytes)
+
+Overhead beyond the URL bytes: 40 bytes (3 clear + 16 tag + 21 fields); as base64url a token is
+ceil((40 + n) * 4 / 3) characters. AES-SIV (RFC 5297) is a deterministic AEAD: it needs no nonce, so it
+adds nothing beyond its tag, and it stays safe whatever is minted. The two clear bytes are bound in as
+associated data, so changing the version or key id fails verification like any other bit.
+
+This module imports no framework: senders import it as a library to mint links.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import string
+import struct
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+FORMAT_VERSION = 1
+KEY_BYTES = 32  # AES-128-SIV: 256 bits of key material, half for S2V/CMAC, half for CTR
+TAG_BYTES = 16
+MAX_URL_BYTES = 2048
+MAX_ID = 2**32 - 1
+MAX_CONTACT = 2**63 - 1  # fits a PostgreSQL bigint
+MAX_KEY_ID = 2**16 - 1
+
+_CLEAR = struct.Struct(">BH")
+_FIELDS = struct.Struct(">IIQIB")
+_FLAG_CONTACT = 0x01
+OVERHEAD_BYTES = _CLEAR.size + TAG_BYTES + _FIELDS.size
+MIN_TOKEN_BYTES = OVERHEAD_BYTES + len("http://a")
+MAX_TOKEN_BYTES = OVERHEAD_BYTES + MAX_URL_BYTES
+MAX_TOKEN_CHARS = -(-MAX_TOKEN_BYTES * 4 // 3)
+_B64URL_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+_TO_STD = bytes.maketrans(b"-_+/", b"+/-_")  # base64url -> base64; '+' and '/' become invalid on purpose
+_B64_VALUE = bytes(_B64URL_ALPHABET.find(chr(c)) & 0xFF for c in range(256))
+_UNUSED_BITS = {2: 0x0F, 3: 0x03}
+_PAD = {0: b"", 2: b"==", 3: b"="}
+# Everything printable in ASCII except space stays as written; the rest is percent-encoded as UTF-8.
+_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+class TokenError(ValueError):
+    """A token that must not redirect. ``kind`` is one of OVERSIZED, MALFORMED (garbled: not a token at
+    all) or INVALID (well-formed, but forged, altered, or from an unknown or retired key)."""
+
+    def __init__(self, reason: str, *, kind: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+OVERSIZED = "oversized"
+MALFORMED = "malformed"
+INVALID = "invalid"
+
+
+class DestinationError(ValueError):
+    """A destination URL that may not be put in a link."""
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    destination: str
+    campaign_id: int
+    link_id: int
+    contact_id: int | None
+    sent_at: int  # Unix seconds
+    key_id: int
+
+
+def validate_destination(url: str) -> str:
+    """Return the destination as it will be redirected to, or raise DestinationError saying why not.
+
+    Only absolute http(s) URLs with a host; no whitespace or control characters anywhere. Non-ASCII
+    characters are encoded the way browsers do (IDNA for the host, UTF-8 percent-encoding elsewhere), so
+    the Location header stays ASCII; an ASCII URL is kept byte for byte.
+    """
+    if not isinstance(url, str):
+        raise DestinationError("destination must be a string")
+    for ch in url:
+        if ch.isspace() or ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
+            raise DestinationError(f"destination contains whitespace or a control character ({ch!r})")
+    if not url.isascii():
+        url = _encode_iri(url)
+    if len(url) > MAX_URL_BYTES:
+        raise DestinationError(f"destination is {len(url)} bytes long; the limit is {MAX_URL_BYTES}")
+    scheme, sep, _ = url.partition(":")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise DestinationError("destination must be an absolute http:// or https:// URL")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise DestinationError(f"destination is not a valid URL: {exc}") from None
+    if not parts.hostname:
+        raise DestinationError("destination has no host")
+    return url
+
+
+def _encode_iri(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except (ValueError, UnicodeError) as exc:
+        raise DestinationError(f"destination host cannot be encoded: {exc}") from None
+    netloc = parts.netloc.replace(host, ascii_host, 1) if host else parts.netloc
+    return quote(url.replace(parts.netloc, netloc, 1), safe=_URL_SAFE)
+
+
+class TokenCodec:
+    """Mints with the active key; verifies with every key it holds (active or not yet retired)."""
+
+    __slots__ = ("_active", "_active_id", "_ciphers")
+
+    def __init__(self, keys: dict[int, bytes], active_key_id: int | None) -> None:
+        self._ciphers: dict[int, AESSIV] = {}
+        for key_id, secret in keys.items():
+            if not 0 <= key_id <= MAX_KEY_ID:
+                raise ValueError(f"key id {key_id} is out of range 0..{MAX_KEY_ID}")
+            if len(secret) != KEY_BYTES:
+                raise ValueError(f"key {key_id} must be {KEY_BYTES} bytes, not {len(secret)}")
+            self._ciphers[key_id] = AESSIV(secret)
+        if active_key_id is not None and active_key_id not in self._ciphers:
+            raise ValueError(f"active key {active_key_id} is not among the keys")
+        self._active_id = active_key_id
+        self._active = self._ciphers.get(active_key_id) if active_key_id is not None else None
+
+    @property
+    def key_ids(self) -> frozenset[int]:
+        return frozenset(self._ciphers)
+
+    def mint(
+        self, destination: str, *, campaign_id: int, link_id: int, contact_id: int | None, sent_at: int
+    ) -> str:
+        """Return the token (base64url, no padding) for one placement of a link for one recipient."""
+        if self._active is None or self._active_id is None:
+            raise ValueError("no active key: create and activate one first")
+        url = validate_destination(destination)
+        _check_range("campaign id", campaign_id, 0, MAX_ID)
+        _check_range("link id", link_id, 0, MAX_ID)
+        _check_range("send time", sent_at, 0, MAX_ID)
+        if contact_id is not None:
+            _check_range("contact id", contact_id, 1, MAX_CONTACT)
+        clear = _CLEAR.pack(FORMAT_VERSION, self._active_id)
+        flags = _FLAG_CONTACT if contact_id is not None else 0
+        plain = _FIELDS.pack(campaign_id, link_id, contact_id or 0, sent_at, flags) + url.encode("ascii")
+        sealed = self._active.encrypt(plain, [clear])
+        return base64.urlsafe_b64encode(clear + sealed).rstrip(b"=").decode("ascii")
+
+    def decode(self, token: str) -> Link:
+        """Verify and open a token, or raise TokenError. The tag check is constant-time (OpenSSL CMAC)."""
+        size = len(token)
+        if size > MAX_TOKEN_CHARS:
+            raise TokenError(
+                f"token is {size} characters; the longest valid is {MAX_TOKEN_CHARS}", kind=OVERSIZED
+            )
+        try:
+            data = token.encode("ascii")
+        except UnicodeEncodeError:
+            raise TokenError("token has characters outside base64url", kind=MALFORMED) from None
+        tail = size % 4
+        # Strict decoding rejects any character outside the alphabet (the lenient decoder drops them),
+        # and the unused low bits of the last character must be zero, so each token has one spelling.
+        if tail == 1 or (tail and _B64_VALUE[data[-1]] & _UNUSED_BITS[tail]):
+            raise TokenError("token is not canonical base64url", kind=MALFORMED)
+        try:
+            raw = binascii.a2b_base64(data.translate(_TO_STD) + _PAD[tail], strict_mode=True)
+        except binascii.Error:
+            raise TokenError("token has characters outside base64url", kind=MALFORMED) from None
+        return self.decode_bytes(raw)
+
+    def decode_bytes(self, raw: bytes) -> Link:
+        if len(raw) < MIN_TOKEN_BYTES:
+            raise TokenError(
+                f"token is {len(raw)} bytes; the shortest valid is {MIN_TOKEN_BYTES}", kind=MALFORMED
+            )
+        version, key_id = _CLEAR.unpack_from(raw)
+        if version != FORMAT_VERSION:
+            raise TokenError(f"unknown token format version {version}", kind=INVALID)
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise TokenError(f"key {key_id} is unknown or retired", kind=INVALID)
+        try:
+            plain = cipher.decrypt(raw[_CLEAR.size :], [raw[: _CLEAR.size]])
+        except InvalidTag:
+            raise TokenError(
+                "authentication tag does not match: altered or forged token", kind=INVALID
+            ) from None
+        campaign_id, link_id, contact_id, sent_at, flags = _FIELDS.unpack_from(plain)
+        destination = plain[_FIELDS.size :].decode("ascii")
+        return Link(
+            destination, campaign_id, link_id, contact_id if flags & _FLAG_CONTACT else None, sent_at, key_id
+        )
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, not {value!r}")
