@@ -70,7 +70,7 @@ async def start(config: EdgeConfig, *, reuse_port: bool = True) -> RunningEdge:
         batch_size=config.batch_size,
     )
     runner = web.ServerRunner(
-        make_server(edge), handle_signals=False, shutdown_timeout=config.shutdown_timeout, access_log=None
+        make_server(edge), handle_signals=False, shutdown_timeout=config.shutdown_timeout
     )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port, backlog=2048)

@@ -1,0 +1,152 @@
+"""The collector over a real socket against a real PostgreSQL: auth, validation, exactly-once writes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from clickedge.events import EventIds
+from collector.app import create_app
+from collector.config import CollectorConfig
+from tests.conftest import INGEST_SECRET
+
+AUTH = {"Authorization": f"Bearer {INGEST_SECRET}"}
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[TestClient[Any, Any]]:
+    config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)
+    async with TestClient(TestServer(create_app(config))) as client:
+        yield client
+
+
+def batch(campaign_id: int, n: int, *, contact_base: int = 1) -> dict[str, Any]:
+    ids = EventIds()
+    at = 1_790_000_000_000_000
+    ua = "Mozilla/5.0 (test)"
+    rows = [
+        [ids.next(at // 1000 + i), at + i * 1000, campaign_id, i % 3, contact_base + i, 1_789_990_000, 1,
+         "198.51.100.7", ua, "HEAD" if i == 0 else "GET"]
+        for i in range(n)
+    ]  # fmt: skip
+    return {"v": 1, "edge": "test-edge", "clicks": rows}
+
+
+async def metric(client: TestClient[Any, Any], name: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"metric {name} not exported")
+
+
+async def test_batch_is_written_with_every_field(
+    client: TestClient[Any, Any], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    doc = batch(campaign_id, 5)
+    resp = await client.post("/v1/clicks", data=orjson.dumps(doc), headers=AUTH)
+    assert resp.status == 200
+    assert await resp.json() == {"received": 5, "inserted": 5, "duplicates": 0}
+    rows = await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY contact_id", campaign_id)
+    assert len(rows) == 5
+    first = rows[0]
+    assert first["event_id"] == uuid.UUID(doc["clicks"][0][0])
+    assert first["clicked_at"].timestamp() == 1_790_000_000
+    assert (first["link_id"], first["contact_id"], first["key_id"]) == (0, 1, 1)
+    assert str(first["client_ip"]) == "198.51.100.7"
+    assert (first["user_agent"], first["method"], first["edge"]) == (
+        "Mozilla/5.0 (test)",
+        "HEAD",
+        "test-edge",
+    )
+    counts = await db.fetch(
+        "SELECT link_id, clicks FROM link_click_counts WHERE campaign_id = $1 ORDER BY link_id", campaign_id
+    )
+    assert [tuple(r) for r in counts] == [(0, 2), (1, 2), (2, 1)]
+
+
+async def test_redelivered_batch_changes_nothing(
+    client: TestClient[Any, Any], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    body = orjson.dumps(batch(campaign_id, 50))
+    assert (await client.post("/v1/clicks", data=body, headers=AUTH)).status == 200
+    before_rows = await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id)
+    before_counts = await db.fetch("SELECT * FROM link_click_counts WHERE campaign_id = $1", campaign_id)
+    duplicates_before = await metric(client, "clickedge_collector_clicks_duplicate_total")
+
+    resp = await client.post("/v1/clicks", data=body, headers=AUTH)
+    assert resp.status == 200
+    assert await resp.json() == {"received": 50, "inserted": 0, "duplicates": 50}
+    assert (
+        await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id)
+        == before_rows
+    )
+    assert (
+        await db.fetch("SELECT * FROM link_click_counts WHERE campaign_id = $1", campaign_id) == before_counts
+    )
+    assert await metric(client, "clickedge_collector_clicks_duplicate_total") == duplicates_before + 50
+
+
+async def test_partly_new_batch_applies_only_the_new_rows(
+    client: TestClient[Any, Any], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    doc = batch(campaign_id, 4)
+    first = {**doc, "clicks": doc["clicks"][:2]}
+    assert (await client.post("/v1/clicks", data=orjson.dumps(first), headers=AUTH)).status == 200
+    resp = await client.post("/v1/clicks", data=orjson.dumps(doc), headers=AUTH)
+    assert await resp.json() == {"received": 4, "inserted": 2, "duplicates": 2}
+    total = await db.fetchval("SELECT sum(clicks) FROM link_click_counts WHERE campaign_id = $1", campaign_id)
+    assert total == 4
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong-secret"}, {"Authorization": INGEST_SECRET}]
+)
+async def test_unauthenticated_batch_is_refused(
+    client: TestClient[Any, Any], db: asyncpg.Connection, campaign_id: int, headers: dict[str, str]
+) -> None:
+    resp = await client.post("/v1/clicks", data=orjson.dumps(batch(campaign_id, 1)), headers=headers)
+    assert resp.status == 401
+    assert "ingest secret" in (await resp.json())["error"]
+    assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 0
+
+
+async def test_malformed_batch_gets_400_with_reason_and_writes_nothing(
+    client: TestClient[Any, Any], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    doc = batch(campaign_id, 3)
+    doc["clicks"][2][9] = "DELETE"
+    resp = await client.post("/v1/clicks", data=orjson.dumps(doc), headers=AUTH)
+    assert resp.status == 400
+    assert "clicks[2].method" in (await resp.json())["error"]
+    resp = await client.post("/v1/clicks", data=b"{not json", headers=AUTH)
+    assert resp.status == 400
+    assert "not valid JSON" in (await resp.json())["error"]
+    assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 0
+
+
+async def test_oversized_body_is_refused(database_url: str) -> None:
+    config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET, max_body_bytes=1024)
+    async with TestClient(TestServer(create_app(config))) as client:
+        resp = await client.post("/v1/clicks", data=b"[" + b" " * 4096 + b"]", headers=AUTH)
+        assert resp.status == 413
+
+
+async def test_health_and_readiness(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_unreachable_database_gives_503_not_500() -> None:
+    config = CollectorConfig(database_url="postgresql://nobody@127.0.0.1:1/none", ingest_secret=INGEST_SECRET)
+    async with TestClient(TestServer(create_app(config))) as client:
+        assert (await client.get("/readyz")).status == 503
+        resp = await client.post("/v1/clicks", data=orjson.dumps(batch(1, 1)), headers=AUTH)
+        assert resp.status == 503
+        assert "retry" in (await resp.json())["error"]

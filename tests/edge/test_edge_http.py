@@ -1,0 +1,190 @@
+"""The edge on a real socket: redirects, invalid links, client addresses, readiness, metrics."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from edge import keys
+from edge.config import EdgeConfig
+from edge.main import RunningEdge, start
+from edge.token import MAX_TOKEN_CHARS
+
+URL = "https://shop.example.com/pricing?utm_source=news&a=%2F#plans"
+RunEdge = Callable[..., AbstractAsyncContextManager[RunningEdge]]
+
+
+@pytest.fixture
+def run_edge(data_dir: Path) -> RunEdge:
+    @asynccontextmanager
+    async def run(**overrides: Any) -> AsyncIterator[RunningEdge]:
+        # No collector is listening on port 9: clicks stay buffered, where the tests can see them.
+        fields = {"port": 0, "data_dir": data_dir, "collector_url": "http://127.0.0.1:9", **overrides}
+        running = await start(EdgeConfig(**fields), reuse_port=False)
+        try:
+            yield running
+        finally:
+            await running.runner.cleanup()
+            await running.shipper.close()
+
+    return run
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def mint(data_dir: Path, url: str = URL, contact: int | None = 42) -> str:
+    codec = keys.load(data_dir / "keys.json").codec()
+    return codec.mint(url, campaign_id=7, link_id=3, contact_id=contact, sent_at=1_790_000_000)
+
+
+async def test_redirect_answers_302_with_exact_location_and_records_the_click(
+    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
+) -> None:
+    async with run_edge() as edge:
+        base = f"http://127.0.0.1:{edge.port}"
+        token = mint(data_dir)
+        headers = {"User-Agent": "Mozilla/5.0 (X11) Test"}
+        async with http.get(f"{base}/c/{token}", allow_redirects=False, headers=headers) as resp:
+            assert resp.status == 302
+            assert resp.headers["Location"] == URL
+            assert resp.headers["Cache-Control"] == "no-store"
+        async with http.head(f"{base}/c/{token}", allow_redirects=False) as resp:
+            assert resp.status == 302
+            assert resp.headers["Location"] == URL
+        rows = edge.edge.buffer.peek(10)
+        assert [(r[2], r[3], r[4], r[5], r[7], r[9]) for r in rows] == [
+            (7, 3, 42, 1_790_000_000, "127.0.0.1", "GET"),
+            (7, 3, 42, 1_790_000_000, "127.0.0.1", "HEAD"),
+        ]
+        assert rows[0][8] == "Mozilla/5.0 (X11) Test"
+        assert rows[0][0] != rows[1][0]  # each click its own event id
+
+
+async def test_query_string_on_the_tracked_link_is_ignored(
+    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
+) -> None:
+    async with run_edge() as edge:
+        url = f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}?fbclid=abc"
+        async with http.get(url, allow_redirects=False) as resp:
+            assert resp.status == 302
+            assert resp.headers["Location"] == URL
+
+
+def _flip(token: str) -> str:
+    i = len(token) // 2
+    return token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("make_path", "status", "outcome"),
+    [
+        (lambda t: f"/c/{_flip(t)}", 404, "invalid"),
+        (lambda t: f"/c/{t[:-6]}", 404, "invalid"),
+        (lambda t: f"/c/{t}AAAA", 404, "invalid"),
+        (lambda t: "/c/" + "QUJD" * 30, 404, "invalid"),
+        (lambda t: "/c/!!not-a-token!!", 400, "malformed"),
+        (lambda t: "/c/", 400, "malformed"),
+        (lambda t: "/c/" + "A" * (MAX_TOKEN_CHARS + 1), 414, "oversized"),
+        (lambda t: "/c/" + "A" * 12000, 414, "oversized"),
+        (lambda t: "/", 404, "not_found"),
+        (lambda t: "/wp-admin", 404, "not_found"),
+    ],
+)
+async def test_invalid_links_never_redirect(
+    run_edge: RunEdge,
+    http: aiohttp.ClientSession,
+    data_dir: Path,
+    make_path: Callable[[str], str],
+    status: int,
+    outcome: str,
+) -> None:
+    async with run_edge() as edge:
+        before = edge.edge.metrics.outcome[outcome]._value.get()
+        url = f"http://127.0.0.1:{edge.port}{make_path(mint(data_dir))}"
+        async with http.get(url, allow_redirects=False) as resp:
+            assert resp.status == status
+            assert "Location" not in resp.headers
+            assert resp.headers["Content-Type"].startswith("text/html")
+            assert resp.headers["Cache-Control"] == "no-store"
+            if outcome != "not_found":
+                assert "not valid" in await resp.text()
+        assert len(edge.edge.buffer) == 0
+        assert edge.edge.metrics.outcome[outcome]._value.get() == before + 1
+
+
+async def test_retired_key_link_is_not_valid(
+    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
+) -> None:
+    path = data_dir / "keys.json"
+    old = mint(data_dir)
+    keys.save(keys.load(path).create(activate=True), path)
+    new = mint(data_dir)
+    keys.save(keys.load(path).retire(1), path)
+    async with run_edge() as edge:
+        base = f"http://127.0.0.1:{edge.port}/c/"
+        async with http.get(base + old, allow_redirects=False) as resp:
+            assert resp.status == 404
+        async with http.get(base + new, allow_redirects=False) as resp:
+            assert resp.status == 302
+        assert len(edge.edge.buffer) == 1
+
+
+async def test_other_methods_are_refused_and_not_recorded(
+    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
+) -> None:
+    async with run_edge() as edge:
+        async with http.post(
+            f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", allow_redirects=False
+        ) as resp:
+            assert resp.status == 405
+            assert resp.headers["Allow"] == "GET, HEAD"
+        assert len(edge.edge.buffer) == 0
+
+
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
+) -> None:
+    headers = {"X-Forwarded-For": "198.51.100.23"}
+    async with run_edge() as edge:
+        async with http.get(
+            f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", headers=headers, allow_redirects=False
+        ) as resp:
+            assert resp.status == 302
+        assert edge.edge.buffer.peek(1)[0][7] == "127.0.0.1"
+    trusted = (ipaddress.ip_network("127.0.0.0/8"),)
+    async with run_edge(trusted_proxies=trusted) as edge:
+        async with http.get(
+            f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", headers=headers, allow_redirects=False
+        ) as resp:
+            assert resp.status == 302
+        assert edge.edge.buffer.peek(1)[0][7] == "198.51.100.23"
+
+
+async def test_health_readiness_and_metrics(
+    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
+) -> None:
+    async with run_edge(buffer_clicks=2, batch_size=1) as edge:
+        base = f"http://127.0.0.1:{edge.port}"
+        assert (await http.get(f"{base}/healthz")).status == 200
+        assert (await http.get(f"{base}/readyz")).status == 200
+        for _ in range(3):
+            async with http.get(f"{base}/c/{mint(data_dir)}", allow_redirects=False) as resp:
+                assert resp.status == 302  # recipients land even when clicks cannot be kept
+        # The buffer is full (no collector): not ready, so a load balancer moves traffic away.
+        assert (await http.get(f"{base}/readyz")).status == 503
+        text = await (await http.get(f"{base}/metrics")).text()
+        assert 'clickedge_edge_requests_total{outcome="redirect"} 3.0' in text
+        assert "clickedge_edge_buffered_clicks 2.0" in text
+        assert "clickedge_edge_handler_seconds_bucket" in text
+        edge.edge.draining = True
+        assert (await http.get(f"{base}/readyz")).status == 503

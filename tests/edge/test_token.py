@@ -1,0 +1,272 @@
+"""The token codec alone: round trips, tamper rejection, destination rules, rotation."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.token import (
+    INVALID,
+    MALFORMED,
+    MAX_TOKEN_CHARS,
+    MAX_URL_BYTES,
+    OVERHEAD_BYTES,
+    OVERSIZED,
+    DestinationError,
+    TokenCodec,
+    TokenError,
+    validate_destination,
+)
+
+KEY_1 = bytes(range(32))
+KEY_2 = bytes(range(32, 64))
+URL = "https://shop.example.com/pricing?utm_source=news&utm_medium=email#plans"
+
+
+@pytest.fixture
+def codec() -> TokenCodec:
+    return TokenCodec({1: KEY_1}, 1)
+
+
+def mint(codec: TokenCodec, url: str = URL, contact: int | None = 42) -> str:
+    return codec.mint(url, campaign_id=7, link_id=3, contact_id=contact, sent_at=1_790_000_000)
+
+
+def raw(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+
+def encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+path_chars = st.text(
+    alphabet=st.sampled_from(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:@/?#"
+    ),
+    max_size=300,
+)
+
+
+@given(
+    path=path_chars,
+    campaign=st.integers(0, 2**32 - 1),
+    link=st.integers(0, 2**32 - 1),
+    contact=st.none() | st.integers(1, 2**63 - 1),
+    sent_at=st.integers(0, 2**32 - 1),
+    scheme=st.sampled_from(["http", "https"]),
+)
+def test_round_trip_keeps_every_field(
+    path: str, campaign: int, link: int, contact: int | None, sent_at: int, scheme: str
+) -> None:
+    codec = TokenCodec({5: KEY_1}, 5)
+    url = f"{scheme}://example.com/{path}"
+    token = codec.mint(url, campaign_id=campaign, link_id=link, contact_id=contact, sent_at=sent_at)
+    link_ = codec.decode(token)
+    assert (
+        link_.destination,
+        link_.campaign_id,
+        link_.link_id,
+        link_.contact_id,
+        link_.sent_at,
+        link_.key_id,
+    ) == (
+        url,
+        campaign,
+        link,
+        contact,
+        sent_at,
+        5,
+    )
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def test_overhead_is_within_48_bytes(codec: TokenCodec) -> None:
+    token = mint(codec)
+    assert OVERHEAD_BYTES == 40
+    assert len(raw(token)) == len(URL) + OVERHEAD_BYTES
+    assert len(token) == -(-(len(URL) + OVERHEAD_BYTES) * 4 // 3)
+
+
+def test_every_single_bit_flip_is_rejected(codec: TokenCodec) -> None:
+    data = raw(mint(codec))
+    for bit in range(len(data) * 8):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(TokenError) as err:
+            codec.decode(encode(bytes(flipped)))
+        assert err.value.kind in (INVALID, MALFORMED), bit
+
+
+def test_every_truncation_is_rejected(codec: TokenCodec) -> None:
+    token = mint(codec)
+    for size in range(len(token)):
+        with pytest.raises(TokenError):
+            codec.decode(token[:size])
+
+
+@given(extra=st.binary(min_size=1, max_size=64))
+def test_extension_is_rejected(extra: bytes) -> None:
+    codec = TokenCodec({1: KEY_1}, 1)
+    data = raw(mint(codec))
+    with pytest.raises(TokenError):
+        codec.decode(encode(data + extra))
+
+
+@given(data=st.binary(max_size=300))
+def test_random_bytes_are_rejected(data: bytes) -> None:
+    codec = TokenCodec({1: KEY_1}, 1)
+    with pytest.raises(TokenError):
+        codec.decode(encode(data))
+
+
+@given(text=st.text(max_size=400))
+def test_arbitrary_text_never_decodes_and_never_crashes(text: str) -> None:
+    codec = TokenCodec({1: KEY_1}, 1)
+    with pytest.raises(TokenError):
+        codec.decode(text)
+
+
+def test_every_changed_character_is_rejected(codec: TokenCodec) -> None:
+    token = mint(codec)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for i, ch in enumerate(token):
+        other = alphabet[(alphabet.index(ch) + 1) % 64]
+        with pytest.raises(TokenError):
+            codec.decode(token[:i] + other + token[i + 1 :])
+
+
+def test_error_kinds(codec: TokenCodec) -> None:
+    token = mint(codec)
+    cases = {
+        "A" * (MAX_TOKEN_CHARS + 1): OVERSIZED,
+        token[:20] + "!" + token[21:]: MALFORMED,
+        token[:20] + "+" + token[21:]: MALFORMED,  # standard base64, not base64url
+        token[:20] + "é" + token[21:]: MALFORMED,
+        token + "A" * ((1 - len(token)) % 4): MALFORMED,  # a length base64 cannot have
+        "": MALFORMED,
+        token[:30] + ("A" if token[30] != "A" else "B") + token[31:]: INVALID,
+    }
+    for bad, kind in cases.items():
+        with pytest.raises(TokenError) as err:
+            codec.decode(bad)
+        assert err.value.kind == kind, bad
+
+
+def test_non_canonical_spelling_is_rejected(codec: TokenCodec) -> None:
+    # Two spellings differing only in the unused low bits of the last character decode to the same
+    # bytes under a lenient decoder; only the canonical one may redirect.
+    token = next(t for t in (mint(codec, URL + "x" * n) for n in range(3)) if len(t) % 4)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    twin = token[:-1] + alphabet[alphabet.index(token[-1]) | 1]
+    assert twin != token
+    with pytest.raises(TokenError) as err:
+        codec.decode(twin)
+    assert err.value.kind == MALFORMED
+
+
+def test_token_is_opaque(codec: TokenCodec) -> None:
+    contact = 0x1122334455667788
+    data = raw(codec.mint(URL, campaign_id=7, link_id=3, contact_id=contact, sent_at=1_790_000_000))
+    assert contact.to_bytes(8, "big") not in data
+    assert b"shop.example.com" not in data
+    assert b"pricing" not in data
+
+
+def test_anonymous_link_has_no_contact(codec: TokenCodec) -> None:
+    assert codec.decode(mint(codec, contact=None)).contact_id is None
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://example.com/file", "http"),
+        ("javascript:alert(1)", "http"),
+        ("mailto:someone@example.com", "http"),
+        ("//example.com/path", "http"),
+        ("https://example.com/a b", "whitespace"),
+        ("https://example.com/a\tb", "whitespace"),
+        ("https://example.com/\r\nSet-Cookie: x=1", "whitespace"),
+        ("https://example.com/\x00", "control"),
+        ("https://example.com/\x7f", "control"),
+        ("https:///no-host", "host"),
+        ("https://example.com/" + "a" * MAX_URL_BYTES, "limit is 2048"),
+    ],
+)
+def test_bad_destinations_are_refused(codec: TokenCodec, url: str, reason: str) -> None:
+    with pytest.raises(DestinationError, match=reason):
+        codec.mint(url, campaign_id=1, link_id=1, contact_id=None, sent_at=0)
+
+
+def test_destination_kept_byte_for_byte_and_iri_encoded() -> None:
+    assert validate_destination(URL) == URL
+    assert (
+        validate_destination("HTTPS://Example.com/A%20b?x=1&y=%2F#frag")
+        == "HTTPS://Example.com/A%20b?x=1&y=%2F#frag"
+    )
+    assert validate_destination("https://bücher.example/straße?q=ä") == (
+        "https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%A4"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("campaign_id", -1),
+        ("campaign_id", 2**32),
+        ("link_id", 2**32),
+        ("contact_id", 0),
+        ("contact_id", 2**63),
+    ],
+)
+def test_ids_out_of_range_are_refused(codec: TokenCodec, field: str, value: int) -> None:
+    args = {"campaign_id": 1, "link_id": 1, "contact_id": 1, "sent_at": 0, field: value}
+    with pytest.raises(ValueError, match=field.replace("_id", " id")):
+        codec.mint(URL, **args)
+
+
+def test_rotation_keeps_old_links_until_their_key_is_retired() -> None:
+    old = TokenCodec({1: KEY_1}, 1)
+    old_token = mint(old)
+    rotated = TokenCodec({1: KEY_1, 2: KEY_2}, 2)
+    new_token = mint(rotated)
+    assert rotated.decode(old_token).key_id == 1
+    assert rotated.decode(new_token).key_id == 2
+    retired = TokenCodec({2: KEY_2}, 2)
+    with pytest.raises(TokenError, match="key 1 is unknown or retired") as err:
+        retired.decode(old_token)
+    assert err.value.kind == INVALID
+    assert retired.decode(new_token).destination == URL
+
+
+def test_key_id_is_authenticated() -> None:
+    # Two keys in one ring: moving a token to the other key id must not verify.
+    codec = TokenCodec({1: KEY_1, 2: KEY_2}, 1)
+    data = bytearray(raw(mint(codec)))
+    data[1:3] = (2).to_bytes(2, "big")
+    with pytest.raises(TokenError, match="authentication"):
+        codec.decode(encode(bytes(data)))
+
+
+def test_no_active_key_cannot_mint() -> None:
+    with pytest.raises(ValueError, match="no active key"):
+        mint(TokenCodec({1: KEY_1}, None))
+
+
+@settings(max_examples=50)
+@given(key=st.binary(min_size=32, max_size=32))
+def test_other_key_never_verifies(key: bytes) -> None:
+    token = mint(TokenCodec({1: KEY_1}, 1))
+    if key != KEY_1:
+        with pytest.raises(TokenError):
+            TokenCodec({1: key}, 1).decode(token)
+
+
+def test_random_keys_give_distinct_tokens() -> None:
+    a = TokenCodec({1: os.urandom(32)}, 1)
+    b = TokenCodec({1: os.urandom(32)}, 1)
+    assert mint(a) != mint(b)

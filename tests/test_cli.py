@@ -1,0 +1,130 @@
+"""The `clickedge` command as a user runs it: mint, decode, keys, and configuration errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEST = "https://shop.example.com/pricing?utm_source=news#plans"
+
+
+def clickedge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clickedge", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_mint_then_decode(data_dir: Path) -> None:
+    minted = clickedge(
+        "mint", "--data-dir", str(data_dir), "--campaign", "7", "--link", "3", "--contact", "42", DEST
+    )
+    assert minted.returncode == 0, minted.stderr
+    url = minted.stdout.strip()
+    assert url.startswith("http://127.0.0.1:8080/c/")
+    decoded = clickedge("decode", "--data-dir", str(data_dir), url)
+    assert decoded.returncode == 0, decoded.stderr
+    out = decoded.stdout
+    assert out.startswith("VALID")
+    for expected in (DEST, "campaign     7", "link         3", "contact      42", "key          1 (active)"):
+        assert expected in out
+
+
+def test_mint_uses_the_public_url_and_supports_anonymous(data_dir: Path) -> None:
+    minted = clickedge(
+        "mint", "--data-dir", str(data_dir), "--campaign", "1", "--link", "2", DEST,
+        env={"CLICKEDGE_PUBLIC_URL": "https://t.example.net/"},
+    )  # fmt: skip
+    assert minted.returncode == 0, minted.stderr
+    assert minted.stdout.startswith("https://t.example.net/c/")
+    decoded = clickedge("decode", "--data-dir", str(data_dir), minted.stdout.strip())
+    assert "none (anonymous)" in decoded.stdout
+
+
+@pytest.mark.parametrize(
+    ("destination", "message"),
+    [("ftp://example.com/x", "http:// or https://"), ("https://example.com/a b", "whitespace")],
+)
+def test_mint_refuses_bad_destinations(data_dir: Path, destination: str, message: str) -> None:
+    result = clickedge("mint", "--data-dir", str(data_dir), "--campaign", "1", "--link", "1", destination)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_decode_says_why_a_link_is_not_valid(data_dir: Path) -> None:
+    url = clickedge(
+        "mint", "--data-dir", str(data_dir), "--campaign", "1", "--link", "1", DEST
+    ).stdout.strip()
+    i = len(url) - 10
+    tampered = url[:i] + ("A" if url[i] != "A" else "B") + url[i + 1 :]
+    result = clickedge("decode", "--data-dir", str(data_dir), tampered)
+    assert result.returncode == 1
+    assert "NOT VALID (invalid)" in result.stdout and "altered or forged" in result.stdout
+    result = clickedge("decode", "--data-dir", str(data_dir), "not*a*token")
+    assert result.returncode == 1
+    assert "NOT VALID (malformed)" in result.stdout
+
+
+def test_keys_rotation_from_the_command_line(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    created = clickedge("keys", "--data-dir", d, "create")
+    assert created.returncode == 0 and "created key 1 (active)" in created.stdout
+    old = clickedge("mint", "--data-dir", d, "--campaign", "1", "--link", "1", DEST).stdout.strip()
+    assert "created key 2 (verifying)" in clickedge("keys", "--data-dir", d, "create").stdout
+    assert "key 2 is now active" in clickedge("keys", "--data-dir", d, "activate", "2").stdout
+    new = clickedge("mint", "--data-dir", d, "--campaign", "1", "--link", "1", DEST).stdout.strip()
+    assert "key          1 (verifying)" in clickedge("decode", "--data-dir", d, old).stdout
+    assert "key          2 (active)" in clickedge("decode", "--data-dir", d, new).stdout
+
+    refused = clickedge("keys", "--data-dir", d, "retire", "2")
+    assert refused.returncode == 2 and "activate another key" in refused.stderr
+    assert "key 1 is now retired" in clickedge("keys", "--data-dir", d, "retire", "1").stdout
+    result = clickedge("decode", "--data-dir", d, old)
+    assert result.returncode == 1 and "retired" in result.stdout
+    listing = clickedge("keys", "--data-dir", d).stdout
+    assert "    1  retired" in listing and "    2  active" in listing
+    assert "secret" not in listing
+
+
+def test_missing_keys_say_what_to_do(tmp_path: Path) -> None:
+    result = clickedge("mint", "--data-dir", str(tmp_path), "--campaign", "1", "--link", "1", DEST)
+    assert result.returncode == 2
+    assert "clickedge keys create" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["collector"], {"CLICKEDGE_DATABASE_URL": ""}, "CLICKEDGE_DATABASE_URL"),
+        (["collector", "--collector-port", "99999"], {}, "--collector-port='99999' is not valid"),
+        (["edge", "--batch-size", "0"], {}, "--batch-size='0' is not valid"),
+        (["edge", "--trusted-proxies", "10.0.0.0/8,nonsense"], {}, "--trusted-proxies"),
+        (["edge"], {"CLICKEDGE_BATCH_LINGER": "soon"}, "CLICKEDGE_BATCH_LINGER='soon' is not valid"),
+    ],
+)
+def test_bad_configuration_stops_start_up_with_a_message(
+    data_dir: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = clickedge(
+        *args, env={"CLICKEDGE_DATA_DIR": str(data_dir), "CLICKEDGE_INGEST_SECRET": "x" * 20, **env}
+    )
+    assert result.returncode == 2
+    assert "configuration error" in result.stderr and message in result.stderr
+
+
+def test_secrets_are_redacted_in_errors() -> None:
+    result = clickedge(
+        "collector",
+        env={"CLICKEDGE_DATABASE_URL": "postgresql://u:pw@h/db", "CLICKEDGE_INGEST_SECRET": "short"},
+    )
+    assert result.returncode == 2
+    assert "pw" not in result.stderr and "short" not in result.stderr

@@ -1,0 +1,65 @@
+"""The batch wire format: every malformed row is refused with a reason naming it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from clickedge.events import MAX_BATCH_CLICKS, BatchError, EventIds, decode_batch
+
+
+def row(**overrides: Any) -> list[Any]:
+    base: dict[str, Any] = {
+        "event_id": "0" * 31 + "1",
+        "clicked_at_us": 1_790_000_000_000_000,
+        "campaign_id": 7,
+        "link_id": 3,
+        "contact_id": 42,
+        "sent_at": 1_789_999_000,
+        "key_id": 1,
+        "client_ip": "203.0.113.9",
+        "user_agent": "Mozilla/5.0",
+        "method": "GET",
+    }
+    base.update(overrides)
+    return list(base.values())
+
+
+def test_valid_batch_decodes() -> None:
+    edge, clicks = decode_batch({"v": 1, "edge": "e1", "clicks": [row(), row(contact_id=None, client_ip="")]})
+    assert edge == "e1"
+    assert clicks[0].contact_id == 42 and clicks[1].contact_id is None and clicks[1].client_ip is None
+    assert clicks[0].clicked_at.timestamp() == 1_790_000_000
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ([], "must be a JSON object"),
+        ({"v": 2, "edge": "e", "clicks": []}, "unsupported batch version"),
+        ({"v": 1, "edge": "", "clicks": []}, "'edge'"),
+        ({"v": 1, "edge": "e", "clicks": {}}, "'clicks' must be an array"),
+        ({"v": 1, "edge": "e", "clicks": [[1, 2]]}, r"clicks\[0\] must be an array of 10"),
+        ({"v": 1, "edge": "e", "clicks": [row(event_id="xyz")]}, r"clicks\[0\].event_id"),
+        ({"v": 1, "edge": "e", "clicks": [row(), row(campaign_id=-1)]}, r"clicks\[1\].campaign_id"),
+        ({"v": 1, "edge": "e", "clicks": [row(link_id="3")]}, r"clicks\[0\].link_id"),
+        ({"v": 1, "edge": "e", "clicks": [row(contact_id=0)]}, r"clicks\[0\].contact_id"),
+        ({"v": 1, "edge": "e", "clicks": [row(client_ip="999.1.1.1")]}, r"clicks\[0\].client_ip"),
+        ({"v": 1, "edge": "e", "clicks": [row(user_agent="x" * 513)]}, r"clicks\[0\].user_agent"),
+        ({"v": 1, "edge": "e", "clicks": [row(method="POST")]}, r"clicks\[0\].method"),
+        ({"v": 1, "edge": "e", "clicks": [row(sent_at=True)]}, r"clicks\[0\].sent_at"),
+        ({"v": 1, "edge": "e", "clicks": [row()] * (MAX_BATCH_CLICKS + 1)}, "at most 10000"),
+    ],
+)
+def test_malformed_batches_are_refused_with_a_reason(doc: Any, message: str) -> None:
+    with pytest.raises(BatchError, match=message):
+        decode_batch(doc)
+
+
+def test_event_ids_are_unique_and_time_ordered() -> None:
+    ids = EventIds()
+    made = [ids.next(1_790_000_000_000 + i // 10) for i in range(10_000)]
+    assert len(set(made)) == len(made)
+    assert made == sorted(made)
+    assert made[0][12] == "7"  # UUID version 7

@@ -1,0 +1,120 @@
+"""`clickedge up` as a user runs it: the whole stack starts, takes a click, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from clickedge.pgembed import free_port
+from tests.conftest import eventually
+
+
+class Stack:
+    def __init__(self, proc: asyncio.subprocess.Process, banner: dict[str, str]) -> None:
+        self.proc = proc
+        self.banner = banner
+
+
+async def start_up(data_dir: Path, env: dict[str, str], ports: tuple[int, int] | None = None) -> Stack:
+    edge_port, collector_port = ports or (free_port(), free_port())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clickedge", "up", "--data-dir", str(data_dir),
+        "--edge-port", str(edge_port), "--collector-port", str(collector_port),
+        stdout=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    banner: dict[str, str] = {}
+    async with asyncio.timeout(60):
+        while "sample link" not in banner:
+            line = (await proc.stdout.readline()).decode()
+            assert line, f"clickedge up exited early with {await proc.wait()}"
+            key, _, value = line.strip().partition("  ")
+            if value:
+                banner[key.strip()] = value.strip()
+    return Stack(proc, banner)
+
+
+async def stop(stack: Stack) -> int:
+    stack.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(60):
+        return await stack.proc.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_up_runs_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CLICKEDGE_DATABASE_URL"}
+    data_dir = tmp_path / "state"
+    ports = (free_port(), free_port())
+    stack = await start_up(data_dir, env, ports)
+    try:
+        dsn = stack.banner["database"]
+        assert dsn.startswith("postgresql://") and "127.0.0.1" in dsn
+        sample = stack.banner["sample link"]
+        edge_url = stack.banner["edge"].split()[0]
+        assert sample.startswith(edge_url + "/c/")
+        assert stack.banner["metrics"].split() == [
+            f"{edge_url}/metrics",
+            f"{stack.banner['collector']}/metrics",
+        ]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(sample, allow_redirects=False) as resp:
+                assert resp.status == 302
+                assert resp.headers["Location"] == "https://example.com/?utm_source=clickedge#welcome"
+            for url in stack.banner["metrics"].split():
+                assert (await http.get(url)).status == 200
+        conn = await asyncpg.connect(dsn)
+        try:
+
+            async def clicked() -> int:
+                return int(await conn.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = 1"))
+
+            assert await eventually(clicked, timeout=10) == 1
+        finally:
+            await conn.close()
+        postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+    finally:
+        code = await stop(stack)
+    assert code == 0
+    assert not pid_alive(postmaster), "PostgreSQL still running after up stopped"
+
+    # Again: the same keys (the old link still redirects) and the same data (the click is still there).
+    keys_before = (data_dir / "keys.json").read_text()
+    again = await start_up(data_dir, env, ports)
+    try:
+        assert (data_dir / "keys.json").read_text() == keys_before
+        async with aiohttp.ClientSession() as http, http.get(sample, allow_redirects=False) as resp:
+            assert resp.status == 302
+        conn = await asyncpg.connect(again.banner["database"])
+        try:
+
+            async def clicked_twice() -> bool:
+                return int(await conn.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = 1")) == 2
+
+            assert await eventually(clicked_twice, timeout=10)
+        finally:
+            await conn.close()
+    finally:
+        assert await stop(again) == 0
+
+
+async def test_up_uses_an_existing_database_when_told(tmp_path: Path, database_url: str) -> None:
+    env = {**os.environ, "CLICKEDGE_DATABASE_URL": database_url}
+    stack = await start_up(tmp_path / "state", env)
+    try:
+        assert stack.banner["database"] == database_url
+        assert not (tmp_path / "state" / "pg").exists()
+    finally:
+        assert await stop(stack) == 0
