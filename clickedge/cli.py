@@ -124,11 +124,14 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         from edge.main import run
 
         config = settings.load(EdgeConfig, args, os.environ)
+        logging.getLogger().setLevel(config.log_level)
         return uvloop.run(run(config, argv[1:]))
     if command == "collector":
         from collector.main import run as run_collector
 
-        return uvloop.run(run_collector(settings.load(CollectorConfig, args, os.environ)))
+        collector_config = settings.load(CollectorConfig, args, os.environ)
+        logging.getLogger().setLevel(collector_config.log_level)
+        return uvloop.run(run_collector(collector_config))
     if command == "migrate":
         from collector.schema import migrate_dsn
 

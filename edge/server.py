@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -88,7 +90,7 @@ class Edge:
             return web.Response(
                 body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
             )
-        return self._error_page("not_found")
+        return self.error_page("not_found")
 
     def redirect(self, request: BaseRequest, path: str) -> web.StreamResponse:
         started = time.perf_counter()
@@ -104,7 +106,7 @@ class Edge:
         try:
             link = self.codec.decode(token)
         except TokenError as exc:
-            return self._error_page(exc.kind)
+            return self.error_page(exc.kind)
         headers = request.headers
         peer = request.remote or ""
         ip = self.client_ip.resolve(peer, headers.get("X-Forwarded-For")) if self.client_ip.enabled else peer
@@ -137,7 +139,7 @@ class Edge:
             return web.Response(status=503, text="click buffer full\n", headers=_NO_STORE)
         return web.Response(text="ready\n", headers=_NO_STORE)
 
-    def _error_page(self, kind: str) -> web.Response:
+    def error_page(self, kind: str) -> web.Response:
         status, body, counter = self._pages[kind]
         counter.inc()
         return web.Response(
@@ -145,6 +147,43 @@ class Edge:
         )
 
 
+class _EdgeRequestHandler(RequestHandler):
+    """Answers requests that fail to parse with the edge's own pages instead of aiohttp's text ones.
+
+    A request line longer than MAX_LINE_SIZE (an absurdly long token) gets the 414 page; any other
+    unparsable request the 400 page. Either is counted, and logged only at debug level: the open
+    internet sends plenty of garbage, and an error log line for each would be a cheap flood.
+    """
+
+    edge: Edge
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, BadHttpMessage) or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        self.logger.debug("unparsable request from %s: %s", request.remote, exc)
+        line_too_long = isinstance(exc, LineTooLong) and exc.args[1] == MAX_LINE_SIZE
+        response = self.edge.error_page(OVERSIZED if line_too_long else MALFORMED)
+        response.force_close()
+        return response
+
+
+class _EdgeServer(web.Server):
+    def __init__(self, edge: Edge) -> None:
+        # No access log: a log line per click costs more than the redirect itself.
+        super().__init__(edge.handle, max_line_size=MAX_LINE_SIZE, max_field_size=8190, access_log=None)
+        self._edge = edge
+
+    def __call__(self) -> RequestHandler:
+        handler = _EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.edge = self._edge
+        return handler
+
+
 def make_server(edge: Edge) -> web.Server:
-    # No access log: a log line per click costs more than the redirect itself.
-    return web.Server(edge.handle, max_line_size=MAX_LINE_SIZE, access_log=None)
+    return _EdgeServer(edge)

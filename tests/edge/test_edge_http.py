@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -96,6 +97,7 @@ def _flip(token: str) -> str:
         (lambda t: "/c/", 400, "malformed"),
         (lambda t: "/c/" + "A" * (MAX_TOKEN_CHARS + 1), 414, "oversized"),
         (lambda t: "/c/" + "A" * 12000, 414, "oversized"),
+        (lambda t: "/c/" + "A" * 100_000, 414, "oversized"),  # beyond the HTTP parser's line limit
         (lambda t: "/", 404, "not_found"),
         (lambda t: "/wp-admin", 404, "not_found"),
     ],
@@ -188,3 +190,15 @@ async def test_health_readiness_and_metrics(
         assert "clickedge_edge_handler_seconds_bucket" in text
         edge.edge.draining = True
         assert (await http.get(f"{base}/readyz")).status == 503
+
+
+async def test_unparsable_request_gets_the_400_page_not_a_5xx(run_edge: RunEdge) -> None:
+    async with run_edge() as edge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        writer.write(b"GET /c/abc HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert reply.split(b" ", 2)[1] == b"400", reply[:100]
+        assert b"not valid" in reply
+        assert len(edge.edge.buffer) == 0
