@@ -6,8 +6,11 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -104,7 +107,44 @@ async def wait_ready(url: str, proc_alive: Child, timeout: float = 60.0) -> None
     raise s.ConfigError(f"{proc_alive.name} did not become ready at {url} within {timeout:.0f}s")
 
 
+@contextmanager
+def terminal_foreground() -> Iterator[None]:
+    """Take the terminal's foreground for the stack while it runs, then hand it back.
+
+    Run by `make up`, we share make's process group, so a Ctrl-C would interrupt make as well, and make
+    always reports an interrupted recipe as a failure. Leading our own foreground group (as a shell does
+    for a job) lets Ctrl-C reach only us: we stop the stack in order and `make up` exits with our 0.
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR)
+    except OSError:
+        yield  # no controlling terminal: signals come from a supervisor, not a keyboard
+        return
+    try:
+        original = os.tcgetpgrp(fd)
+        if original != os.getpgrp() or os.getpgrp() == os.getpid():
+            yield  # in the background, or already leading our own group
+            return
+        previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # changing the foreground from a new group
+        try:
+            os.setpgid(0, 0)
+            os.tcsetpgrp(fd, os.getpgrp())
+            try:
+                yield
+            finally:
+                os.tcsetpgrp(fd, original)
+        finally:
+            signal.signal(signal.SIGTTOU, previous)
+    finally:
+        os.close(fd)
+
+
 async def up(config: UpConfig) -> int:
+    with terminal_foreground():
+        return await _up(config)
+
+
+async def _up(config: UpConfig) -> int:
     stop = asyncio.Event()
     install_stop_handlers(stop)
     data_dir = config.data_dir.resolve()

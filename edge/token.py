@@ -176,8 +176,10 @@ class TokenCodec:
         tail = size % 4
         # Strict decoding rejects any character outside the alphabet (the lenient decoder drops them),
         # and the unused low bits of the last character must be zero, so each token has one spelling.
-        if tail == 1 or (tail and _B64_VALUE[data[-1]] & _UNUSED_BITS[tail]):
-            raise TokenError("token is not canonical base64url", kind=MALFORMED)
+        if tail == 1:
+            raise TokenError("token length is impossible in base64url: truncated or extended", kind=MALFORMED)
+        if tail and _B64_VALUE[data[-1]] & _UNUSED_BITS[tail]:
+            raise TokenError("token's last character is not canonical base64url", kind=MALFORMED)
         try:
             raw = binascii.a2b_base64(data.translate(_TO_STD) + _PAD[tail], strict_mode=True)
         except binascii.Error:

@@ -118,3 +118,31 @@ async def test_up_uses_an_existing_database_when_told(tmp_path: Path, database_u
         assert not (tmp_path / "state" / "pg").exists()
     finally:
         assert await stop(stack) == 0
+
+
+async def test_ctrl_c_at_the_terminal_stops_make_up_with_exit_code_0(
+    tmp_path: Path, database_url: str
+) -> None:
+    # `script` gives `make up` a real terminal; the byte 0x03 typed into it is Ctrl-C, which the terminal
+    # turns into SIGINT for its foreground process group, exactly as for a user at a keyboard.
+    repo = Path(__file__).resolve().parent.parent
+    edge_port, collector_port = free_port(), free_port()
+    args = f"--data-dir {tmp_path / 'state'} --edge-port {edge_port} --collector-port {collector_port}"
+    proc = await asyncio.create_subprocess_exec(
+        "script", "-qfec", f'make --no-print-directory up ARGS="{args}"', "/dev/null",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=repo,
+        env={**os.environ, "CLICKEDGE_DATABASE_URL": database_url},
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    output = b""
+    async with asyncio.timeout(60):
+        while b"stop:" not in output:
+            chunk = await proc.stdout.read(4096)
+            assert chunk, f"make up ended early: {output.decode(errors='replace')}"
+            output += chunk
+    proc.stdin.write(b"\x03")
+    await proc.stdin.drain()
+    async with asyncio.timeout(60):
+        rest, _ = await proc.communicate()
+    assert proc.returncode == 0, (output + rest).decode(errors="replace")[-2000:]
+    assert b"Interrupt" not in rest
