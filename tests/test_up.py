@@ -14,6 +14,8 @@ import asyncpg
 from clickedge.pgembed import free_port
 from tests.conftest import eventually
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 class Stack:
     def __init__(self, proc: asyncio.subprocess.Process, banner: dict[str, str]) -> None:
@@ -125,12 +127,11 @@ async def test_ctrl_c_at_the_terminal_stops_make_up_with_exit_code_0(
 ) -> None:
     # `script` gives `make up` a real terminal; the byte 0x03 typed into it is Ctrl-C, which the terminal
     # turns into SIGINT for its foreground process group, exactly as for a user at a keyboard.
-    repo = Path(__file__).resolve().parent.parent
     edge_port, collector_port = free_port(), free_port()
     args = f"--data-dir {tmp_path / 'state'} --edge-port {edge_port} --collector-port {collector_port}"
     proc = await asyncio.create_subprocess_exec(
         "script", "-qfec", f'make --no-print-directory up ARGS="{args}"', "/dev/null",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=repo,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
         env={**os.environ, "CLICKEDGE_DATABASE_URL": database_url},
     )  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
