@@ -84,11 +84,14 @@ class Supervisor:
             return proc.returncode if proc else None
         proc.send_signal(sig)
         try:
-            return await asyncio.wait_for(proc.wait(), timeout)
+            code = await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
             log.error("%s did not stop within %.0fs; killing it", child.name, timeout)
             proc.kill()
             return await proc.wait()
+        # Killed by our own signal: it had not installed its handlers yet, so it was still starting up
+        # and had served nothing. That is a clean stop.
+        return 0 if code == -sig else code
 
     async def stop_all(self, timeout: float) -> list[int | None]:
         """Stop children in reverse start order: later ones depend on earlier ones."""

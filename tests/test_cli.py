@@ -128,3 +128,16 @@ def test_secrets_are_redacted_in_errors() -> None:
     )
     assert result.returncode == 2
     assert "pw" not in result.stderr and "short" not in result.stderr
+
+
+def test_migrate_is_idempotent(database_url: str) -> None:
+    for _ in range(2):
+        result = clickedge("migrate", env={"CLICKEDGE_DATABASE_URL": database_url})
+        assert result.returncode == 0, result.stderr
+        assert "schema applied" in result.stdout
+
+
+def test_migrate_without_a_database_says_what_to_set() -> None:
+    result = clickedge("migrate", env={"CLICKEDGE_DATABASE_URL": ""})
+    assert result.returncode == 2
+    assert "CLICKEDGE_DATABASE_URL" in result.stderr

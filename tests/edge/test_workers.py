@@ -1,0 +1,99 @@
+"""`clickedge edge --workers N`: N processes share the port, each ships its clicks, a dead one is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from aiohttp.test_utils import TestServer
+
+from clickedge.pgembed import free_port
+from collector.app import create_app
+from collector.config import CollectorConfig
+from edge import keys
+from tests.conftest import INGEST_SECRET, eventually
+
+
+def children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(p) for p in text.split()}
+
+
+async def test_workers_share_the_port_and_are_restarted(
+    database_url: str, db: asyncpg.Connection, data_dir: Path, campaign_id: int
+) -> None:
+    collector = TestServer(
+        create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET))
+    )
+    await collector.start_server()
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clickedge", "edge", "--workers", "2", "--edge-port", str(port),
+        "--data-dir", str(data_dir), "--collector-url", f"http://127.0.0.1:{collector.port}",
+        "--batch-linger", "0.05",
+    )  # fmt: skip
+    codec = keys.load(data_dir / "keys.json").codec()
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        async def two_ready() -> bool:
+            if len(children(proc.pid)) != 2:
+                return False
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"{base}/readyz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(two_ready, timeout=30)
+
+        async def click_many(n: int, first_contact: int) -> None:
+            for contact in range(first_contact, first_contact + n):
+                token = codec.mint("https://example.com/", campaign_id=campaign_id, link_id=1,
+                                   contact_id=contact, sent_at=0)  # fmt: skip
+                # A new connection each time, so the kernel spreads them over the workers.
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"{base}/c/{token}", allow_redirects=False) as r,
+                ):
+                    assert r.status == 302
+
+        await click_many(40, 1)
+
+        async def spread() -> bool:
+            row = await db.fetchrow(
+                "SELECT count(*) AS n, count(DISTINCT edge) AS edges FROM clicks WHERE campaign_id = $1",
+                campaign_id,
+            )
+            assert row is not None
+            return bool(row["n"] == 40 and row["edges"] == 2)
+
+        await eventually(spread, timeout=15)
+
+        victim = min(children(proc.pid))
+        os.kill(victim, signal.SIGKILL)
+
+        async def replaced() -> bool:
+            now = children(proc.pid)
+            return victim not in now and len(now) == 2
+
+        await eventually(replaced, timeout=30)
+        await eventually(two_ready, timeout=30)
+        await click_many(10, 100)
+
+        async def all_in() -> bool:
+            n = await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id)
+            return bool(n == 50)
+
+        await eventually(all_in, timeout=15)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            code = await proc.wait()
+        await collector.close()
+    assert code == 0
