@@ -71,9 +71,14 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         metrics.batch_db_error.inc()
         log.warning("database unavailable, batch of %d not written: %r", len(clicks), exc)
         return json_error(503, "database unavailable; retry later")
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+        # Classes 22 and 23: this batch's data can never be written; resending it would block the edge.
+        metrics.batch_rejected.inc()
+        log.error("database refused a batch of %d: %s (sqlstate %s)", len(clicks), exc, exc.sqlstate)
+        return json_error(400, f"database refused the batch: {exc}")
     except asyncpg.PostgresError as exc:
         metrics.batch_db_error.inc()
-        log.error("database refused a batch of %d: %s (sqlstate %s)", len(clicks), exc, exc.sqlstate)
+        log.error("database error on a batch of %d: %s (sqlstate %s)", len(clicks), exc, exc.sqlstate)
         return json_error(503, "database error; retry later")
     metrics.db_latency.observe(time.perf_counter() - started)
     metrics.batch_ok.inc()
