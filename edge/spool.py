@@ -1,0 +1,433 @@
+"""The edge's durable click spool: append-only segment files and an acknowledged position. Pure.
+
+Every click is written here (one ``write()``) before its redirect is answered, so a crash of the edge
+process loses nothing that was answered: the bytes are in the kernel's page cache. ``sync()`` makes them
+survive a machine crash as well; the edge calls it on a timer (group fsync) or, in ``always`` mode,
+before each answer.
+
+Layout of a spool directory (one per edge worker)::
+
+    lock                       flock()ed by the worker that owns the directory
+    ack                        "SEGMENT OFFSET": everything before it is committed by the collector
+    0000000000000001.seg ...   segments, each a run of records:
+
+    offset  size  field
+    0       2     magic 0xC1 0x1C (lets a reader find the next record after a corrupt one)
+    2       4     payload length, big-endian
+    6       4     CRC-32 of event id + payload
+    10      16    event id
+    26      n     payload
+
+A writer only ever appends to a segment it created itself; on start it opens a new one, after cutting
+the torn tail (an incomplete last record) off the previous process's last segment. A reader skips and
+counts records whose magic, length or checksum is wrong. Segments wholly before the acknowledged
+position are deleted. The oldest data is never dropped to make room: when the size cap is reached or the
+disk fails, ``append`` refuses the record and counts it, and accepts again once there is room.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+MAGIC = b"\xc1\x1c"
+HEADER = struct.Struct(">2sII16s")
+HEADER_SIZE = HEADER.size
+MAX_PAYLOAD = 4096
+SEGMENT_SUFFIX = ".seg"
+READ_CHUNK = 1 << 20
+
+
+class SpoolLockedError(RuntimeError):
+    """Another process owns this spool directory."""
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Position:
+    segment: int
+    offset: int
+
+
+@dataclass(slots=True)
+class Batch:
+    records: list[tuple[bytes, bytes]]  # (event id, payload)
+    end: Position
+    corrupt: int = 0
+
+
+@dataclass(slots=True)
+class SpoolStats:
+    appended: int = 0
+    undurable: int = 0
+    corrupt: int = 0
+    replayed: int = 0  # records found at start, written by an earlier process and not yet acknowledged
+    truncated_bytes: int = 0
+    sync_errors: int = 0
+
+
+def frame(event_id: bytes, payload: bytes) -> bytes:
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload, zlib.crc32(event_id)), event_id) + payload
+
+
+def parse(
+    buf: bytes, start: int = 0, limit: int = -1, *, final: bool = False
+) -> tuple[list[tuple[bytes, bytes]], int, int]:
+    """Parse records from ``buf[start:]``. Returns (records, end, corrupt).
+
+    A record with a wrong magic, length or checksum is skipped up to the next magic and counted once.
+    An incomplete record at the end of ``buf`` stops parsing there (it may still be being written),
+    unless ``final`` says nothing more will ever follow, in which case it is corrupt too.
+    """
+    records: list[tuple[bytes, bytes]] = []
+    corrupt = 0
+    pos = start
+    size = len(buf)
+    while pos < size and limit != len(records):
+        if pos + HEADER_SIZE <= size:
+            magic, length, crc, event_id = HEADER.unpack_from(buf, pos)
+            if magic == MAGIC and length <= MAX_PAYLOAD:
+                end = pos + HEADER_SIZE + length
+                if end <= size:
+                    payload = buf[pos + HEADER_SIZE : end]
+                    if zlib.crc32(payload, zlib.crc32(event_id)) == crc:
+                        records.append((event_id, payload))
+                        pos = end
+                        continue
+                elif not final:
+                    break
+        elif not final:
+            break
+        corrupt += 1
+        found = buf.find(MAGIC, pos + 1)
+        if found < 0:
+            # Unless this is the end for good, keep the last byte: it may be half of the next magic.
+            pos = size if final else max(pos + 1, size - 1)
+            break
+        pos = found
+    return records, pos, corrupt
+
+
+class Spool:
+    def __init__(self, directory: Path, *, segment_bytes: int = 16 << 20, max_bytes: int = 1 << 30) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self.stats = SpoolStats()
+        self.healthy = True  # False after an append was refused, until one succeeds
+        self.full = False
+        self._lock_fd = -1
+        self._fd = -1
+        self._segment = 0
+        self._size = 0
+        self._ack = Position(0, 0)
+        self._retired_fds: list[int] = []  # rotated away, closed after their final sync
+        self._rotate_next = False
+        self._unsynced = False
+        self._bytes = 0  # unacknowledged bytes
+        self._sizes: dict[int, int] = {}  # segment -> bytes, for every segment not yet deleted
+
+    # -- opening --------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Lock the directory, recover what an earlier process left, and start a new segment."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        self._lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip()
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise SpoolLockedError(
+                f"spool {self.directory} is in use by another process (pid {owner})"
+            ) from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        segments = self.segments()
+        self._ack = self._read_ack(segments)
+        for seg in segments:
+            if seg < self._ack.segment:
+                self._unlink(seg)
+        segments = [s for s in segments if s >= self._ack.segment]
+        if segments:
+            self._cut_torn_tail(segments[-1])
+        for seg in segments:
+            self._sizes[seg] = (self.directory / _name(seg)).stat().st_size
+        self._segment = (segments[-1] if segments else max(self._ack.segment - 1, 0)) + 1
+        self._open_segment()
+        self._recount()
+
+    def backlog(self) -> list[tuple[int, int]]:
+        """The (segment, offset) ranges an earlier process left unacknowledged (call on the loop)."""
+        return [
+            (seg, self._ack.offset if seg == self._ack.segment else 0)
+            for seg in sorted(self._sizes)
+            if seg < self._segment
+        ]
+
+    def count_records(self, ranges: list[tuple[int, int]]) -> int:
+        """Count the records in ``backlog()`` ranges: reads them all, so run it off the loop."""
+        total = 0
+        for seg, start in ranges:
+            with contextlib.suppress(FileNotFoundError), open(self.directory / _name(seg), "rb") as f:
+                f.seek(start)
+                records, _, _ = parse(f.read(), final=True)
+                total += len(records)
+        self.stats.replayed = total
+        return total
+
+    def segments(self) -> list[int]:
+        found = []
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(SEGMENT_SUFFIX) and entry.name[: -len(SEGMENT_SUFFIX)].isdigit():
+                found.append(int(entry.name[: -len(SEGMENT_SUFFIX)]))
+        return sorted(found)
+
+    def _read_ack(self, segments: list[int]) -> Position:
+        try:
+            seg, off = (self.directory / "ack").read_text().split()
+            return Position(int(seg), int(off))
+        except (FileNotFoundError, ValueError):
+            # No ledger (or a damaged one): replay everything present; the collector drops duplicates.
+            return Position(segments[0] if segments else 0, 0)
+
+    def _cut_torn_tail(self, seg: int) -> None:
+        path = self.directory / _name(seg)
+        data = path.read_bytes()
+        start = self._ack.offset if seg == self._ack.segment else 0
+        _, end, _ = parse(data, start)
+        # parse() stops at an incomplete record and skips corrupt ones. What is left after `end` is a
+        # record the previous process did not finish writing, unless whole records follow it (then the
+        # "incomplete" record is a corrupt length field, and the reader will skip it).
+        if end < len(data) and not _has_whole_record_after(data, end):
+            with open(path, "r+b") as f:
+                f.truncate(end)
+                os.fsync(f.fileno())
+            self.stats.truncated_bytes += len(data) - end
+
+    def _open_segment(self) -> None:
+        path = self.directory / _name(self._segment)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._size = os.fstat(self._fd).st_size
+        self._sizes[self._segment] = self._size
+        _fsync_dir(self.directory)
+
+    # -- writing --------------------------------------------------------------------------------------
+
+    def append(self, event_id: bytes, payload: bytes) -> bool:
+        """Write one record. False when it could not be kept (cap reached, disk full or failing)."""
+        if self._bytes >= self.max_bytes:
+            self.full = True
+            return self._refuse()
+        if (self._rotate_next or self._size >= self.segment_bytes) and not self._rotate():
+            return self._refuse()
+        data = frame(event_id, payload)
+        try:
+            written = os.write(self._fd, data)
+        except OSError:
+            return self._refuse()
+        if written != len(data):
+            # A partial record (the disk filled mid-write): cut it off, or leave this segment behind.
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                self._rotate_next = True
+            return self._refuse()
+        self._size += written
+        self._bytes += written
+        self._sizes[self._segment] = self._size
+        self.stats.appended += 1
+        self._unsynced = True
+        self.healthy = True
+        self.full = False
+        return True
+
+    def _refuse(self) -> bool:
+        self.stats.undurable += 1
+        self.healthy = False
+        return False
+
+    def _rotate(self) -> bool:
+        try:
+            next_fd = os.open(
+                self.directory / _name(self._segment + 1),
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                0o600,
+            )
+        except OSError:
+            return False
+        self._retired_fds.append(self._fd)
+        self._fd = next_fd
+        self._segment += 1
+        self._size = 0
+        self._sizes[self._segment] = 0
+        self._rotate_next = False
+        self._unsynced = True
+        return True
+
+    @property
+    def position(self) -> Position:
+        """Where the next record will be written."""
+        return Position(self._segment, self._size)
+
+    @property
+    def needs_sync(self) -> bool:
+        return self._unsynced or bool(self._retired_fds)
+
+    def sync_targets(self) -> tuple[list[int], Position]:
+        """The descriptors a sync must cover and the position it makes durable (call on the loop)."""
+        targets = [*self._retired_fds, self._fd]
+        self._unsynced = False
+        return targets, self.position
+
+    def sync_fds(self, fds: list[int]) -> None:
+        """fdatasync the given descriptors (call from a worker thread); raises OSError on failure."""
+        for fd in fds:
+            os.fdatasync(fd)
+        if len(fds) > 1:
+            _fsync_dir(self.directory)
+
+    def sync_done(self, fds: list[int], ok: bool) -> None:
+        """After a sync (on the loop): close retired segments it covered; on failure start a new segment."""
+        for fd in fds[:-1]:
+            if fd in self._retired_fds:
+                self._retired_fds.remove(fd)
+                os.close(fd)
+        if not ok:
+            # After a failed fsync the kernel may have dropped the dirty pages: never trust this file again.
+            self.stats.sync_errors += 1
+            self._rotate_next = True
+            self._unsynced = True
+
+    def sync(self) -> None:
+        """Synchronous group sync, for tests and for shutdown."""
+        fds, _ = self.sync_targets()
+        try:
+            self.sync_fds(fds)
+        except OSError:
+            self.sync_done(fds, ok=False)
+            raise
+        self.sync_done(fds, ok=True)
+
+    # -- reading and acknowledging ------------------------------------------------------------------
+
+    @property
+    def acknowledged(self) -> Position:
+        return self._ack
+
+    @property
+    def unacknowledged_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def empty(self) -> bool:
+        return self._ack >= self.position
+
+    def read(self, limit: int, start: Position | None = None) -> Batch:
+        """Up to ``limit`` records from ``start`` (default: the acknowledged position), and where they end."""
+        pos = start or self._ack
+        records: list[tuple[bytes, bytes]] = []
+        corrupt = 0
+        while len(records) < limit:
+            size = self._sizes.get(pos.segment)
+            active = pos.segment == self._segment
+            if size is None or pos.offset >= size:
+                later = [s for s in self._sizes if s > pos.segment]
+                if active or not later:
+                    break
+                pos = Position(min(later), 0)
+                continue
+            try:
+                with open(self.directory / _name(pos.segment), "rb") as f:
+                    f.seek(pos.offset)
+                    chunk = f.read(min(READ_CHUNK, size - pos.offset))
+            except FileNotFoundError:
+                pos = Position(pos.segment, size)
+                continue
+            # A segment no longer written to will never grow: an incomplete record in it is corrupt.
+            final = not active and pos.offset + len(chunk) >= size
+            got, used, bad = parse(chunk, 0, limit - len(records), final=final)
+            records.extend(got)
+            corrupt += bad
+            if used == 0:
+                break
+            pos = Position(pos.segment, pos.offset + used)
+        self.stats.corrupt += corrupt
+        return Batch(records, pos, corrupt)
+
+    def ack(self, end: Position) -> None:
+        """Everything before ``end`` is committed: persist that, and delete segments wholly before it."""
+        if end <= self._ack:
+            return
+        # Move past a finished segment, so it can be deleted now rather than at the next batch.
+        if end.segment != self._segment and end.offset >= self._sizes.get(end.segment, 0):
+            later = [s for s in self._sizes if s > end.segment]
+            if later:
+                end = Position(min(later), 0)
+        # Not fsynced: if a crash loses the newest ledger, the older one replays a little more, and the
+        # collector drops what it already has.
+        tmp = self.directory / "ack.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, f"{end.segment} {end.offset}\n".encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.directory / "ack")
+        self._ack = end
+        for seg in [s for s in self._sizes if s < end.segment]:
+            self._unlink(seg)
+        self._recount()
+
+    def _unlink(self, seg: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.directory / _name(seg))
+        self._sizes.pop(seg, None)
+
+    def _recount(self) -> None:
+        self._bytes = sum(size for seg, size in self._sizes.items() if seg >= self._ack.segment) - (
+            self._ack.offset if self._ack.segment in self._sizes else 0
+        )
+
+    def close(self) -> None:
+        for fd in [*self._retired_fds, self._fd]:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._retired_fds.clear()
+        self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def records_in(self, seg: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every readable record of one segment (for inspection and tests)."""
+        records, _, _ = parse((self.directory / _name(seg)).read_bytes(), final=True)
+        yield from records
+
+
+def _name(seg: int) -> str:
+    return f"{seg:016d}{SEGMENT_SUFFIX}"
+
+
+def _has_whole_record_after(data: bytes, pos: int) -> bool:
+    records, _, _ = parse(data, pos + 1)
+    return bool(records)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)

@@ -1,0 +1,232 @@
+"""The spool alone: framing, recovery from torn and corrupt segments, bounds, and a state machine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from edge.spool import HEADER_SIZE, MAGIC, Position, Spool, SpoolLockedError, frame, parse
+
+
+def eid(n: int) -> bytes:
+    return n.to_bytes(16, "big")
+
+
+def payload(n: int) -> bytes:
+    return f'[{n},"Mozilla/5.0 test {n}"]'.encode()
+
+
+def fill(spool: Spool, first: int, count: int) -> None:
+    for n in range(first, first + count):
+        assert spool.append(eid(n), payload(n))
+
+
+def drain(spool: Spool, batch: int = 7) -> list[int]:
+    got: list[int] = []
+    while True:
+        b = spool.read(batch)
+        got.extend(int.from_bytes(e, "big") for e, _ in b.records)
+        spool.ack(b.end)
+        if not b.records:
+            return got
+
+
+def opened(directory: Path, **kw: int) -> Spool:
+    spool = Spool(directory, **kw)
+    spool.open()
+    return spool
+
+
+def test_frame_round_trip_and_resync() -> None:
+    data = frame(eid(1), payload(1)) + b"garbage" + frame(eid(2), payload(2))
+    records, end, corrupt = parse(data, final=True)
+    assert [r[0] for r in records] == [eid(1), eid(2)]
+    assert (end, corrupt) == (len(data), 1)
+
+
+def test_records_survive_restart_and_acked_ones_are_not_replayed(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=500)
+    fill(spool, 0, 30)
+    batch = spool.read(10)
+    spool.ack(batch.end)
+    spool.close()  # as after kill -9: nothing synced, nothing flushed beyond write()
+
+    again = opened(tmp_path, segment_bytes=500)
+    assert again.count_records(again.backlog()) == 20
+    assert drain(again) == list(range(10, 30))
+    assert again.empty
+    assert again.segments() == [again.position.segment]  # acknowledged segments are deleted
+
+
+def test_files_are_private_and_the_directory_is_locked(tmp_path: Path) -> None:
+    spool = opened(tmp_path / "spool")
+    fill(spool, 0, 1)
+    spool.ack(spool.read(1).end)
+    assert stat.S_IMODE((tmp_path / "spool").stat().st_mode) == 0o700
+    for entry in (tmp_path / "spool").iterdir():
+        assert stat.S_IMODE(entry.stat().st_mode) == 0o600, entry
+    with pytest.raises(SpoolLockedError, match=str(os.getpid())):
+        opened(tmp_path / "spool")
+    spool.close()
+    opened(tmp_path / "spool").close()
+
+
+def test_torn_tail_is_cut_at_start(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    fill(spool, 0, 5)
+    spool.close()
+    seg = tmp_path / f"{spool.position.segment:016d}.seg"
+    whole = seg.read_bytes()
+    seg.write_bytes(whole + frame(eid(99), payload(99))[:-3])  # the last write was cut short
+
+    again = opened(tmp_path)
+    assert again.stats.truncated_bytes == HEADER_SIZE + len(payload(99)) - 3
+    assert seg.read_bytes() == whole
+    assert drain(again) == list(range(5))
+    assert again.stats.corrupt == 0
+
+
+def test_bit_flipped_record_is_skipped_and_counted(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    fill(spool, 0, 10)
+    spool.close()
+    seg = tmp_path / f"{spool.position.segment:016d}.seg"
+    data = bytearray(seg.read_bytes())
+    size = HEADER_SIZE + len(payload(0))
+    data[4 * size + HEADER_SIZE + 3] ^= 0x10  # inside record 4's payload
+    seg.write_bytes(bytes(data))
+
+    again = opened(tmp_path)
+    assert drain(again) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert again.stats.corrupt == 1
+
+
+def test_corrupt_length_does_not_hide_the_records_after_it(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    fill(spool, 0, 6)
+    spool.close()
+    seg = tmp_path / f"{spool.position.segment:016d}.seg"
+    data = bytearray(seg.read_bytes())
+    size = HEADER_SIZE + len(payload(0))
+    data[2 * size + 2 : 2 * size + 6] = (4000).to_bytes(4, "big")  # record 2 claims to run on
+    seg.write_bytes(bytes(data))
+
+    again = opened(tmp_path)
+    assert again.stats.truncated_bytes == 0  # whole records follow: not a torn tail
+    assert drain(again) == [0, 1, 3, 4, 5]
+    assert again.stats.corrupt == 1
+
+
+def test_size_cap_refuses_new_records_and_never_drops_old_ones(tmp_path: Path) -> None:
+    spool = opened(tmp_path, max_bytes=1000)
+    n = 0
+    while spool.append(eid(n), payload(n)):
+        n += 1
+    assert spool.full and not spool.healthy
+    assert spool.stats.undurable == 1
+    assert not spool.append(eid(n + 1), payload(n + 1))
+    assert spool.stats.undurable == 2
+    got = drain(spool)
+    assert got == list(range(n))  # everything kept is delivered, oldest first
+    assert spool.append(eid(500), payload(500))  # room again: accepted, healthy again
+    assert spool.healthy and not spool.full
+
+
+def test_ack_ledger_lost_replays_everything(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    fill(spool, 0, 4)
+    spool.ack(spool.read(2).end)
+    spool.close()
+    (tmp_path / "ack").write_text("garbage")
+    again = opened(tmp_path)
+    assert drain(again) == [0, 1, 2, 3]  # duplicates are fine: the collector drops them
+
+
+def test_sync_makes_data_durable_and_closes_rotated_segments(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=200)
+    fill(spool, 0, 20)
+    assert spool.needs_sync
+    spool.sync()
+    assert not spool.needs_sync
+    assert drain(spool) == list(range(20))
+
+
+class SpoolMachine(RuleBasedStateMachine):
+    """Random appends, syncs, crashes, torn writes, restarts, reads and acknowledgements.
+
+    Every appended record must be delivered at least once, in order within each delivery pass, and the
+    positions must stay consistent.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="spool-sm-"))
+        self.spool = opened(self.dir, segment_bytes=300, max_bytes=10_000)
+        self.next_id = 0
+        self.appended: list[int] = []
+        self.delivered: set[int] = set()
+        self.pending: Position | None = None
+
+    def teardown(self) -> None:
+        self.spool.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @rule(count=st.integers(1, 12))
+    def append(self, count: int) -> None:
+        for _ in range(count):
+            n = self.next_id
+            self.next_id += 1
+            if self.spool.append(eid(n), payload(n)):
+                self.appended.append(n)
+
+    @rule()
+    def sync(self) -> None:
+        self.spool.sync()
+
+    @rule(limit=st.integers(1, 20), acknowledge=st.booleans())
+    def read(self, limit: int, acknowledge: bool) -> None:
+        batch = self.spool.read(limit)
+        ids = [int.from_bytes(e, "big") for e, _ in batch.records]
+        assert ids == sorted(ids)
+        assert batch.end >= self.spool.acknowledged
+        assert set(ids) <= set(self.appended)  # nothing that was refused or torn is ever delivered
+        if acknowledge:
+            self.delivered.update(ids)
+            self.spool.ack(batch.end)
+
+    @rule(torn=st.booleans())
+    def crash_and_restart(self, torn: bool) -> None:
+        position = self.spool.position
+        self.spool.close()
+        if torn:  # the process died in the middle of a write()
+            with open(self.dir / f"{position.segment:016d}.seg", "ab") as f:
+                f.write(frame(eid(10**9), payload(0))[:11])
+        self.spool = opened(self.dir, segment_bytes=300, max_bytes=10_000)
+        assert self.spool.stats.corrupt == 0
+
+    @precondition(lambda self: len(self.appended) > 0)
+    @rule()
+    def drain_all(self) -> None:
+        got = drain(self.spool, batch=5)
+        self.delivered.update(got)
+        assert set(self.appended) == self.delivered
+        assert self.spool.empty
+        assert self.spool.unacknowledged_bytes == 0
+
+    @invariant()
+    def positions_are_consistent(self) -> None:
+        assert self.spool.acknowledged <= self.spool.position
+        assert 0 <= self.spool.unacknowledged_bytes <= 10_000 + 200
+        assert MAGIC not in eid(0)
+
+
+TestSpoolMachine = SpoolMachine.TestCase
+TestSpoolMachine.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
