@@ -3,6 +3,9 @@
 A batch is a JSON object ``{"v": 1, "edge": NAME, "clicks": [ROW, ...]}``; each row is an array in
 FIELDS order. Arrays keep batches small and cheap to build on the edge; the collector checks every row
 and rejects the whole batch with a reason naming the row and field when one is wrong.
+
+On the edge a click is kept as (16-byte event id, payload), the payload being the JSON array of the
+row's other fields; a wire row is then spliced from the two without parsing anything.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
+
+import orjson
 
 WIRE_VERSION = 1
 FIELDS = (
@@ -55,8 +60,14 @@ class EventIds:
         self._counter = count(int.from_bytes(os.urandom(4), "big"))
 
     def next(self, now_ms: int) -> str:
+        return f"{self.next_int(now_ms):032x}"
+
+    def next_bytes(self, now_ms: int) -> bytes:
+        return self.next_int(now_ms).to_bytes(16, "big")
+
+    def next_int(self, now_ms: int) -> int:
         seq = next(self._counter) & 0xFFFFFFFF
-        value = (
+        return (
             (now_ms & 0xFFFFFFFFFFFF) << 80
             | 0x7 << 76
             | (self._node >> 30) << 64
@@ -64,7 +75,6 @@ class EventIds:
             | (self._node & 0x3FFFFFFF) << 32
             | seq
         )
-        return f"{value:032x}"
 
 
 def now_us() -> int:
@@ -91,6 +101,38 @@ class Click:
 
 def encode_batch(edge: str, rows: list[ClickRow]) -> dict[str, Any]:
     return {"v": WIRE_VERSION, "edge": edge, "clicks": rows}
+
+
+def click_payload(
+    clicked_at_us: int,
+    campaign_id: int,
+    link_id: int,
+    contact_id: int | None,
+    sent_at: int,
+    key_id: int,
+    client_ip: str,
+    user_agent: str,
+    method: str,
+) -> bytes:
+    """A click's fields after its event id, as the edge spools them (FIELDS[1:], a JSON array)."""
+    fields = (clicked_at_us, campaign_id, link_id, contact_id, sent_at, key_id, client_ip, user_agent, method)
+    try:
+        return orjson.dumps(fields)
+    except orjson.JSONEncodeError:
+        # A header with bytes that are not UTF-8 arrives as lone surrogates: keep it, with U+FFFD for them.
+        clean = user_agent.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return orjson.dumps((*fields[:7], clean, method))
+
+
+def payload_clicked_at_us(payload: bytes) -> int:
+    """The click time of a spooled payload, without parsing the rest."""
+    return int(payload[1 : payload.index(b",")])
+
+
+def encode_spooled_batch(edge: str, records: list[tuple[bytes, bytes]]) -> bytes:
+    """The batch body for spooled (event id, payload) records: each row is ``["<hex id>", *payload]``."""
+    rows = b",".join(b'["' + event_id.hex().encode() + b'",' + payload[1:] for event_id, payload in records)
+    return b'{"v":%d,"edge":%b,"clicks":[%b]}' % (WIRE_VERSION, orjson.dumps(edge), rows)
 
 
 def decode_batch(doc: Any) -> tuple[str, list[Click]]:

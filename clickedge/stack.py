@@ -170,22 +170,13 @@ async def _up(config: UpConfig) -> int:
         )
         await supervisor.start(collector)
         await wait_ready(f"http://127.0.0.1:{config.collector_port}/readyz", collector)
-        edge = Child(
-            "edge",
-            [
-                *base,
-                "edge",
-                "--edge-port",
-                str(config.edge_port),
-                "--workers",
-                str(config.workers),
-                "--data-dir",
-                str(data_dir),
-                "--collector-url",
-                f"http://127.0.0.1:{config.collector_port}",
-            ],
-            env,
-        )
+        edge_argv = [
+            *base, "edge", "--edge-port", str(config.edge_port), "--workers", str(config.workers),
+            "--data-dir", str(data_dir), "--collector-url", f"http://127.0.0.1:{config.collector_port}",
+        ]  # fmt: skip
+        if "CLICKEDGE_DRAIN_GRACE" not in os.environ:
+            edge_argv += ["--drain-grace", "0"]  # no load balancer to tell locally: stop at once
+        edge = Child("edge", edge_argv, env)
         await supervisor.start(edge)
         await wait_ready(f"http://127.0.0.1:{config.edge_port}/readyz", edge)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("clickedge.supervise")
 
+RESTARTS_ENV = "CLICKEDGE_RESTARTS"  # tells a child how often its slot was restarted, for its metrics
 RESTART_BACKOFF_START = 0.5
 RESTART_BACKOFF_CAP = 30.0
 STABLE_AFTER = 30.0  # a child that ran this long resets its backoff
@@ -44,9 +45,8 @@ class Supervisor:
     async def _spawn(self, child: Child) -> None:
         # A session of its own: a Ctrl-C at the terminal reaches only the supervisor, which then stops
         # the children in order (edge first, database last) instead of all at once.
-        child.process = await asyncio.create_subprocess_exec(
-            *child.argv, env=dict(child.env) if child.env is not None else None, start_new_session=True
-        )
+        env = {**(child.env if child.env is not None else os.environ), RESTARTS_ENV: str(child.restarts)}
+        child.process = await asyncio.create_subprocess_exec(*child.argv, env=env, start_new_session=True)
         log.info("started %s (pid %d)", child.name, child.process.pid)
 
     async def _watch(self, child: Child) -> None:

@@ -9,6 +9,16 @@ from pathlib import Path
 from clickedge import settings as s
 
 
+def fsync_mode(raw: str) -> float | None:
+    """None means 'always'; otherwise the group fsync interval in seconds (at most 10)."""
+    if raw.strip().lower() == "always":
+        return None
+    value = float(raw)
+    if not 0 < value <= 10:
+        raise ValueError("must be 'always' or a number of seconds greater than 0 and at most 10")
+    return value
+
+
 @dataclass(frozen=True)
 class EdgeConfig:
     host: str = s.setting(
@@ -82,19 +92,54 @@ class EdgeConfig:
         parse=s.positive_float,
         help="seconds a click may wait for a batch to fill before it ships",
     )
-    buffer_clicks: int = s.setting(
-        200_000,
-        flag="--buffer-clicks",
-        env="CLICKEDGE_BUFFER_CLICKS",
+    spool_dir: Path | None = s.setting(
+        None,
+        flag="--spool-dir",
+        env="CLICKEDGE_SPOOL_DIR",
+        parse=s.path,
+        help="where clicks are spooled before shipping (default DATA_DIR/spool)",
+    )
+    spool_max_bytes: int = s.setting(
+        1 << 30,
+        flag="--spool-max-bytes",
+        env="CLICKEDGE_SPOOL_MAX_BYTES",
         parse=s.positive_int,
-        help="clicks held in memory awaiting shipment before /readyz fails",
+        help="unshipped bytes a worker's spool may hold; beyond, /readyz fails",
+    )
+    spool_segment_bytes: int = s.setting(
+        16 << 20,
+        flag="--spool-segment-bytes",
+        env="CLICKEDGE_SPOOL_SEGMENT_BYTES",
+        parse=s.positive_int,
+        help="size at which a spool segment file is closed and a new one begun",
+    )
+    fsync: float | None = s.setting(
+        0.2,
+        flag="--fsync",
+        env="CLICKEDGE_FSYNC",
+        parse=fsync_mode,
+        help="'always' (answer after fsync) or seconds between group fsyncs",
+    )
+    drain_grace: float = s.setting(
+        5.0,
+        flag="--drain-grace",
+        env="CLICKEDGE_DRAIN_GRACE",
+        parse=s.non_negative_float,
+        help="seconds to keep serving after SIGTERM while /readyz says 503",
     )
     shutdown_timeout: float = s.setting(
         10.0,
         flag="--shutdown-timeout",
         env="CLICKEDGE_SHUTDOWN_TIMEOUT",
         parse=s.non_negative_float,
-        help="seconds to finish requests and ship buffered clicks on stop",
+        help="seconds to finish requests and ship spooled clicks on stop",
+    )
+    worker_index: int = s.setting(
+        0,
+        flag="--worker-index",
+        env="CLICKEDGE_WORKER_INDEX",
+        parse=s.port,
+        help="this worker's number; picks its spool (set by --workers)",
     )
     log_level: str = s.setting(
         "INFO",
@@ -108,8 +153,12 @@ class EdgeConfig:
     def key_path(self) -> Path:
         return self.keys_file or self.data_dir / "keys.json"
 
+    @property
+    def worker_spool(self) -> Path:
+        return (self.spool_dir or self.data_dir / "spool") / f"worker-{self.worker_index}"
+
     def __post_init__(self) -> None:
         if self.batch_size > 10_000:
             raise s.ConfigError("CLICKEDGE_BATCH_SIZE must be at most 10000 (the collector's batch limit)")
-        if self.buffer_clicks < self.batch_size:
-            raise s.ConfigError("CLICKEDGE_BUFFER_CLICKS must be at least CLICKEDGE_BATCH_SIZE")
+        if self.spool_segment_bytes > self.spool_max_bytes:
+            raise s.ConfigError("CLICKEDGE_SPOOL_SEGMENT_BYTES must not exceed CLICKEDGE_SPOOL_MAX_BYTES")

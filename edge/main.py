@@ -7,20 +7,22 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from clickedge.settings import ConfigError
-from clickedge.supervise import Child, Supervisor, install_stop_handlers
+from clickedge.supervise import RESTARTS_ENV, Child, Supervisor, install_stop_handlers
 from edge import keys
-from edge.buffer import ClickBuffer
 from edge.clientip import ClientIP
 from edge.config import EdgeConfig
 from edge.metrics import EdgeMetrics
 from edge.server import Edge, make_server
 from edge.shipper import Shipper
+from edge.spool import Spool, SpoolLockedError
+from edge.syncer import Syncer
 
 log = logging.getLogger("clickedge.edge")
 
@@ -38,37 +40,49 @@ def read_ingest_secret(config: EdgeConfig) -> str:
 @dataclass
 class RunningEdge:
     edge: Edge
+    spool: Spool
+    syncer: Syncer
     shipper: Shipper
     runner: web.ServerRunner
     port: int
+    tasks: set[asyncio.Task[None]]
 
 
 async def start(config: EdgeConfig, *, reuse_port: bool = True) -> RunningEdge:
+    """Open the spool, bind the port and start the background tasks; redirects are served at once."""
     try:
         codec = keys.load(config.key_path).codec()
     except keys.KeyFileError as exc:
         raise ConfigError(str(exc)) from None
     if not codec.key_ids:
         raise ConfigError(f"{config.key_path} holds no usable key: run `clickedge keys create`")
-    metrics = EdgeMetrics()
-    buffer = ClickBuffer(config.buffer_clicks)
+    secret = read_ingest_secret(config)
+    spool = Spool(
+        config.worker_spool, segment_bytes=config.spool_segment_bytes, max_bytes=config.spool_max_bytes
+    )
+    try:
+        spool.open()
+    except SpoolLockedError as exc:
+        raise ConfigError(
+            f"{exc}; give each edge process its own CLICKEDGE_SPOOL_DIR or --worker-index"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot open the spool in {config.worker_spool}: {exc}") from None
+    if spool.stats.truncated_bytes:
+        log.warning("cut a torn record (%d bytes) off the spool's last segment", spool.stats.truncated_bytes)
+    metrics = EdgeMetrics(restarts=int(os.environ.get(RESTARTS_ENV, "0") or 0))
+    syncer = Syncer(spool, metrics, config.fsync)
     shipper = Shipper(
-        buffer,
-        metrics,
-        collector_url=config.collector_url,
-        secret=read_ingest_secret(config),
-        edge_name=f"{socket.gethostname()[:40]}-{os.getpid()}",
-        batch_size=config.batch_size,
-        linger=config.batch_linger,
-    )
+        spool, metrics, collector_url=config.collector_url, secret=secret,
+        edge_name=f"{socket.gethostname()[:40]}-w{config.worker_index}",
+        batch_size=config.batch_size, linger=config.batch_linger,
+        dead_letter=config.worker_spool.parent / f"dead-letter-worker-{config.worker_index}.jsonl",
+    )  # fmt: skip
+    metrics.watch_spool(spool, lambda: shipper.oldest_unacked_us)
     edge = Edge(
-        codec,
-        buffer,
-        metrics,
-        ClientIP(config.trusted_proxies),
-        on_batch_ready=shipper.wake.set,
-        batch_size=config.batch_size,
-    )
+        codec, spool, syncer, metrics, ClientIP(config.trusted_proxies),
+        on_batch_ready=shipper.wake.set, batch_size=config.batch_size,
+    )  # fmt: skip
     runner = web.ServerRunner(
         make_server(edge), handle_signals=False, shutdown_timeout=config.shutdown_timeout
     )
@@ -78,41 +92,66 @@ async def start(config: EdgeConfig, *, reuse_port: bool = True) -> RunningEdge:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        spool.close()
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
     port = int(runner.addresses[0][1])
-    return RunningEdge(edge, shipper, runner, port)
+    running = RunningEdge(edge, spool, syncer, shipper, runner, port, set())
+    _spawn(running, syncer.run(), "spool-sync")
+    _spawn(running, shipper.run(), "shipper")
+    _spawn(running, _count_backlog(spool), "count-backlog")
+    return running
+
+
+def _spawn(running: RunningEdge, coro: Coroutine[Any, Any, None], name: str) -> None:
+    task = asyncio.create_task(coro, name=name)
+    running.tasks.add(task)
+    task.add_done_callback(running.tasks.discard)
+    task.add_done_callback(_report_crash)
+
+
+async def _count_backlog(spool: Spool) -> None:
+    replayed = await asyncio.to_thread(spool.count_records, spool.backlog())
+    if replayed:
+        log.info("replaying %d clicks left unshipped by an earlier run", replayed)
 
 
 async def serve(
-    config: EdgeConfig,
-    stop: asyncio.Event,
-    on_ready: Callable[[RunningEdge], Awaitable[None] | None] | None = None,
-) -> int:
-    """Run one edge worker until ``stop`` is set, then drain: returns the number of clicks left unshipped."""
+    config: EdgeConfig, stop: asyncio.Event, on_ready: Callable[[RunningEdge], None] | None = None
+) -> None:
+    """Run one edge worker until ``stop`` is set, then drain it."""
     running = await start(config)
-    ship_task = asyncio.create_task(running.shipper.run(), name="shipper")
-    ship_task.add_done_callback(_report_crash)
-    log.info("edge listening on %s:%d (pid %d)", config.host, running.port, os.getpid())
+    log.info("edge worker %d listening on %s:%d", config.worker_index, config.host, running.port)
     if on_ready is not None:
-        result = on_ready(running)
-        if result is not None:
-            await result
+        on_ready(running)
     await stop.wait()
-    return await shutdown(running, ship_task, config.shutdown_timeout)
+    await shutdown(running, grace=config.drain_grace, timeout=config.shutdown_timeout)
 
 
-async def shutdown(running: RunningEdge, ship_task: asyncio.Task[None], timeout: float) -> int:
+async def shutdown(running: RunningEdge, *, grace: float, timeout: float) -> int:
+    """Drain in order: not ready at once, keep serving for ``grace`` (the load balancer notices), stop
+    accepting and finish in-flight requests, then ship what can be shipped within ``timeout``. What is
+    left stays in the spool for the next start. Returns the clicks left unshipped."""
+    running.edge.draining = True
+    if grace > 0:
+        log.info("draining: /readyz answers 503; serving for %.1fs more", grace)
+        await asyncio.sleep(grace)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    running.edge.draining = True
-    # Stop accepting and let in-flight redirects finish; only then is the buffer complete.
     await running.runner.cleanup()
-    ship_task.cancel()
-    await asyncio.gather(ship_task, return_exceptions=True)
-    left = await running.shipper.drain(deadline)
+    for task in list(running.tasks):
+        task.cancel()
+    await asyncio.gather(*running.tasks, return_exceptions=True)
+    await running.syncer.close()
+    await running.shipper.drain(deadline)
     await running.shipper.close()
+    left = running.spool.unacknowledged_records
+    try:
+        running.spool.sync()
+    except OSError as exc:
+        log.error("final spool fsync failed: %s", exc)
+    running.spool.close()
     if left:
-        log.error("stopped with %d clicks not acknowledged by the collector", left)
+        log.warning("stopped with %d clicks still spooled; they ship at the next start", left)
     else:
         log.info("stopped; every click was shipped")
     return left
@@ -120,8 +159,8 @@ async def shutdown(running: RunningEdge, ship_task: asyncio.Task[None], timeout:
 
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.critical("shipper crashed", exc_info=task.exception())
-        os._exit(70)  # let the supervisor restart the worker rather than answer without shipping
+        log.critical("background task %s crashed", task.get_name(), exc_info=task.exception())
+        os._exit(70)  # the supervisor restarts the worker; the spool keeps every click meanwhile
 
 
 async def run(config: EdgeConfig, argv: Sequence[str]) -> int:
@@ -129,8 +168,8 @@ async def run(config: EdgeConfig, argv: Sequence[str]) -> int:
     stop = asyncio.Event()
     install_stop_handlers(stop)
     if config.workers == 1:
-        left = await serve(config, stop)
-        return 0 if left == 0 else 1
+        await serve(config, stop)
+        return 0
     # Check what every worker needs here, so a bad configuration stops start-up instead of a restart loop.
     try:
         keys.load(config.key_path)
@@ -139,8 +178,19 @@ async def run(config: EdgeConfig, argv: Sequence[str]) -> int:
     read_ingest_secret(config)
     supervisor = Supervisor()
     for i in range(config.workers):
-        # Flags win over the environment, so the worker sees the same options with --workers 1.
-        argv_worker = [sys.executable, "-m", "clickedge", "edge", *argv, "--workers", "1"]
+        # Flags win over the environment, so the worker sees the same options with --workers 1, and its
+        # own index, which gives it its own spool.
+        argv_worker = [
+            sys.executable,
+            "-m",
+            "clickedge",
+            "edge",
+            *argv,
+            "--workers",
+            "1",
+            "--worker-index",
+            str(i),
+        ]
         await supervisor.start(Child(f"edge-worker-{i}", argv_worker))
     await stop.wait()
     codes = await supervisor.stop_all(config.shutdown_timeout + 5)

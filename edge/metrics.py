@@ -1,10 +1,22 @@
-"""The edge's Prometheus metrics, in a registry of their own; labelled children bound once."""
+"""The edge's Prometheus metrics, in a registry of their own; labelled children bound once.
+
+Counters touched per request are plain prometheus-client children. Spool state (bytes, records, age,
+corrupt and refused records) is read from the spool when scraped, so the hot path does no metric work
+for it.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from edge.spool import Spool
 
 # 10 µs .. 1 s: the handler itself runs in microseconds.
 HANDLER_BUCKETS = (
@@ -23,11 +35,12 @@ HANDLER_BUCKETS = (
     1.0,
 )
 SHIP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 OUTCOMES = ("redirect", "invalid", "malformed", "oversized", "not_found", "method_not_allowed")
 
 
 class EdgeMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, restarts: int = 0) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only add bulk
         self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -43,25 +56,79 @@ class EdgeMetrics:
             buckets=HANDLER_BUCKETS,
             registry=r,
         )
-        self.buffered = Gauge(
-            "clickedge_edge_buffered_clicks",
-            "Clicks held by this worker awaiting the collector's acknowledgement",
-            registry=r,
-        )
-        self.dropped = Counter(
-            "clickedge_edge_clicks_dropped",
-            "Clicks answered but not kept because the buffer was full",
-            registry=r,
-        )
         batches = Counter(
             "clickedge_edge_batches", "Batches sent to the collector by outcome", ["outcome"], registry=r
         )
         self.batch_shipped = batches.labels("shipped")
         self.batch_failed = batches.labels("failed")
-        self.batch_rejected = batches.labels("rejected")
+        self.batch_dead_lettered = batches.labels("dead_lettered")
         self.clicks_shipped = Counter(
-            "clickedge_edge_clicks_shipped", "Clicks acknowledged by the collector", registry=r
+            "clickedge_edge_clicks_shipped", "Clicks acknowledged by the collector (committed)", registry=r
+        )
+        self.clicks_duplicate = Counter(
+            "clickedge_edge_clicks_duplicate",
+            "Shipped clicks the collector already had (redelivered)",
+            registry=r,
+        )
+        self.clicks_dead_lettered = Counter(
+            "clickedge_edge_clicks_dead_lettered",
+            "Clicks in batches the collector refused as malformed",
+            registry=r,
+        )
+        self.ship_retries = Counter(
+            "clickedge_edge_ship_retries", "Batch sends retried after a retryable failure", registry=r
         )
         self.ship_seconds = Histogram(
             "clickedge_edge_ship_seconds", "Time for one batch round trip", buckets=SHIP_BUCKETS, registry=r
         )
+        self.fsync_seconds = Histogram(
+            "clickedge_edge_spool_fsync_seconds", "One group fsync", buckets=FSYNC_BUCKETS, registry=r
+        )
+        restarts_gauge = Gauge(
+            "clickedge_edge_worker_restarts",
+            "Times the supervisor has restarted this worker slot after it died (a crash loop shows here)",
+            registry=r,
+        )
+        restarts_gauge.set(restarts)
+
+    def watch_spool(self, spool: Spool, oldest_unacked_us: Callable[[], int | None]) -> None:
+        self.registry.register(_SpoolCollector(spool, oldest_unacked_us))
+
+
+class _SpoolCollector(Collector):
+    def __init__(self, spool: Spool, oldest_unacked_us: Callable[[], int | None]) -> None:
+        self._spool = spool
+        self._oldest = oldest_unacked_us
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        spool, stats = self._spool, self._spool.stats
+        yield GaugeMetricFamily(
+            "clickedge_edge_spool_bytes", "Bytes in the spool not yet acknowledged by the collector",
+            value=spool.unacknowledged_bytes,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "clickedge_edge_spool_records", "Clicks in the spool not yet acknowledged by the collector",
+            value=spool.unacknowledged_records,
+        )  # fmt: skip
+        oldest = self._oldest()
+        age = max(0.0, time.time() - oldest / 1e6) if oldest is not None else 0.0
+        yield GaugeMetricFamily(
+            "clickedge_edge_spool_oldest_unacked_seconds",
+            "Age of the oldest click not yet acknowledged",
+            value=age,
+        )
+        yield GaugeMetricFamily(
+            "clickedge_edge_spool_healthy", "1 while clicks can be made durable, 0 after a refused append",
+            value=1.0 if spool.healthy else 0.0,
+        )  # fmt: skip
+        for name, doc, value in (
+            ("clickedge_edge_clicks_undurable", "Answered clicks that could not be written to the spool",
+             stats.undurable),
+            ("clickedge_edge_spool_replayed_records", "Unacknowledged clicks found in the spool at start",
+             stats.replayed),
+            ("clickedge_edge_spool_corrupt_records", "Spool records skipped as corrupt", stats.corrupt),
+            ("clickedge_edge_spool_truncated_bytes", "Bytes of torn records cut from the spool at start",
+             stats.truncated_bytes),
+            ("clickedge_edge_spool_fsync_errors", "Failed spool fsyncs", stats.sync_errors),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, doc, value=value)

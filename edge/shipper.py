@@ -1,8 +1,17 @@
-"""Ships buffered clicks to the collector in batches over keep-alive HTTP.
+"""Ships spooled clicks to the collector in batches over keep-alive HTTP.
 
-A batch leaves when it is full or when its oldest click has waited ``linger`` seconds. Clicks stay in the
-buffer until the collector answers 200 (after its COMMIT); a failed send is retried with backoff and
-jitter, with the same event ids, so a lost reply cannot double-count.
+A batch is read from the spool's acknowledged position when it is full or its clicks have waited
+``linger`` seconds; the position moves only after the collector's 200 (sent after its COMMIT). What to do
+after a failure depends on its class:
+
+- connection errors, timeouts, 408, 429 and 5xx: retry the same batch (same event ids, so a reply lost
+  after COMMIT cannot double-count) with exponential backoff, jitter and a cap;
+- 401 and 403: our credentials are wrong; retry the same way and say so loudly, since nothing can move
+  until an operator fixes them;
+- any other 4xx: the collector will never take this batch. It goes to the dead-letter file, counted and
+  logged, and the spool moves on.
+
+Memory stays bounded by one batch, whatever the collector does: the backlog waits on disk.
 """
 
 from __future__ import annotations
@@ -10,31 +19,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import orjson
 
-from clickedge.events import encode_batch
-from edge.buffer import ClickBuffer
+from clickedge.events import encode_spooled_batch, payload_clicked_at_us
 from edge.metrics import EdgeMetrics
+from edge.spool import Batch, Spool
 
 log = logging.getLogger("clickedge.edge.shipper")
 
 BACKOFF_START = 0.1
 BACKOFF_CAP = 5.0
 REQUEST_TIMEOUT = 30.0
+RETRYABLE_4XX = frozenset({408, 425, 429})
+AUTH_4XX = frozenset({401, 403})
 
 
-class RejectedBatch(Exception):
-    """The collector refused the batch as malformed (4xx but 401/408/429): resending will not help."""
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    moved: bool  # the spool moved forward (shipped or dead-lettered)
+    retry: bool  # worth trying the same batch again later
 
 
 class Shipper:
     def __init__(
         self,
-        buffer: ClickBuffer,
+        spool: Spool,
         metrics: EdgeMetrics,
         *,
         collector_url: str,
@@ -42,46 +58,120 @@ class Shipper:
         edge_name: str,
         batch_size: int,
         linger: float,
+        dead_letter: Path,
     ) -> None:
-        self._buffer = buffer
+        self._spool = spool
         self._metrics = metrics
         self._url = collector_url + "/v1/clicks"
         self._headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         self._edge = edge_name
         self.batch_size = batch_size
         self._linger = linger
+        self._dead_letter = dead_letter
         self.wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        self.oldest_unacked_us: int | None = None
 
     async def run(self) -> None:
         """Ship until cancelled."""
         backoff = BACKOFF_START
         while True:
-            if len(self._buffer) < self.batch_size:
+            if self._spool.unacknowledged_bytes == 0 or not self.wake.is_set():
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self._linger)
-            if not self._buffer:
+            if self._spool.empty:
+                self.oldest_unacked_us = None
                 continue
-            if await self.ship_once():
+            outcome = await self.ship_once()
+            if outcome.moved:
                 backoff = BACKOFF_START
-            else:
+                if self._spool.unacknowledged_bytes > 0:
+                    self.wake.set()  # a backlog: keep going without lingering
+            elif outcome.retry:
+                self._metrics.ship_retries.inc()
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, BACKOFF_CAP)
 
-    async def drain(self, deadline: float) -> int:
-        """Ship what is buffered until empty or until ``deadline`` (loop time); returns clicks left."""
+    async def drain(self, deadline: float) -> None:
+        """Ship what is spooled until it is all acknowledged or ``deadline`` (loop time) passes."""
         loop = asyncio.get_running_loop()
         backoff = BACKOFF_START
-        while self._buffer and loop.time() < deadline:
+        while not self._spool.empty and loop.time() < deadline:
             try:
-                ok = await asyncio.wait_for(self.ship_once(), deadline - loop.time())
+                outcome = await asyncio.wait_for(self.ship_once(), deadline - loop.time())
             except TimeoutError:
-                break
-            if not ok:
+                return
+            if not outcome.moved:
                 await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
                 backoff = min(backoff * 2, BACKOFF_CAP)
-        return len(self._buffer)
+
+    async def ship_once(self) -> Outcome:
+        """Send the oldest unacknowledged batch."""
+        batch = self._spool.read(self.batch_size)
+        if not batch.records:
+            self._spool.ack(batch.end)  # only skipped (corrupt) bytes: move past them
+            return Outcome(moved=True, retry=False)
+        self.oldest_unacked_us = payload_clicked_at_us(batch.records[0][1])
+        body = encode_spooled_batch(self._edge, batch.records)
+        started = time.perf_counter()
+        try:
+            async with self._client().post(self._url, data=body, headers=self._headers) as resp:
+                status = resp.status
+                reply = await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self._metrics.batch_failed.inc()
+            log.warning("shipping %d clicks failed, will retry: %r", len(batch.records), exc)
+            return Outcome(moved=False, retry=True)
+        if status == 200:
+            self._acknowledge(batch, reply, time.perf_counter() - started)
+            return Outcome(moved=True, retry=False)
+        self._metrics.batch_failed.inc()
+        detail = reply[:300].decode(errors="replace")
+        if status >= 500 or status in RETRYABLE_4XX:
+            log.warning(
+                "collector answered %d for %d clicks, will retry: %s", status, len(batch.records), detail
+            )
+            return Outcome(moved=False, retry=True)
+        if status in AUTH_4XX:
+            log.error(
+                "collector refused our credentials (%d): check CLICKEDGE_INGEST_SECRET; retrying", status
+            )
+            return Outcome(moved=False, retry=True)
+        self._dead_letter_batch(batch, body, status, detail)
+        return Outcome(moved=True, retry=False)
+
+    def _acknowledge(self, batch: Batch, reply: bytes, seconds: float) -> None:
+        self._spool.ack(batch.end, len(batch.records))
+        self.oldest_unacked_us = None
+        metrics = self._metrics
+        metrics.ship_seconds.observe(seconds)
+        metrics.batch_shipped.inc()
+        metrics.clicks_shipped.inc(len(batch.records))
+        try:
+            duplicates = int(orjson.loads(reply).get("duplicates", 0))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            duplicates = 0
+        if duplicates:
+            metrics.clicks_duplicate.inc(duplicates)
+
+    def _dead_letter_batch(self, batch: Batch, body: bytes, status: int, detail: str) -> None:
+        line = b'{"at":%d,"status":%d,"error":%b,"batch":%b}\n' % (
+            int(time.time()), status, orjson.dumps(detail), body
+        )  # fmt: skip
+        fd = os.open(self._dead_letter, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._spool.ack(batch.end, len(batch.records))
+        self._metrics.batch_dead_lettered.inc()
+        self._metrics.clicks_dead_lettered.inc(len(batch.records))
+        log.error(
+            "collector refused a batch of %d clicks as malformed (%d: %s); kept in %s",
+            len(batch.records), status, detail, self._dead_letter,
+        )  # fmt: skip
 
     async def close(self) -> None:
         if self._session is not None:
@@ -92,42 +182,3 @@ class Shipper:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
         return self._session
-
-    async def ship_once(self) -> bool:
-        """Send the oldest batch; True when the buffer moved forward."""
-        rows = self._buffer.peek(self.batch_size)
-        if not rows:
-            return True
-        body = orjson.dumps(encode_batch(self._edge, rows))
-        started = time.perf_counter()
-        try:
-            await self._post(body)
-        except RejectedBatch as exc:
-            # Retrying cannot make a malformed batch acceptable; keep the pipeline moving and say so.
-            self._metrics.batch_rejected.inc()
-            self._metrics.dropped.inc(len(rows))
-            log.error("collector rejected a batch of %d clicks, dropping it: %s", len(rows), exc)
-            self._buffer.ack(len(rows))
-            return True
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            self._metrics.batch_failed.inc()
-            log.warning("shipping %d clicks failed, will retry: %r", len(rows), exc)
-            return False
-        self._metrics.ship_seconds.observe(time.perf_counter() - started)
-        self._metrics.batch_shipped.inc()
-        self._metrics.clicks_shipped.inc(len(rows))
-        self._buffer.ack(len(rows))
-        self._metrics.buffered.set(len(self._buffer))
-        return True
-
-    async def _post(self, body: bytes) -> None:
-        async with self._client().post(self._url, data=body, headers=self._headers) as resp:
-            if resp.status == 200:
-                await resp.read()
-                return
-            detail = (await resp.text())[:500]
-            if 400 <= resp.status < 500 and resp.status not in (401, 408, 429):
-                raise RejectedBatch(f"HTTP {resp.status}: {detail}")
-            raise aiohttp.ClientResponseError(
-                resp.request_info, resp.history, status=resp.status, message=detail
-            )

@@ -70,6 +70,7 @@ class SpoolStats:
     replayed: int = 0  # records found at start, written by an earlier process and not yet acknowledged
     truncated_bytes: int = 0
     sync_errors: int = 0
+    acked: int = 0  # records acknowledged by this process
 
 
 def frame(event_id: bytes, payload: bytes) -> bytes:
@@ -328,6 +329,11 @@ class Spool:
         return self._bytes
 
     @property
+    def unacknowledged_records(self) -> int:
+        """Appended by this process or found at start (once counted), less those acknowledged."""
+        return max(0, self.stats.replayed + self.stats.appended - self.stats.acked)
+
+    @property
     def empty(self) -> bool:
         return self._ack >= self.position
 
@@ -363,10 +369,11 @@ class Spool:
         self.stats.corrupt += corrupt
         return Batch(records, pos, corrupt)
 
-    def ack(self, end: Position) -> None:
-        """Everything before ``end`` is committed: persist that, and delete segments wholly before it."""
+    def ack(self, end: Position, records: int = 0) -> None:
+        """Everything before ``end`` (``records`` records) is committed: record that, free what it can."""
         if end <= self._ack:
             return
+        self.stats.acked += records
         # Move past a finished segment, so it can be deleted now rather than at the next batch.
         if end.segment != self._segment and end.offset >= self._sizes.get(end.segment, 0):
             later = [s for s in self._sizes if s > end.segment]

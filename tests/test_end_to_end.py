@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import time
 from pathlib import Path
@@ -36,7 +35,6 @@ async def test_click_arrives_in_postgres_with_the_right_fields(
         trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),),
     )
     edge = await start(config, reuse_port=False)
-    ship_task = asyncio.create_task(edge.shipper.run())
     try:
         codec = keys.load(data_dir / "keys.json").codec()
         sent_at = int(time.time()) - 60
@@ -75,5 +73,5 @@ async def test_click_arrives_in_postgres_with_the_right_fields(
         assert get["key_id"] == 1
         assert (anon["link_id"], anon["contact_id"]) == (4, 0)  # 0: anonymous
     finally:
-        assert await shutdown(edge, ship_task, timeout=5) == 0
+        assert await shutdown(edge, grace=0, timeout=5) == 0
         await collector.close()

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from edge import keys
 from edge.config import EdgeConfig
-from edge.main import RunningEdge, start
+from edge.main import RunningEdge, shutdown, start
 from edge.token import MAX_TOKEN_CHARS
 
 URL = "https://shop.example.com/pricing?utm_source=news&a=%2F#plans"
@@ -25,14 +27,18 @@ RunEdge = Callable[..., AbstractAsyncContextManager[RunningEdge]]
 def run_edge(data_dir: Path) -> RunEdge:
     @asynccontextmanager
     async def run(**overrides: Any) -> AsyncIterator[RunningEdge]:
-        # No collector is listening on port 9: clicks stay buffered, where the tests can see them.
-        fields = {"port": 0, "data_dir": data_dir, "collector_url": "http://127.0.0.1:9", **overrides}
+        # No collector is listening on port 9: clicks stay spooled, where the tests can see them. Each
+        # edge gets a spool of its own.
+        spool_dir = Path(tempfile.mkdtemp(dir=data_dir, prefix="spool-"))
+        fields = {
+            "port": 0, "data_dir": data_dir, "collector_url": "http://127.0.0.1:9", "spool_dir": spool_dir,
+            **overrides,
+        }  # fmt: skip
         running = await start(EdgeConfig(**fields), reuse_port=False)
         try:
             yield running
         finally:
-            await running.runner.cleanup()
-            await running.shipper.close()
+            await shutdown(running, grace=0, timeout=0)
 
     return run
 
@@ -41,6 +47,12 @@ def run_edge(data_dir: Path) -> RunEdge:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+def spooled(running: RunningEdge) -> list[list[Any]]:
+    """The clicks this edge has spooled (none are shipped: no collector listens on port 9)."""
+    batch = running.spool.read(10_000)
+    return [[event_id.hex(), *orjson.loads(payload)] for event_id, payload in batch.records]
 
 
 def mint(data_dir: Path, url: str = URL, contact: int | None = 42) -> str:
@@ -62,7 +74,7 @@ async def test_redirect_answers_302_with_exact_location_and_records_the_click(
         async with http.head(f"{base}/c/{token}", allow_redirects=False) as resp:
             assert resp.status == 302
             assert resp.headers["Location"] == URL
-        rows = edge.edge.buffer.peek(10)
+        rows = spooled(edge)
         assert [(r[2], r[3], r[4], r[5], r[7], r[9]) for r in rows] == [
             (7, 3, 42, 1_790_000_000, "127.0.0.1", "GET"),
             (7, 3, 42, 1_790_000_000, "127.0.0.1", "HEAD"),
@@ -120,7 +132,7 @@ async def test_invalid_links_never_redirect(
             assert resp.headers["Cache-Control"] == "no-store"
             if outcome != "not_found":
                 assert "not valid" in await resp.text()
-        assert len(edge.edge.buffer) == 0
+        assert spooled(edge) == []
         assert edge.edge.metrics.outcome[outcome]._value.get() == before + 1
 
 
@@ -138,7 +150,7 @@ async def test_retired_key_link_is_not_valid(
             assert resp.status == 404
         async with http.get(base + new, allow_redirects=False) as resp:
             assert resp.status == 302
-        assert len(edge.edge.buffer) == 1
+        assert len(spooled(edge)) == 1
 
 
 async def test_other_methods_are_refused_and_not_recorded(
@@ -150,7 +162,7 @@ async def test_other_methods_are_refused_and_not_recorded(
         ) as resp:
             assert resp.status == 405
             assert resp.headers["Allow"] == "GET, HEAD"
-        assert len(edge.edge.buffer) == 0
+        assert spooled(edge) == []
 
 
 async def test_forwarded_for_is_believed_only_from_trusted_proxies(
@@ -162,31 +174,34 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
             f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", headers=headers, allow_redirects=False
         ) as resp:
             assert resp.status == 302
-        assert edge.edge.buffer.peek(1)[0][7] == "127.0.0.1"
+        assert spooled(edge)[0][7] == "127.0.0.1"
     trusted = (ipaddress.ip_network("127.0.0.0/8"),)
     async with run_edge(trusted_proxies=trusted) as edge:
         async with http.get(
             f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", headers=headers, allow_redirects=False
         ) as resp:
             assert resp.status == 302
-        assert edge.edge.buffer.peek(1)[0][7] == "198.51.100.23"
+        assert spooled(edge)[0][7] == "198.51.100.23"
 
 
 async def test_health_readiness_and_metrics(
     run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
 ) -> None:
-    async with run_edge(buffer_clicks=2, batch_size=1) as edge:
+    async with run_edge(spool_max_bytes=200, spool_segment_bytes=200) as edge:
         base = f"http://127.0.0.1:{edge.port}"
         assert (await http.get(f"{base}/healthz")).status == 200
         assert (await http.get(f"{base}/readyz")).status == 200
         for _ in range(3):
             async with http.get(f"{base}/c/{mint(data_dir)}", allow_redirects=False) as resp:
                 assert resp.status == 302  # recipients land even when clicks cannot be kept
-        # The buffer is full (no collector): not ready, so a load balancer moves traffic away.
+        # The spool is full (no collector takes the clicks): not ready, so a load balancer moves traffic
+        # away, and the click that found no room is counted.
         assert (await http.get(f"{base}/readyz")).status == 503
         text = await (await http.get(f"{base}/metrics")).text()
         assert 'clickedge_edge_requests_total{outcome="redirect"} 3.0' in text
-        assert "clickedge_edge_buffered_clicks 2.0" in text
+        assert "clickedge_edge_spool_records 2.0" in text
+        assert "clickedge_edge_clicks_undurable_total 1.0" in text
+        assert "clickedge_edge_spool_healthy 0.0" in text
         assert "clickedge_edge_handler_seconds_bucket" in text
         edge.edge.draining = True
         assert (await http.get(f"{base}/readyz")).status == 503
@@ -201,4 +216,4 @@ async def test_unparsable_request_gets_the_400_page_not_a_5xx(run_edge: RunEdge)
         writer.close()
         assert reply.split(b" ", 2)[1] == b"400", reply[:100]
         assert b"not valid" in reply
-        assert len(edge.edge.buffer) == 0
+        assert spooled(edge) == []

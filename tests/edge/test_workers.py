@@ -35,7 +35,7 @@ async def test_workers_share_the_port_and_are_restarted(
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "clickedge", "edge", "--workers", "2", "--edge-port", str(port),
         "--data-dir", str(data_dir), "--collector-url", f"http://127.0.0.1:{collector.port}",
-        "--batch-linger", "0.05",
+        "--batch-linger", "0.05", "--drain-grace", "0",
     )  # fmt: skip
     codec = keys.load(data_dir / "keys.json").codec()
     base = f"http://127.0.0.1:{port}"
