@@ -130,5 +130,7 @@ class _SpoolCollector(Collector):
             ("clickedge_edge_spool_truncated_bytes", "Bytes of torn records cut from the spool at start",
              stats.truncated_bytes),
             ("clickedge_edge_spool_fsync_errors", "Failed spool fsyncs", stats.sync_errors),
+            ("clickedge_edge_spool_ledger_errors", "Failed writes of the acknowledged position",
+             stats.ledger_errors),
         ):  # fmt: skip
             yield CounterMetricFamily(name, doc, value=value)

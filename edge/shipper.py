@@ -143,6 +143,12 @@ class Shipper:
 
     def _acknowledge(self, batch: Batch, reply: bytes, seconds: float) -> None:
         self._spool.ack(batch.end, len(batch.records))
+        if self._spool.ledger_error is not None:
+            log.warning(
+                "could not record the acknowledged position (%s); a restart would resend some clicks, "
+                "which the collector drops as duplicates", self._spool.ledger_error,
+            )  # fmt: skip
+            self._spool.ledger_error = None
         self.oldest_unacked_us = None
         metrics = self._metrics
         metrics.ship_seconds.observe(seconds)

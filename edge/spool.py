@@ -8,7 +8,7 @@ before each answer.
 Layout of a spool directory (one per edge worker)::
 
     lock                       flock()ed by the worker that owns the directory
-    ack                        "SEGMENT OFFSET": everything before it is committed by the collector
+    ack                        "SEGMENT OFFSET CRC32": everything before it is committed by the collector
     0000000000000001.seg ...   segments, each a run of records:
 
     offset  size  field
@@ -43,6 +43,8 @@ HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 4096
 SEGMENT_SUFFIX = ".seg"
 READ_CHUNK = 1 << 20
+LEDGER_SIZE = 64
+PROBE_BYTES = 4 * (HEADER_SIZE + MAX_PAYLOAD)
 
 
 class SpoolLockedError(RuntimeError):
@@ -71,6 +73,7 @@ class SpoolStats:
     truncated_bytes: int = 0
     sync_errors: int = 0
     acked: int = 0  # records acknowledged by this process
+    ledger_errors: int = 0
 
 
 def frame(event_id: bytes, payload: bytes) -> bytes:
@@ -124,6 +127,8 @@ class Spool:
         self.healthy = True  # False after an append was refused, until one succeeds
         self.full = False
         self._lock_fd = -1
+        self._ack_fd = -1
+        self.ledger_error: OSError | None = None
         self._fd = -1
         self._segment = 0
         self._size = 0
@@ -193,11 +198,15 @@ class Spool:
         return sorted(found)
 
     def _read_ack(self, segments: list[int]) -> Position:
+        self._ack_fd = os.open(self.directory / "ack", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        raw = os.pread(self._ack_fd, LEDGER_SIZE, 0)
         try:
-            seg, off = (self.directory / "ack").read_text().split()
+            seg, off, crc = raw.split(b"\n", 1)[0].split()
+            if zlib.crc32(seg + b" " + off) != int(crc):
+                raise ValueError("checksum")
             return Position(int(seg), int(off))
-        except (FileNotFoundError, ValueError):
-            # No ledger (or a damaged one): replay everything present; the collector drops duplicates.
+        except ValueError:
+            # No ledger, or a damaged one: replay everything present; the collector drops duplicates.
             return Position(segments[0] if segments else 0, 0)
 
     def _cut_torn_tail(self, seg: int) -> None:
@@ -250,6 +259,28 @@ class Spool:
         self.healthy = True
         self.full = False
         return True
+
+    def probe(self) -> bool:
+        """After a refused append: is there room again? Writes and removes one page-sized file, so a
+        recovered disk is noticed even when no clicks arrive (a load balancer has moved them away)."""
+        if self.healthy:
+            return True
+        if self._bytes >= self.max_bytes:
+            return False
+        path = self.directory / "probe"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                written = os.write(fd, b"\0" * PROBE_BYTES)
+            finally:
+                os.close(fd)
+                os.unlink(path)
+        except OSError:
+            return False
+        if written == PROBE_BYTES:
+            self.healthy = True
+            self.full = False
+        return self.healthy
 
     def _refuse(self) -> bool:
         self.stats.undurable += 1
@@ -379,19 +410,22 @@ class Spool:
             later = [s for s in self._sizes if s > end.segment]
             if later:
                 end = Position(min(later), 0)
-        # Not fsynced: if a crash loses the newest ledger, the older one replays a little more, and the
-        # collector drops what it already has.
-        tmp = self.directory / "ack.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, f"{end.segment} {end.offset}\n".encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.directory / "ack")
         self._ack = end
+        # Delete first: on a full disk that is what makes room. A ledger older than the deletions is
+        # harmless (a reader skips segments that are gone; the collector drops what it already has).
         for seg in [s for s in self._sizes if s < end.segment]:
             self._unlink(seg)
         self._recount()
+        # Overwritten in place, within one block, so it needs no new space on a full disk. Not fsynced:
+        # if a crash loses the newest ledger, an older one replays a little more, which is dropped as
+        # duplicate; a torn one fails its checksum and replays everything present.
+        line = f"{end.segment} {end.offset}".encode()
+        record = b"%b %d\n" % (line, zlib.crc32(line))
+        try:
+            os.pwrite(self._ack_fd, record.ljust(LEDGER_SIZE, b" "), 0)
+        except OSError as exc:
+            self.stats.ledger_errors += 1
+            self.ledger_error = exc
 
     def _unlink(self, seg: int) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -410,9 +444,10 @@ class Spool:
                     os.close(fd)
         self._retired_fds.clear()
         self._fd = -1
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        for fd in (self._ack_fd, self._lock_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._ack_fd = self._lock_fd = -1
 
     def records_in(self, seg: int) -> Iterator[tuple[bytes, bytes]]:
         """Every readable record of one segment (for inspection and tests)."""

@@ -15,6 +15,7 @@ from edge.metrics import EdgeMetrics
 from edge.spool import Spool
 
 log = logging.getLogger("clickedge.edge.spool")
+PROBE_INTERVAL = 0.5  # how often, in always mode, a refusing spool is checked for room
 
 
 class Syncer:
@@ -36,11 +37,14 @@ class Syncer:
     async def run(self) -> None:
         while True:
             if self.always:
-                await self._wanted.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wanted.wait(), PROBE_INTERVAL)
                 self._wanted.clear()
             else:
                 await asyncio.sleep(self._interval)
             await self.sync_once()
+            if not self._spool.healthy and self._spool.probe():
+                log.info("spool accepts clicks again")
 
     async def sync_once(self) -> None:
         waiters, self._waiters = self._waiters, []

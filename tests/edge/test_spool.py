@@ -145,7 +145,7 @@ def test_ack_ledger_lost_replays_everything(tmp_path: Path) -> None:
     fill(spool, 0, 4)
     spool.ack(spool.read(2).end)
     spool.close()
-    (tmp_path / "ack").write_text("garbage")
+    (tmp_path / "ack").write_text("1 99999 12345\n")  # checksum does not match: not trusted
     again = opened(tmp_path)
     assert drain(again) == [0, 1, 2, 3]  # duplicates are fine: the collector drops them
 

@@ -1,0 +1,234 @@
+"""Real processes for fault tests: PostgreSQL, collectors and edges as `clickedge` subprocesses, a load
+driver that remembers which clicks were answered, and the final comparison with PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from clickedge.pgembed import free_port
+from edge import keys
+from tests.conftest import INGEST_SECRET
+
+URL = "https://shop.example.com/landing?utm_source=fault"
+LINKS_PER_CONTACT = 10
+
+
+class Service:
+    """A `clickedge` subprocess."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.args = args
+        self.env = {**os.environ, "CLICKEDGE_INGEST_SECRET": INGEST_SECRET, **(env or {})}
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "clickedge", *self.args, env=self.env, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        async with asyncio.timeout(timeout):
+            return await self.proc.wait()
+
+    async def kill(self) -> None:
+        await self.stop(signal.SIGKILL)
+
+
+async def wait_http(url: str, *, status: int = 200, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+        while True:
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == status:
+                        return
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not answer {status} within {timeout}s")
+            await asyncio.sleep(0.05)  # polling a starting service, with a deadline
+
+
+class CollectorProc(Service):
+    def __init__(self, database_url: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        super().__init__(
+            "collector", ["collector", "--collector-port", str(self.port), "--database-url", database_url]
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class EdgeProc(Service):
+    def __init__(self, data_dir: Path, collector_port: int, *extra: str, port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.port = port or free_port()
+        super().__init__(
+            "edge",
+            ["edge", "--edge-port", str(self.port), "--data-dir", str(data_dir),
+             "--collector-url", f"http://127.0.0.1:{collector_port}", "--batch-linger", "0.05",
+             "--drain-grace", "0", *extra],
+            env,
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Load:
+    """Which clicks (contact, link) got a 302, and how the others failed."""
+
+    answered: set[tuple[int, int]] = field(default_factory=set)
+    attempted: set[tuple[int, int]] = field(default_factory=set)
+    failed: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+def tokens(data_dir: Path, campaign_id: int, count: int, first: int = 0) -> list[tuple[tuple[int, int], str]]:
+    """Distinct valid tokens, one per contact x link."""
+    codec = keys.load(data_dir / "keys.json").codec()
+    out = []
+    for i in range(first, first + count):
+        contact, link = divmod(i, LINKS_PER_CONTACT)
+        token = codec.mint(
+            f"{URL}&i={i}", campaign_id=campaign_id, link_id=link, contact_id=contact + 1, sent_at=0
+        )
+        out.append(((contact + 1, link), token))
+    return out
+
+
+async def drive(
+    base_urls: Iterable[str] | str,
+    work: list[tuple[tuple[int, int], str]],
+    *,
+    concurrency: int = 16,
+    load: Load | None = None,
+    stop_when_not_ready: bool = False,
+) -> Load:
+    """Send every click once; remember which got a 302. Bounded: one request per item, 5 s timeout each.
+
+    With ``stop_when_not_ready`` the driver acts as a load balancer would: it checks /readyz every 20 ms
+    and sends nothing new once it answers anything but 200.
+    """
+    load = load or Load()
+    urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+    queue = list(reversed(work))
+    ready = asyncio.Event()
+    ready.set()
+    stopped = False
+
+    async def watch() -> None:
+        nonlocal stopped
+        # A connection of its own, as a load balancer's health checker has.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as checker:
+            while queue:
+                try:
+                    async with checker.get(f"{urls[0]}/readyz") as resp:
+                        ok = resp.status == 200
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    ok = False
+                if not ok:
+                    stopped = True
+                    return
+                await asyncio.sleep(0.02)  # the health check interval of a load balancer
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        while queue and not stopped:
+            key, token = queue.pop()
+            url = f"{random.choice(urls)}/c/{token}"
+            load.attempted.add(key)
+            started = time.perf_counter()
+            try:
+                async with http.get(url, allow_redirects=False) as resp:
+                    await resp.read()
+                    if resp.status == 302:
+                        load.answered.add(key)
+                        load.latencies.append(time.perf_counter() - started)
+                    else:
+                        load.failed += 1
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                load.failed += 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5)) as http:
+        tasks = [asyncio.create_task(worker(http)) for _ in range(concurrency)]
+        if stop_when_not_ready:
+            tasks.append(asyncio.create_task(watch()))
+        await asyncio.gather(*tasks)
+    return load
+
+
+async def rows(dsn: str, campaign_id: int) -> list[tuple[int, int]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetch("SELECT contact_id, link_id FROM clicks WHERE campaign_id = $1", campaign_id)
+    finally:
+        await conn.close()
+    return [(r["contact_id"], r["link_id"]) for r in found]
+
+
+async def assert_exactly_once(
+    dsn: str, campaign_id: int, answered: set[tuple[int, int]], *, sent: set[tuple[int, int]] | None = None,
+    timeout: float = 60,
+) -> list[tuple[int, int]]:  # fmt: skip
+    """Every answered click is in PostgreSQL exactly once (waiting for shipping, with a deadline).
+
+    A click can be spooled and then its answer lost (the process died after write(), before the 302 left):
+    such a click may be in PostgreSQL too, once, so rows may hold clicks that were sent but not answered.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await rows(dsn, campaign_id)
+        if answered <= set(got) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)  # waiting for the edges to ship, with a deadline
+    missing = answered - set(got)
+    assert not missing, f"{len(missing)} answered clicks never arrived, e.g. {sorted(missing)[:5]}"
+    assert len(got) == len(set(got)), f"{len(got) - len(set(got))} clicks were written twice"
+    if sent is not None:
+        assert set(got) <= sent, "rows for clicks that were never sent"
+    conn = await asyncpg.connect(dsn)
+    try:
+        counted = await conn.fetchval(
+            "SELECT coalesce(sum(clicks), 0) FROM link_click_counts WHERE campaign_id = $1", campaign_id
+        )
+    finally:
+        await conn.close()
+    assert counted == len(got), (
+        f"counters say {counted} clicks, rows say {len(got)}: a click was counted twice"
+    )
+    return got
+
+
+async def metric(url: str, name: str) -> float:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name)] in " {":
+            total += float(line.rsplit(" ", 1)[1])
+    return total

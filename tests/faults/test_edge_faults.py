@@ -1,0 +1,253 @@
+"""Edge faults on real processes: kill -9, corrupt spools, a full disk, replays, SIGTERM under load.
+
+Each test drives clicks with distinct tokens (a distinct contact x link per request), remembers which got
+a 302, and ends by comparing that with PostgreSQL: none missing, none written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+
+from edge.spool import HEADER_SIZE, frame, parse
+from tests.conftest import eventually
+from tests.faults.harness import (
+    CollectorProc,
+    EdgeProc,
+    assert_exactly_once,
+    drive,
+    metric,
+    rows,
+    tokens,
+    wait_http,
+)
+
+
+@pytest.fixture
+async def collector_proc(database_url: str) -> AsyncIterator[CollectorProc]:
+    proc = CollectorProc(database_url)
+    await proc.start()
+    await wait_http(f"{proc.url}/readyz")
+    yield proc
+    await proc.stop()
+
+
+def children(pid: int) -> set[int]:
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def segments(spool: Path) -> list[Path]:
+    return sorted(spool.glob("*.seg"))
+
+
+async def test_kill_9_of_edge_workers_loses_no_answered_click(
+    database_url: str, collector_proc: CollectorProc, data_dir: Path, campaign_id: int
+) -> None:
+    edge = EdgeProc(data_dir, collector_proc.port, "--workers", "2")
+    await edge.start()
+    try:
+        await wait_http(f"{edge.url}/readyz")
+        work = tokens(data_dir, campaign_id, 4000)
+        kills = 0
+
+        async def killer() -> None:
+            nonlocal kills
+            for _ in range(5):
+                await asyncio.sleep(random.uniform(0.1, 0.4))  # a random moment, not a synchronisation
+                workers = children(edge.pid)
+                if workers:
+                    os.kill(random.choice(sorted(workers)), signal.SIGKILL)
+                    kills += 1
+
+        load, _ = await asyncio.gather(drive(edge.url, work, concurrency=16), killer())
+        assert kills >= 3
+        assert len(load.answered) > 2000  # most clicks were answered despite the kills
+        await assert_exactly_once(database_url, campaign_id, load.answered, sent=load.attempted)
+    finally:
+        assert await edge.stop() == 0
+
+
+async def test_truncated_and_bit_flipped_spool_segments_at_start(
+    database_url: str, data_dir: Path, campaign_id: int
+) -> None:
+    collector = CollectorProc(database_url)
+    spool_args = ("--spool-segment-bytes", "4096")
+    edge = EdgeProc(data_dir, collector.port, *spool_args)  # no collector yet: clicks stay spooled
+    await edge.start()
+    await wait_http(f"{edge.url}/readyz")
+    load = await drive(edge.url, tokens(data_dir, campaign_id, 200))
+    assert load.failed == 0
+    await edge.kill()
+
+    spool = data_dir / "spool" / "worker-0"
+    segs = segments(spool)
+    assert len(segs) >= 3
+    # Flip one bit in the payload of the third record of the first segment...
+    first = segs[0].read_bytes()
+    records, _, _ = parse(first)
+    victim_payload = records[2][1]
+    offset = 2 * (HEADER_SIZE + len(records[0][1]))
+    assert first[offset + HEADER_SIZE :].startswith(victim_payload)
+    flipped = bytearray(first)
+    flipped[offset + HEADER_SIZE + 5] ^= 0x04
+    segs[0].write_bytes(bytes(flipped))
+    victim = orjson.loads(victim_payload)
+    lost = (victim[3], victim[2])  # (contact, link)
+    # ...and leave a torn record at the end of the last one, as a crash in the middle of write() would.
+    append_bytes(segs[-1], frame(b"\x00" * 16, b"[1,2,3]")[:20])
+
+    await collector.start()
+    await wait_http(f"{collector.url}/readyz")
+    again = EdgeProc(data_dir, collector.port, *spool_args, port=edge.port)
+    await again.start()
+    try:
+        await wait_http(f"{again.url}/readyz")
+        await assert_exactly_once(database_url, campaign_id, load.answered - {lost}, sent=load.answered)
+        assert lost not in await rows(database_url, campaign_id)
+        assert await metric(again.url, "clickedge_edge_spool_corrupt_records_total") == 1
+        assert await metric(again.url, "clickedge_edge_spool_truncated_bytes_total") == 20
+        assert await metric(again.url, "clickedge_edge_spool_replayed_records_total") == 199
+    finally:
+        assert await again.stop() == 0
+        await collector.stop()
+
+
+@contextlib.contextmanager
+def tiny_filesystem(size_kib: int) -> Iterator[Path]:
+    mount = Path(tempfile.mkdtemp(prefix="clickedge-tinyfs-"))
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(mount)], check=True
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
+async def test_full_disk_keeps_redirecting_then_recovers(
+    database_url: str, data_dir: Path, campaign_id: int
+) -> None:
+    collector = CollectorProc(database_url)
+    with tiny_filesystem(64) as spool_dir:
+        args = ("--spool-dir", str(spool_dir), "--spool-segment-bytes", "8192", "--batch-size", "100")
+        edge = EdgeProc(data_dir, collector.port, *args)
+        await edge.start()
+        try:
+            await wait_http(f"{edge.url}/readyz")
+            first = await drive(edge.url, tokens(data_dir, campaign_id, 1500), concurrency=8)
+            # The disk is full: every recipient still landed, the load balancer is told, the loss counted.
+            assert first.failed == 0 and len(first.answered) == 1500
+            await wait_http(f"{edge.url}/readyz", status=503)
+            undurable = await metric(edge.url, "clickedge_edge_clicks_undurable_total")
+            assert undurable > 500
+
+            await collector.start()  # shipping frees the disk; the edge notices by itself, with no traffic
+            await wait_http(f"{collector.url}/readyz")
+            await wait_http(f"{edge.url}/readyz", timeout=30)
+            second = await drive(edge.url, tokens(data_dir, campaign_id, 200, first=1501), concurrency=8)
+            assert second.failed == 0
+            assert await metric(edge.url, "clickedge_edge_clicks_undurable_total") == undurable
+
+            got = await assert_exactly_once(
+                database_url,
+                campaign_id,
+                second.answered,
+                sent=first.answered | second.answered,
+            )
+            durable_first = len([c for c in got if c in first.answered])
+            assert durable_first == 1500 - undurable  # only the counted ones are missing
+        finally:
+            assert await edge.stop() == 0
+            await collector.stop()
+
+
+async def test_the_same_spool_replayed_twice_changes_nothing(
+    database_url: str, data_dir: Path, campaign_id: int
+) -> None:
+    collector = CollectorProc(database_url)
+    edge = EdgeProc(data_dir, collector.port)
+    await edge.start()
+    await wait_http(f"{edge.url}/readyz")
+    load = await drive(edge.url, tokens(data_dir, campaign_id, 300))
+    assert await edge.stop() == 0  # no collector: everything stays spooled
+    spool = data_dir / "spool" / "worker-0"
+    copy = data_dir / "spool-copy"
+    shutil.copytree(spool, copy)
+
+    await collector.start()
+    await wait_http(f"{collector.url}/readyz")
+
+    async def snapshot() -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            clicks = await conn.fetch(
+                "SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id
+            )
+            counts = await conn.fetch("SELECT * FROM link_click_counts WHERE campaign_id = $1", campaign_id)
+        finally:
+            await conn.close()
+        return clicks, counts
+
+    try:
+        for attempt in range(2):
+            if attempt:
+                shutil.rmtree(spool)
+                shutil.copytree(copy, spool)  # the same unacknowledged spool, once more
+            replay = EdgeProc(data_dir, collector.port, port=edge.port)
+            await replay.start()
+            await wait_http(f"{replay.url}/readyz")
+            await assert_exactly_once(database_url, campaign_id, load.answered, sent=load.answered)
+            if attempt == 0:
+                before = await snapshot()
+            else:
+
+                async def all_replayed(url: str = replay.url) -> bool:
+                    return await metric(url, "clickedge_edge_clicks_duplicate_total") == 300
+
+                await eventually(all_replayed, timeout=30)
+                assert await snapshot() == before
+            assert await replay.stop() == 0
+    finally:
+        await collector.stop()
+
+
+async def test_sigterm_under_load_fails_no_request_and_loses_no_click(
+    database_url: str, collector_proc: CollectorProc, data_dir: Path, campaign_id: int
+) -> None:
+    edge = EdgeProc(data_dir, collector_proc.port, "--drain-grace", "1.0")
+    await edge.start()
+    await wait_http(f"{edge.url}/readyz")
+    work = tokens(data_dir, campaign_id, 20_000)
+
+    async def terminate() -> None:
+        await asyncio.sleep(0.5)  # let load build up first; not a synchronisation
+        assert edge.proc is not None
+        edge.proc.send_signal(signal.SIGTERM)
+
+    load, _ = await asyncio.gather(
+        drive(edge.url, work, concurrency=16, stop_when_not_ready=True), terminate()
+    )
+    assert load.failed == 0
+    assert 0 < len(load.answered) < len(work)
+    assert edge.proc is not None
+    async with asyncio.timeout(30):
+        assert await edge.proc.wait() == 0  # the one SIGTERM: drained, shipped, exited cleanly
+    await assert_exactly_once(database_url, campaign_id, load.answered, sent=load.attempted)
