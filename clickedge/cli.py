@@ -15,6 +15,7 @@ from pathlib import Path
 import uvloop
 
 from clickedge import __version__, settings
+from clickedge.pgembed import EmbeddedPostgresError
 from clickedge.settings import ConfigError
 from collector.config import CollectorConfig
 from edge import keys
@@ -112,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except keys.KeyFileError as exc:
         print(f"clickedge {args.command}: {exc}", file=sys.stderr)
         return 2
+    except EmbeddedPostgresError as exc:
+        print(f"clickedge {args.command}: embedded PostgreSQL: {exc}", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -59,11 +60,24 @@ class EmbeddedPostgres:
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+        return f"postgresql://{self._credentials()}@127.0.0.1:{self.port}/{DATABASE}"
 
     @property
     def admin_dsn(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://{self._credentials()}@127.0.0.1:{self.port}/postgres"
+
+    def _credentials(self) -> str:
+        try:
+            return f"{SUPERUSER}:{self._password()}"
+        except FileNotFoundError:  # a cluster made before passwords were set: it trusts loopback
+            return SUPERUSER
+
+    @property
+    def password_path(self) -> Path:
+        return self.data_dir.parent / "pg.password"
+
+    def _password(self) -> str:
+        return self.password_path.read_text().strip()
 
     @property
     def log_path(self) -> Path:
@@ -80,17 +94,38 @@ class EmbeddedPostgres:
             _prepare_for_service_user(user, self.data_dir)
         if (self.data_dir / "PG_VERSION").exists():
             return
+        # Password authentication even on loopback: any local user could otherwise connect as superuser.
+        if not self.password_path.exists():
+            fd = os.open(self.password_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24) + "\n")
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         if user is not None:
             shutil.chown(self.data_dir, user, user)
-        result = subprocess.run(
+        # initdb reads the password from a file; it runs as the service user, who must be able to read it.
+        pwfile = self.data_dir.parent / ".pg.pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self._password() + "\n")
+        if user is not None:
+            shutil.chown(pwfile, user, user)
+        try:
+            result = self._initdb(pwfile, user)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+
+    def _initdb(self, pwfile: Path, user: str | None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [
                 str(bin_dir() / "initdb"),
                 "-D",
                 str(self.data_dir),
                 "-U",
                 SUPERUSER,
-                "--auth=trust",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
                 "--encoding=UTF8",
                 "--locale=C",
                 "--no-sync",
@@ -101,8 +136,6 @@ class EmbeddedPostgres:
             text=True,
             check=False,
         )
-        if result.returncode != 0:
-            raise EmbeddedPostgresError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until it accepts connections and the database exists."""
@@ -155,6 +188,11 @@ class EmbeddedPostgres:
         raise EmbeddedPostgresError(
             f"PostgreSQL did not accept connections within {timeout:.0f}s; see {self.log_path}"
         )
+
+    def kill_now(self) -> None:
+        """Immediate shutdown (SIGQUIT), for a second Ctrl-C: crash-safe, recovered at the next start."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit)."""

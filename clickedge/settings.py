@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -135,6 +136,17 @@ def networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, .
         return tuple(ipaddress.ip_network(item, strict=False) for item in items)
     except ValueError as exc:
         raise ValueError(f"expected a comma-separated list of IP addresses or CIDR ranges ({exc})") from None
+
+
+def check_dsn(dsn: str) -> None:
+    """Refuse a DSN that can never connect; say what is wrong without echoing it (it may hold a password)."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError("CLICKEDGE_DATABASE_URL must start with postgresql:// (or postgres://)")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ConfigError("CLICKEDGE_DATABASE_URL has a port that is not a number from 0 to 65535") from None
 
 
 def log_level(raw: str) -> str:

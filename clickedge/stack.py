@@ -19,7 +19,7 @@ import aiohttp
 
 from clickedge import settings as s
 from clickedge.pgembed import EmbeddedPostgres, free_port
-from clickedge.supervise import Child, Supervisor, install_stop_handlers
+from clickedge.supervise import Child, Supervisor, check_port_free, install_stop_handlers
 from collector.schema import migrate_dsn
 from edge import keys
 
@@ -77,9 +77,7 @@ def ensure_ingest_secret(data_dir: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     secret = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
+    write_private(path, secret + "\n")
     return secret
 
 
@@ -91,20 +89,28 @@ def redact_dsn(dsn: str) -> str:
     return dsn
 
 
-async def wait_ready(url: str, proc_alive: Child, timeout: float = 60.0) -> None:
+async def wait_ready(url: str, child: Child, *, processes: int = 1, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers 200 from ``processes`` distinct processes (edge workers say which pid
+    answered on /healthz), failing at once if the child exits."""
     deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        while time.monotonic() < deadline:
-            if proc_alive.restarts or (proc_alive.process and proc_alive.process.returncode is not None):
-                raise s.ConfigError(f"{proc_alive.name} exited during start-up; see its messages above")
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        if child.restarts or (child.process and child.process.returncode is not None):
+            raise s.ConfigError(f"{child.name} exited during start-up; see its messages above")
+        try:
+            # A new connection each time, so SO_REUSEPORT can hand it to any of the workers.
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+                session.get(url) as resp,
+            ):
+                if resp.status == 200:
+                    seen.add((await resp.text()).strip())
+                    if len(seen) >= processes:
                         return
-            except (aiohttp.ClientError, OSError, TimeoutError):
-                pass
-            await asyncio.sleep(0.05)  # polling a starting service, with a deadline
-    raise s.ConfigError(f"{proc_alive.name} did not become ready at {url} within {timeout:.0f}s")
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass
+        await asyncio.sleep(0.05)  # polling a starting service, with a deadline
+    raise s.ConfigError(f"{child.name} did not become ready at {url} within {timeout:.0f}s")
 
 
 @contextmanager
@@ -146,21 +152,33 @@ async def up(config: UpConfig) -> int:
 
 async def _up(config: UpConfig) -> int:
     stop = asyncio.Event()
-    install_stop_handlers(stop)
+    supervisor = Supervisor()
+    pg: EmbeddedPostgres | None = None
+
+    def force() -> None:  # a second Ctrl-C: nothing we started may outlive us
+        supervisor.kill_all()
+        if pg is not None:
+            pg.kill_now()
+
+    install_stop_handlers(stop, on_force=force)
+    for port in (config.edge_port, config.collector_port, config.pg_port):
+        if port:
+            check_port_free("127.0.0.1", port)
     data_dir = config.data_dir.resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ring = keys.load_or_create(data_dir / "keys.json")
     secret = ensure_ingest_secret(data_dir)
     public_url = config.public_url or f"http://127.0.0.1:{config.edge_port}"
 
-    pg: EmbeddedPostgres | None = None
     dsn = config.database_url
-    if not dsn:
+    if dsn:
+        s.check_dsn(dsn)
+    else:
         pg = EmbeddedPostgres(data_dir / "pg", config.pg_port or free_port())
         await asyncio.to_thread(pg.init)
         await pg.start()
         dsn = pg.dsn
-    supervisor = Supervisor()
+        write_private(data_dir / "database.url", dsn + "\n")
     try:
         await migrate_dsn(dsn)
         env = {**os.environ, "CLICKEDGE_DATABASE_URL": dsn, "CLICKEDGE_INGEST_SECRET": secret}
@@ -178,16 +196,15 @@ async def _up(config: UpConfig) -> int:
             edge_argv += ["--drain-grace", "0"]  # no load balancer to tell locally: stop at once
         edge = Child("edge", edge_argv, env)
         await supervisor.start(edge)
+        await wait_ready(f"http://127.0.0.1:{config.edge_port}/healthz", edge, processes=config.workers)
         await wait_ready(f"http://127.0.0.1:{config.edge_port}/readyz", edge)
 
         sample = ring.codec().mint(
-            "https://example.com/?utm_source=clickedge#welcome",
-            campaign_id=1,
-            link_id=1,
-            contact_id=1,
+            "https://example.com/?utm_source=clickedge#welcome", campaign_id=1, link_id=1, contact_id=1,
             sent_at=int(time.time()),
-        )
-        print(_banner(dsn, config, public_url, f"{public_url}/c/{sample}"), flush=True)
+        )  # fmt: skip
+        where = f"   (with password: {data_dir / 'database.url'})" if pg is not None else ""
+        print(_banner(redact_dsn(dsn) + where, config, public_url, f"{public_url}/c/{sample}"), flush=True)
         failed = asyncio.create_task(supervisor.failed.wait())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -202,14 +219,20 @@ async def _up(config: UpConfig) -> int:
         log.info("stopped")
 
 
-def _banner(dsn: str, config: UpConfig, public_url: str, sample: str) -> str:
+def write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _banner(database: str, config: UpConfig, public_url: str, sample: str) -> str:
     edge = f"http://127.0.0.1:{config.edge_port}"
     collector = f"http://127.0.0.1:{config.collector_port}"
     return "\n".join(
         [
             "",
             "Clickedge is up.",
-            f"  database       {redact_dsn(dsn)}",
+            f"  database       {database}",
             f"  edge           {edge}   (tracked links on {public_url}/c/...)",
             f"  collector      {collector}",
             f"  metrics        {edge}/metrics  {collector}/metrics",

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from clickedge.settings import ConfigError
 
 log = logging.getLogger("clickedge.supervise")
 
+CONFIG_ERROR_EXIT = 2  # what `clickedge` exits with on a configuration error
 RESTARTS_ENV = "CLICKEDGE_RESTARTS"  # tells a child how often its slot was restarted, for its metrics
 RESTART_BACKOFF_START = 0.5
 RESTART_BACKOFF_CAP = 30.0
@@ -57,8 +62,9 @@ class Supervisor:
             code = await child.process.wait()
             if self.stopping:
                 return
-            if not child.restart:
-                log.error("%s exited with code %s", child.name, code)
+            if not child.restart or code == CONFIG_ERROR_EXIT:
+                # A configuration error will not go away by restarting: stop and say so.
+                log.error("%s exited with code %s; not restarting it", child.name, code)
                 self.failed.set()
                 return
             if loop.time() - started > STABLE_AFTER:
@@ -93,23 +99,47 @@ class Supervisor:
         # and had served nothing. That is a clean stop.
         return 0 if code == -sig else code
 
-    async def stop_all(self, timeout: float) -> list[int | None]:
-        """Stop children in reverse start order: later ones depend on earlier ones."""
+    async def stop_all(self, timeout: float, *, together: bool = False) -> list[int | None]:
+        """Stop children in reverse start order (later ones depend on earlier ones), or all at once
+        when they are peers (edge workers drain side by side, not one after another)."""
         self.stopping = True
-        codes = [await self.stop(child, timeout) for child in reversed(self.children)]
+        if together:
+            codes = list(await asyncio.gather(*(self.stop(child, timeout) for child in self.children)))
+        else:
+            codes = [await self.stop(child, timeout) for child in reversed(self.children)]
         for task in list(self._watchers):
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
         return codes
 
+    def kill_all(self) -> None:
+        """Kill every child at once (a second Ctrl-C): nothing of ours may outlive us."""
+        self.stopping = True
+        for child in self.children:
+            if child.process is not None and child.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGKILL)
 
-def install_stop_handlers(stop: asyncio.Event) -> None:
-    """First SIGTERM/SIGINT asks for a graceful stop; a second one exits at once."""
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ConfigError if ``host:port`` cannot be bound (someone listens there already)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def install_stop_handlers(stop: asyncio.Event, on_force: Callable[[], None] | None = None) -> None:
+    """First SIGTERM/SIGINT asks for a graceful stop; a second one exits at once, after ``on_force``
+    (which kills what must not outlive this process)."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
             log.warning("second %s: exiting now", signal.Signals(signum).name)
+            if on_force is not None:
+                on_force()
             os._exit(128 + signum)
         log.info("%s received: stopping", signal.Signals(signum).name)
         stop.set()

@@ -96,7 +96,9 @@ async def ingest_clicks(request: web.Request) -> web.Response:
 def _authorized(request: web.Request, secret: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), secret.encode())
+    # Header bytes that are not UTF-8 arrive as surrogates; compare bytes, never fail on them.
+    given = presented.encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given, secret.encode())
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -73,5 +73,6 @@ class CollectorConfig:
             raise s.ConfigError(
                 "no database: set CLICKEDGE_DATABASE_URL or --database-url to a PostgreSQL DSN"
             )
+        s.check_dsn(self.database_url)
         if len(self.ingest_secret) < 16:
             raise s.ConfigError("CLICKEDGE_INGEST_SECRET (or --ingest-secret) must be at least 16 characters")

@@ -110,6 +110,8 @@ def load(path: Path) -> KeyRing:
     except (KeyError, TypeError, ValueError) as exc:
         raise KeyFileError(f"key file {path} is not a Clickedge key file ({exc!r})") from None
     for key in keys:
+        if not 1 <= key.id <= MAX_KEY_ID:
+            raise KeyFileError(f"key id {key.id} in {path} is out of range 1..{MAX_KEY_ID}")
         if key.state not in STATES:
             raise KeyFileError(f"key {key.id} in {path} has unknown state {key.state!r}")
         try:

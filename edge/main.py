@@ -7,14 +7,21 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from clickedge.settings import ConfigError
-from clickedge.supervise import RESTARTS_ENV, Child, Supervisor, install_stop_handlers
+from clickedge.supervise import (
+    CONFIG_ERROR_EXIT,
+    RESTARTS_ENV,
+    Child,
+    Supervisor,
+    check_port_free,
+    install_stop_handlers,
+)
 from edge import keys
 from edge.clientip import ClientIP
 from edge.config import EdgeConfig
@@ -25,6 +32,7 @@ from edge.spool import Spool, SpoolLockedError
 from edge.syncer import Syncer
 
 log = logging.getLogger("clickedge.edge")
+REUSE_PORT_ENV = "CLICKEDGE_REUSE_PORT"  # set by `edge --workers N` for its own workers only
 
 
 def read_ingest_secret(config: EdgeConfig) -> str:
@@ -48,7 +56,7 @@ class RunningEdge:
     tasks: set[asyncio.Task[None]]
 
 
-async def start(config: EdgeConfig, *, reuse_port: bool = True) -> RunningEdge:
+async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
     """Open the spool, bind the port and start the background tasks; redirects are served at once."""
     try:
         codec = keys.load(config.key_path).codec()
@@ -115,14 +123,10 @@ async def _count_backlog(spool: Spool) -> None:
         log.info("replaying %d clicks left unshipped by an earlier run", replayed)
 
 
-async def serve(
-    config: EdgeConfig, stop: asyncio.Event, on_ready: Callable[[RunningEdge], None] | None = None
-) -> None:
+async def serve(config: EdgeConfig, stop: asyncio.Event, *, reuse_port: bool = False) -> None:
     """Run one edge worker until ``stop`` is set, then drain it."""
-    running = await start(config)
+    running = await start(config, reuse_port=reuse_port)
     log.info("edge worker %d listening on %s:%d", config.worker_index, config.host, running.port)
-    if on_ready is not None:
-        on_ready(running)
     await stop.wait()
     await shutdown(running, grace=config.drain_grace, timeout=config.shutdown_timeout)
 
@@ -166,9 +170,9 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 async def run(config: EdgeConfig, argv: Sequence[str]) -> int:
     """The `clickedge edge` command: one worker in this process, or N supervised worker processes."""
     stop = asyncio.Event()
-    install_stop_handlers(stop)
     if config.workers == 1:
-        await serve(config, stop)
+        install_stop_handlers(stop)
+        await serve(config, stop, reuse_port=os.environ.get(REUSE_PORT_ENV) == "1")
         return 0
     # Check what every worker needs here, so a bad configuration stops start-up instead of a restart loop.
     try:
@@ -176,7 +180,12 @@ async def run(config: EdgeConfig, argv: Sequence[str]) -> int:
     except keys.KeyFileError as exc:
         raise ConfigError(str(exc)) from None
     read_ingest_secret(config)
+    # The workers share the port with SO_REUSEPORT, which would also let them share it silently with a
+    # stranger already listening there: make sure nobody is.
+    check_port_free(config.host, config.port)
     supervisor = Supervisor()
+    install_stop_handlers(stop, on_force=supervisor.kill_all)
+    env = {**os.environ, REUSE_PORT_ENV: "1"}
     for i in range(config.workers):
         # Flags win over the environment, so the worker sees the same options with --workers 1, and its
         # own index, which gives it its own spool.
@@ -191,7 +200,13 @@ async def run(config: EdgeConfig, argv: Sequence[str]) -> int:
             "--worker-index",
             str(i),
         ]
-        await supervisor.start(Child(f"edge-worker-{i}", argv_worker))
-    await stop.wait()
-    codes = await supervisor.stop_all(config.shutdown_timeout + 5)
+        await supervisor.start(Child(f"edge-worker-{i}", argv_worker, env))
+    stopped = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(supervisor.failed.wait())
+    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    failed.cancel()
+    codes = await supervisor.stop_all(config.drain_grace + config.shutdown_timeout + 5, together=True)
+    if supervisor.failed.is_set() and not stop.is_set():
+        return CONFIG_ERROR_EXIT
     return 0 if all(code == 0 for code in codes) else 1

@@ -9,6 +9,7 @@ returns as soon as the bytes are in the page cache.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -77,6 +78,7 @@ class Edge:
         self._batch_size = batch_size
         self._since_wake = 0
         self._ids = EventIds()
+        self._health = f"ok pid={os.getpid()}\n"  # which worker answered: SO_REUSEPORT spreads connections
         self._pages = {
             kind: (status, body, metrics.outcome.get(kind, metrics.outcome["not_found"]))
             for kind, (status, body) in PAGES.items()
@@ -91,7 +93,7 @@ class Edge:
                 await self.syncer.wait()
             return response
         if path == "/healthz":
-            return web.Response(text="ok\n", headers=_NO_STORE)
+            return web.Response(text=self._health, headers=_NO_STORE)
         if path == "/readyz":
             return self.readyz()
         if path == "/metrics":
@@ -117,7 +119,12 @@ class Edge:
             return self.error_page(exc.kind)
         headers = request.headers
         peer = request.remote or ""
-        ip = self.client_ip.resolve(peer, headers.get("X-Forwarded-For")) if self.client_ip.enabled else peer
+        if self.client_ip.enabled:
+            # A proxy may add its own header line rather than extend the client's: read them all.
+            forwarded = headers.getall("X-Forwarded-For", ())
+            ip = self.client_ip.resolve(peer, ", ".join(forwarded) if forwarded else None)
+        else:
+            ip = peer
         now_us = time.time_ns() // 1000
         payload = click_payload(
             now_us, link.campaign_id, link.link_id, link.contact_id, link.sent_at, link.key_id, ip,

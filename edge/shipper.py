@@ -39,6 +39,8 @@ BACKOFF_CAP = 5.0
 REQUEST_TIMEOUT = 30.0
 RETRYABLE_4XX = frozenset({408, 425, 429})
 AUTH_4XX = frozenset({401, 403})
+# Well under the collector's default 16 MiB body limit even for 10,000 long user agents.
+MAX_BATCH_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,7 @@ class Shipper:
 
     async def ship_once(self) -> Outcome:
         """Send the oldest unacknowledged batch."""
-        batch = self._spool.read(self.batch_size)
+        batch = self._spool.read(self.batch_size, max_bytes=MAX_BATCH_BYTES)
         if not batch.records:
             self._spool.ack(batch.end)  # only skipped (corrupt) bytes: move past them
             return Outcome(moved=True, retry=False)
@@ -116,12 +118,18 @@ class Shipper:
         body = encode_spooled_batch(self._edge, batch.records)
         started = time.perf_counter()
         try:
-            async with self._client().post(self._url, data=body, headers=self._headers) as resp:
-                status = resp.status
-                reply = await resp.read()
+            # No redirects: the Authorization header must go to the configured collector and nowhere else.
+            async with self._client().post(
+                self._url, data=body, headers=self._headers, allow_redirects=False
+            ) as r:
+                status = r.status
+                reply = await r.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._metrics.batch_failed.inc()
-            log.warning("shipping %d clicks failed, will retry: %r", len(batch.records), exc)
+            # The class and message only: some aiohttp errors' repr include the request headers.
+            log.warning(
+                "shipping %d clicks failed, will retry: %s: %s", len(batch.records), type(exc).__name__, exc
+            )
             return Outcome(moved=False, retry=True)
         if status == 200:
             self._acknowledge(batch, reply, time.perf_counter() - started)

@@ -81,7 +81,7 @@ def frame(event_id: bytes, payload: bytes) -> bytes:
 
 
 def parse(
-    buf: bytes, start: int = 0, limit: int = -1, *, final: bool = False
+    buf: bytes, start: int = 0, limit: int = -1, *, final: bool = False, max_bytes: int = 1 << 62
 ) -> tuple[list[tuple[bytes, bytes]], int, int]:
     """Parse records from ``buf[start:]``. Returns (records, end, corrupt).
 
@@ -93,7 +93,8 @@ def parse(
     corrupt = 0
     pos = start
     size = len(buf)
-    while pos < size and limit != len(records):
+    stop = min(size, start + max_bytes)
+    while pos < stop and limit != len(records):
         if pos + HEADER_SIZE <= size:
             magic, length, crc, event_id = HEADER.unpack_from(buf, pos)
             if magic == MAGIC and length <= MAX_PAYLOAD:
@@ -368,12 +369,14 @@ class Spool:
     def empty(self) -> bool:
         return self._ack >= self.position
 
-    def read(self, limit: int, start: Position | None = None) -> Batch:
-        """Up to ``limit`` records from ``start`` (default: the acknowledged position), and where they end."""
+    def read(self, limit: int, start: Position | None = None, *, max_bytes: int = 1 << 62) -> Batch:
+        """Up to ``limit`` records (and about ``max_bytes``) from ``start`` (default: the acknowledged
+        position), and where they end."""
         pos = start or self._ack
         records: list[tuple[bytes, bytes]] = []
         corrupt = 0
-        while len(records) < limit:
+        budget = max_bytes
+        while len(records) < limit and budget > 0:
             size = self._sizes.get(pos.segment)
             active = pos.segment == self._segment
             if size is None or pos.offset >= size:
@@ -391,9 +394,10 @@ class Spool:
                 continue
             # A segment no longer written to will never grow: an incomplete record in it is corrupt.
             final = not active and pos.offset + len(chunk) >= size
-            got, used, bad = parse(chunk, 0, limit - len(records), final=final)
+            got, used, bad = parse(chunk, 0, limit - len(records), final=final, max_bytes=budget)
             records.extend(got)
             corrupt += bad
+            budget -= used
             if used == 0:
                 break
             pos = Position(pos.segment, pos.offset + used)

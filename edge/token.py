@@ -114,12 +114,13 @@ def validate_destination(url: str) -> str:
 def _encode_iri(url: str) -> str:
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
-        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        host, colon, port = hostport.partition(":")
+        ascii_host = host if host.isascii() else host.encode("idna").decode("ascii")
     except (ValueError, UnicodeError) as exc:
         raise DestinationError(f"destination host cannot be encoded: {exc}") from None
-    netloc = parts.netloc.replace(host, ascii_host, 1) if host else parts.netloc
-    return quote(url.replace(parts.netloc, netloc, 1), safe=_URL_SAFE)
+    netloc = f"{userinfo}{at}{ascii_host}{colon}{port}"
+    return quote(parts._replace(netloc=netloc).geturl(), safe=_URL_SAFE)
 
 
 class TokenCodec:
@@ -176,6 +177,8 @@ class TokenCodec:
         tail = size % 4
         # Strict decoding rejects any character outside the alphabet (the lenient decoder drops them),
         # and the unused low bits of the last character must be zero, so each token has one spelling.
+        if b"=" in data:
+            raise TokenError("token has padding; tracked links never do", kind=MALFORMED)
         if tail == 1:
             raise TokenError("token length is impossible in base64url: truncated or extended", kind=MALFORMED)
         if tail and _B64_VALUE[data[-1]] & _UNUSED_BITS[tail]:

@@ -109,6 +109,13 @@ def test_missing_keys_say_what_to_do(tmp_path: Path) -> None:
         (["edge", "--batch-size", "0"], {}, "--batch-size='0' is not valid"),
         (["edge", "--trusted-proxies", "10.0.0.0/8,nonsense"], {}, "--trusted-proxies"),
         (["edge"], {"CLICKEDGE_BATCH_LINGER": "soon"}, "CLICKEDGE_BATCH_LINGER='soon' is not valid"),
+        (["edge", "--fsync", "sometimes"], {}, "--fsync='sometimes' is not valid"),
+        (
+            ["collector"],
+            {"CLICKEDGE_DATABASE_URL": "postgresql://u:pw@h:abc/db"},
+            "port that is not a number",
+        ),
+        (["collector"], {"CLICKEDGE_DATABASE_URL": "mysql://h/db"}, "must start with postgresql://"),
     ],
 )
 def test_bad_configuration_stops_start_up_with_a_message(

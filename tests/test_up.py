@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import stat
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import aiohttp
 import asyncpg
 
 from clickedge.pgembed import free_port
+from clickedge.stack import redact_dsn
 from tests.conftest import eventually
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,8 +65,11 @@ async def test_up_runs_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
     ports = (free_port(), free_port())
     stack = await start_up(data_dir, env, ports)
     try:
-        dsn = stack.banner["database"]
-        assert dsn.startswith("postgresql://") and "127.0.0.1" in dsn
+        shown = stack.banner["database"]
+        assert shown.startswith("postgresql://postgres:***@127.0.0.1:")  # the password is not printed...
+        dsn = (data_dir / "database.url").read_text().strip()  # ...it is in a private file
+        assert stat.S_IMODE((data_dir / "database.url").stat().st_mode) == 0o600
+        assert shown.split()[0] == redact_dsn(dsn)
         sample = stack.banner["sample link"]
         edge_url = stack.banner["edge"].split()[0]
         assert sample.startswith(edge_url + "/c/")
@@ -99,7 +105,7 @@ async def test_up_runs_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
         assert (data_dir / "keys.json").read_text() == keys_before
         async with aiohttp.ClientSession() as http, http.get(sample, allow_redirects=False) as resp:
             assert resp.status == 302
-        conn = await asyncpg.connect(again.banner["database"])
+        conn = await asyncpg.connect((data_dir / "database.url").read_text().strip())
         try:
 
             async def clicked_twice() -> bool:
@@ -116,7 +122,7 @@ async def test_up_uses_an_existing_database_when_told(tmp_path: Path, database_u
     env = {**os.environ, "CLICKEDGE_DATABASE_URL": database_url}
     stack = await start_up(tmp_path / "state", env)
     try:
-        assert stack.banner["database"] == database_url
+        assert stack.banner["database"] == redact_dsn(database_url)
         assert not (tmp_path / "state" / "pg").exists()
     finally:
         assert await stop(stack) == 0
@@ -147,3 +153,52 @@ async def test_ctrl_c_at_the_terminal_stops_make_up_with_exit_code_0(
         rest, _ = await proc.communicate()
     assert proc.returncode == 0, (output + rest).decode(errors="replace")[-2000:]
     assert b"Interrupt" not in rest
+
+
+async def test_a_second_ctrl_c_stops_everything_at_once(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CLICKEDGE_DATABASE_URL"}
+    env["CLICKEDGE_DRAIN_GRACE"] = "60"  # a long, polite stop: the second Ctrl-C cuts it short
+    data_dir = tmp_path / "state"
+    stack = await start_up(data_dir, env)
+    ours = children(stack.proc.pid)
+    ours.add(int((data_dir / "pg" / "postmaster.pid").read_text().split()[0]))
+    assert len(ours) == 3  # PostgreSQL, collector, edge
+    stack.proc.send_signal(signal.SIGINT)
+    edge_url = stack.banner["edge"].split()[0]
+
+    async def draining() -> bool:
+        async with aiohttp.ClientSession() as http, http.get(f"{edge_url}/readyz") as resp:
+            return resp.status == 503
+
+    await eventually(draining, timeout=15)  # the first Ctrl-C is being handled
+    stack.proc.send_signal(signal.SIGINT)
+    async with asyncio.timeout(30):
+        assert await stack.proc.wait() == 128 + signal.SIGINT
+
+    async def all_gone() -> bool:
+        return not any(pid_alive(pid) for pid in ours)
+
+    await eventually(all_gone, timeout=15)
+    # ...and the next start is not blocked by anything left behind.
+    env.pop("CLICKEDGE_DRAIN_GRACE")
+    again = await start_up(data_dir, env)
+    assert await stop(again) == 0
+
+
+async def test_a_busy_port_stops_up_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "clickedge", "up", "--data-dir", str(tmp_path), "--edge-port", str(port),
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(30):
+            _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+
+
+def children(pid: int) -> set[int]:
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -150,3 +151,16 @@ async def test_unreachable_database_gives_503_not_500() -> None:
         resp = await client.post("/v1/clicks", data=orjson.dumps(batch(1, 1)), headers=AUTH)
         assert resp.status == 503
         assert "retry" in (await resp.json())["error"]
+
+
+async def test_non_utf8_authorization_is_refused_not_a_500(client: TestClient[Any, Any]) -> None:
+    server = client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        b"POST /v1/clicks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert reply.split(b" ", 2)[1] == b"401", reply[:200]

@@ -182,6 +182,14 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
         ) as resp:
             assert resp.status == 302
         assert spooled(edge)[0][7] == "198.51.100.23"
+        # A proxy that adds its own header line instead of extending the client's: the client's forged
+        # first line must not win.
+        two_lines = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.9")]
+        async with http.get(
+            f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", headers=two_lines, allow_redirects=False
+        ) as resp:
+            assert resp.status == 302
+        assert spooled(edge)[1][7] == "203.0.113.9"
 
 
 async def test_health_readiness_and_metrics(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -57,4 +58,8 @@ def test_unreadable_key_file_says_what_is_wrong(tmp_path: Path) -> None:
         '{"keys": [{"id": 1, "secret": "c2hvcnQ=", "state": "active", "created_at": 0, "changed_at": 0}]}'
     )
     with pytest.raises(keys.KeyFileError, match="32 bytes"):
+        keys.load(path)
+    key = {"id": 70000, "secret": "A" * 43 + "=", "state": "active", "created_at": 0, "changed_at": 0}
+    path.write_text(json.dumps({"keys": [key]}))
+    with pytest.raises(keys.KeyFileError, match="out of range"):
         keys.load(path)

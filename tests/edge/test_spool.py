@@ -140,6 +140,15 @@ def test_size_cap_refuses_new_records_and_never_drops_old_ones(tmp_path: Path) -
     assert spool.healthy and not spool.full
 
 
+def test_reads_are_bounded_in_bytes(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    fill(spool, 0, 100)
+    record = HEADER_SIZE + len(payload(0))
+    batch = spool.read(1000, max_bytes=10 * record)
+    assert 10 <= len(batch.records) <= 11
+    assert drain(spool) == list(range(100))
+
+
 def test_ack_ledger_lost_replays_everything(tmp_path: Path) -> None:
     spool = opened(tmp_path)
     fill(spool, 0, 4)

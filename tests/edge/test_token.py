@@ -157,6 +157,15 @@ def test_error_kinds(codec: TokenCodec) -> None:
         assert err.value.kind == kind, bad
 
 
+def test_padded_spellings_are_rejected(codec: TokenCodec) -> None:
+    for n in range(4):
+        token = mint(codec, URL + "x" * n)
+        for pad in ("=", "==", "==="):
+            with pytest.raises(TokenError) as err:
+                codec.decode(token + pad)
+            assert err.value.kind == MALFORMED
+
+
 def test_non_canonical_spelling_is_rejected(codec: TokenCodec) -> None:
     # Two spellings differing only in the unused low bits of the last character decode to the same
     # bytes under a lenient decoder; only the canonical one may redirect.
@@ -211,6 +220,7 @@ def test_destination_kept_byte_for_byte_and_iri_encoded() -> None:
     assert validate_destination("https://bücher.example/straße?q=ä") == (
         "https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%A4"
     )
+    assert validate_destination("http://BÜCHER.example:8080/x") == "http://xn--bcher-kva.example:8080/x"
 
 
 @pytest.mark.parametrize(

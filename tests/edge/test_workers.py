@@ -41,16 +41,18 @@ async def test_workers_share_the_port_and_are_restarted(
     base = f"http://127.0.0.1:{port}"
     try:
 
-        async def two_ready() -> bool:
-            if len(children(proc.pid)) != 2:
-                return False
-            try:
-                async with aiohttp.ClientSession() as http, http.get(f"{base}/readyz") as resp:
-                    return resp.status == 200
-            except aiohttp.ClientError:
-                return False
+        async def both_listening() -> bool:
+            # Each worker says which pid answered; a new connection each time lets the kernel choose.
+            pids = set()
+            for _ in range(20):
+                try:
+                    async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as resp:
+                        pids.add(await resp.text())
+                except aiohttp.ClientError:
+                    return False
+            return len(pids) == 2 and len(children(proc.pid)) == 2
 
-        await eventually(two_ready, timeout=30)
+        await eventually(both_listening, timeout=30)
 
         async def click_many(n: int, first_contact: int) -> None:
             for contact in range(first_contact, first_contact + n):
@@ -83,7 +85,7 @@ async def test_workers_share_the_port_and_are_restarted(
             return victim not in now and len(now) == 2
 
         await eventually(replaced, timeout=30)
-        await eventually(two_ready, timeout=30)
+        await eventually(both_listening, timeout=30)
         await click_many(10, 100)
 
         async def all_in() -> bool:
