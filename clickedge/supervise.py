@@ -87,7 +87,7 @@ class Supervisor:
         """Signal one child and wait for it; kill it if it outlives ``timeout``."""
         proc = child.process
         if proc is None or proc.returncode is not None:
-            return proc.returncode if proc else None
+            return 0  # already gone (a crash, logged when it happened, awaiting its restart): nothing to stop
         proc.send_signal(sig)
         try:
             code = await asyncio.wait_for(proc.wait(), timeout)
