@@ -25,6 +25,7 @@ CONFIG = web.AppKey("config", CollectorConfig)
 METRICS = web.AppKey("metrics", CollectorMetrics)
 POOL = web.AppKey("pool", asyncpg.Pool)
 MAINTENANCE = web.AppKey("maintenance", asyncio.Task[None])
+DRAINING = web.AppKey("draining", asyncio.Event)
 
 # Errors after which the database may be fine again soon: answer 503 so the edge retries later.
 DB_UNAVAILABLE = (
@@ -106,6 +107,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[DRAINING].is_set():
+        return web.Response(status=503, text="draining\n")
     try:
         async with asyncio.timeout(1.0), request.app[POOL].acquire() as conn:
             await conn.fetchval("SELECT 1")
@@ -159,6 +162,7 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
     app = web.Application(client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[METRICS] = metrics or CollectorMetrics()
+    app[DRAINING] = asyncio.Event()
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.router.add_post("/v1/clicks", ingest_clicks)

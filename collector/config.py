@@ -60,6 +60,14 @@ class CollectorConfig:
         parse=s.positive_int,
         help="largest click batch body accepted, in bytes",
     )
+    drain_grace: float = s.setting(
+        0.0, flag="--drain-grace", env="CLICKEDGE_COLLECTOR_DRAIN_GRACE", parse=s.non_negative_float,
+        help="seconds to keep serving after SIGTERM while /readyz says 503",
+    )  # fmt: skip
+    shutdown_timeout: float = s.setting(
+        30.0, flag="--shutdown-timeout", env="CLICKEDGE_COLLECTOR_SHUTDOWN_TIMEOUT",
+        parse=s.non_negative_float, help="then: seconds in-flight batches may take to finish",
+    )  # fmt: skip
     log_level: str = s.setting(
         "INFO",
         flag="--log-level",

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from aiohttp import web
 
 from clickedge.settings import ConfigError
-from clickedge.supervise import install_stop_handlers
-from collector.app import create_app
+from clickedge.supervise import RESTARTS_ENV, install_stop_handlers
+from collector.app import DRAINING, create_app
 from collector.config import CollectorConfig
+from collector.metrics import CollectorMetrics
 
 log = logging.getLogger("clickedge.collector")
-SHUTDOWN_TIMEOUT = 30.0
 
 
 async def run(config: CollectorConfig) -> int:
     stop = asyncio.Event()
     install_stop_handlers(stop)
+    app = create_app(config, CollectorMetrics(restarts=int(os.environ.get(RESTARTS_ENV, "0") or 0)))
     runner = web.AppRunner(
-        create_app(config), handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None
+        app, handle_signals=False, shutdown_timeout=config.shutdown_timeout, access_log=None
     )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
@@ -31,6 +33,12 @@ async def run(config: CollectorConfig) -> int:
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
     log.info("collector listening on %s:%d", config.host, config.port)
     await stop.wait()
+    # Not ready at once, so a load balancer stops sending; keep serving through the grace period; then stop
+    # accepting and let in-flight batches finish (each answers only after its COMMIT or its rollback).
+    app[DRAINING].set()
+    if config.drain_grace > 0:
+        log.info("draining: /readyz answers 503; serving for %.1fs more", config.drain_grace)
+        await asyncio.sleep(config.drain_grace)
     await runner.cleanup()
     log.info("collector stopped")
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -30,7 +30,7 @@ SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
 class CollectorMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, restarts: int = 0) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only add bulk
         self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -55,6 +55,10 @@ class CollectorMetrics:
         self.batch_size = Histogram(
             "clickedge_collector_batch_clicks", "Clicks per received batch", buckets=SIZE_BUCKETS, registry=r
         )
+        Gauge(
+            "clickedge_collector_restarts", "Times the supervisor restarted this collector after it died",
+            registry=r,
+        ).set(restarts)  # fmt: skip
         self.db_latency = Histogram(
             "clickedge_collector_db_seconds",
             "Time to write one batch, COPY to COMMIT",

@@ -164,3 +164,24 @@ async def test_non_utf8_authorization_is_refused_not_a_500(client: TestClient[An
     reply = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     assert reply.split(b" ", 2)[1] == b"401", reply[:200]
+
+
+async def test_several_collectors_at_once_write_each_click_once(
+    database_url: str, db: asyncpg.Connection, campaign_id: int
+) -> None:
+    config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)
+    async with (
+        TestClient(TestServer(create_app(config))) as a,
+        TestClient(TestServer(create_app(config))) as b,
+    ):
+        bodies = [orjson.dumps(batch(campaign_id, 200, contact_base=1 + 1000 * i)) for i in range(4)]
+        # Every batch to both collectors, all at once: as when an edge retries on another collector while
+        # the first is still committing.
+        sends = [c.post("/v1/clicks", data=body, headers=AUTH) for body in bodies for c in (a, b, a, b)]
+        replies = await asyncio.gather(*sends)
+        assert all(r.status == 200 for r in replies)
+        inserted = sum([(await r.json())["inserted"] for r in replies])
+        assert inserted == 800
+    assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 800
+    total = await db.fetchval("SELECT sum(clicks) FROM link_click_counts WHERE campaign_id = $1", campaign_id)
+    assert total == 800
