@@ -118,12 +118,30 @@ async def test_up_runs_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
         assert await stop(again) == 0
 
 
-async def test_up_uses_an_existing_database_when_told(tmp_path: Path, database_url: str) -> None:
+async def test_up_uses_an_existing_database_and_restarts_a_dead_service(
+    tmp_path: Path, database_url: str
+) -> None:
     env = {**os.environ, "CLICKEDGE_DATABASE_URL": database_url}
     stack = await start_up(tmp_path / "state", env)
     try:
         assert stack.banner["database"] == redact_dsn(database_url)
         assert not (tmp_path / "state" / "pg").exists()
+        collector_url = stack.banner["collector"]
+        before = children(stack.proc.pid)
+        async with aiohttp.ClientSession() as http, http.get(f"{collector_url}/metrics") as resp:
+            assert "clickedge_collector_restarts 0.0" in await resp.text()
+        victim = next(pid for pid in before if "collector" in cmdline(pid))
+        os.kill(victim, signal.SIGKILL)
+
+        async def restarted() -> bool:
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"{collector_url}/metrics") as resp:
+                    return "clickedge_collector_restarts 1.0" in await resp.text()
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(restarted, timeout=30)
+        assert victim not in children(stack.proc.pid)
     finally:
         assert await stop(stack) == 0
 
@@ -198,6 +216,10 @@ async def test_a_busy_port_stops_up_with_a_clear_message(tmp_path: Path) -> None
             _, err = await proc.communicate()
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_text()
 
 
 def children(pid: int) -> set[int]:

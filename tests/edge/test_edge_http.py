@@ -225,3 +225,21 @@ async def test_unparsable_request_gets_the_400_page_not_a_5xx(run_edge: RunEdge)
         assert reply.split(b" ", 2)[1] == b"400", reply[:100]
         assert b"not valid" in reply
         assert spooled(edge) == []
+
+
+async def test_fsync_always_answers_after_the_click_is_synced(
+    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
+) -> None:
+    def syncs(edge: RunningEdge) -> float:
+        samples = next(iter(edge.edge.metrics.fsync_seconds.collect())).samples
+        return next(s.value for s in samples if s.name.endswith("_count"))
+
+    async with run_edge(fsync=None) as edge:
+        before = syncs(edge)
+        async with http.get(
+            f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", allow_redirects=False
+        ) as resp:
+            assert resp.status == 302
+        # The 302 was sent only after a sync that covered the click (there is no timer in this mode).
+        assert not edge.spool.needs_sync
+        assert syncs(edge) >= before + 1

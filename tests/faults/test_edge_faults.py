@@ -21,7 +21,8 @@ import asyncpg
 import orjson
 import pytest
 
-from edge.spool import HEADER_SIZE, frame, parse
+from clickedge.events import EventIds, click_payload
+from edge.spool import HEADER_SIZE, Spool, frame, parse
 from tests.conftest import eventually
 from tests.faults.harness import (
     CollectorProc,
@@ -253,3 +254,41 @@ async def test_sigterm_under_load_fails_no_request_and_loses_no_click(
     async with asyncio.timeout(30):
         assert await edge.proc.wait() == 0  # the one SIGTERM: drained, shipped, exited cleanly
     await assert_exactly_once(database_url, campaign_id, load.answered, sent=load.attempted)
+
+
+async def test_a_batch_the_collector_refuses_is_dead_lettered_and_the_rest_flows(
+    database_url: str, data_dir: Path, campaign_id: int
+) -> None:
+    # A spool holding one click the collector can never accept (a method it refuses) between good ones,
+    # as a bug in an older edge version might have left it.
+    good = tokens(data_dir, campaign_id, 6)
+    spool = Spool(data_dir / "spool" / "worker-0")
+    spool.open()
+    ids = EventIds()
+    for n, ((contact, link), _) in enumerate(good):
+        method = "PURGE" if n == 3 else "GET"
+        payload = click_payload(
+            1_790_000_000_000_000 + n, campaign_id, link, contact, 0, 1, "192.0.2.1", "ua", method
+        )
+        assert spool.append(ids.next_bytes(1_790_000_000_000), payload)
+    spool.close()
+    refused = good[3][0]
+
+    collector = CollectorProc(database_url)
+    await collector.start()
+    await wait_http(f"{collector.url}/readyz")
+    edge = EdgeProc(data_dir, collector.port, "--batch-size", "1")
+    await edge.start()
+    try:
+        await wait_http(f"{edge.url}/readyz")
+        expected = {key for key, _ in good} - {refused}
+        await assert_exactly_once(database_url, campaign_id, expected, sent=expected)
+        assert await metric(edge.url, "clickedge_edge_clicks_dead_lettered_total") == 1
+        dead = (data_dir / "spool" / "dead-letter-worker-0.jsonl").read_text().splitlines()
+        assert len(dead) == 1
+        letter = orjson.loads(dead[0])
+        assert letter["status"] == 400 and "clicks[0].method" in letter["error"]
+        assert letter["batch"]["clicks"][0][9] == "PURGE"
+    finally:
+        assert await edge.stop() == 0
+        await collector.stop()
