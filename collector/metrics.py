@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from clickedge.metrics import new_registry
 
 # 100 µs .. ~30 s
 LATENCY_BUCKETS = (
@@ -31,10 +31,7 @@ SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 class CollectorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, restarts: int = 0) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only add bulk
-        self.registry = registry or CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self.registry = registry or new_registry()
         r = self.registry
         self.clicks_received = Counter(
             "clickedge_collector_clicks_received", "Clicks received in accepted batches", registry=r

@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from clickedge.metrics import new_registry
 from edge.spool import Spool
 
 # 10 µs .. 1 s: the handler itself runs in microseconds.
@@ -41,10 +40,7 @@ OUTCOMES = ("redirect", "invalid", "malformed", "oversized", "not_found", "metho
 
 class EdgeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, restarts: int = 0) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only add bulk
-        self.registry = registry or CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self.registry = registry or new_registry()
         r = self.registry
         requests = Counter(
             "clickedge_edge_requests", "Requests to tracked-link paths by outcome", ["outcome"], registry=r
