@@ -1,9 +1,9 @@
 """The collector's write path: one batch, one transaction, exactly-once effects.
 
 Rows are copied in binary into a per-connection temporary staging table, then moved into ``clicks`` with
-``ON CONFLICT DO NOTHING RETURNING``; everything derived from a click (the per-link counters) is derived
-from the returned rows only, in the same transaction. A redelivered batch therefore changes nothing, and
-the caller answers 200 only after COMMIT.
+``ON CONFLICT DO NOTHING RETURNING``; everything derived from a click (report counters, first clicks,
+link actions, webhooks to send) is derived from the returned rows only, in the same transaction. A
+redelivered batch therefore changes nothing, and the caller answers 200 only after COMMIT.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
+import orjson
 
 from clickedge.events import Click
+from collector import actions
+from collector.rules import QUALIFYING_CLICK
 
 STAGE_COLUMNS = (
     "contact_id",
@@ -36,8 +39,9 @@ CREATE TEMP TABLE IF NOT EXISTS click_stage (
 ) ON COMMIT DELETE ROWS
 """
 
-# Counter rows are locked in key order so that concurrent collectors cannot deadlock on them.
-MOVE_STAGED = """
+# One statement, so that every derived row comes from the rows this batch actually inserted. Rows are
+# locked in key order (ORDER BY) so that concurrent collectors cannot deadlock on them.
+MOVE_STAGED = f"""  # noqa: S608 - the one interpolation is a constant rule, not input
 WITH inserted AS (
     INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id,
                         client_ip, user_agent, method, edge)
@@ -45,16 +49,70 @@ WITH inserted AS (
            client_ip, user_agent, method, edge
     FROM click_stage
     ON CONFLICT DO NOTHING
-    RETURNING campaign_id, link_id, clicked_at
-), counted AS (
-    INSERT INTO link_click_counts AS c (campaign_id, link_id, clicks, last_click)
-    SELECT campaign_id, link_id, count(*), max(clicked_at)
-    FROM inserted GROUP BY campaign_id, link_id ORDER BY campaign_id, link_id
+    RETURNING contact_id, clicked_at, event_id, campaign_id, link_id
+), pairs AS (
+    -- first and last click per contact x link; (xmax = 0) tells a new pair (a unique click) from an update
+    INSERT INTO link_clickers AS lc (campaign_id, link_id, contact_id, first_click, last_click, clicks)
+    SELECT campaign_id, link_id, contact_id, min(clicked_at), max(clicked_at), count(*)
+    FROM inserted WHERE contact_id <> 0
+    GROUP BY campaign_id, link_id, contact_id ORDER BY campaign_id, link_id, contact_id
+    ON CONFLICT (campaign_id, link_id, contact_id) DO UPDATE
+        SET first_click = least(lc.first_click, EXCLUDED.first_click),
+            last_click = greatest(lc.last_click, EXCLUDED.last_click),
+            clicks = lc.clicks + EXCLUDED.clicks
+    RETURNING campaign_id, link_id, (xmax = 0) AS is_new
+), clickers AS (
+    INSERT INTO campaign_clickers (campaign_id, contact_id, first_click)
+    SELECT campaign_id, contact_id, min(clicked_at) FROM inserted WHERE contact_id <> 0
+    GROUP BY campaign_id, contact_id ORDER BY campaign_id, contact_id
+    ON CONFLICT DO NOTHING
+    RETURNING campaign_id
+), per_link AS (
+    INSERT INTO link_click_counts AS c (campaign_id, link_id, clicks, last_click, unique_clicks)
+    SELECT t.campaign_id, t.link_id, t.n, t.last, coalesce(u.n, 0)
+    FROM (SELECT campaign_id, link_id, count(*) AS n, max(clicked_at) AS last
+          FROM inserted GROUP BY campaign_id, link_id) t
+    LEFT JOIN (SELECT campaign_id, link_id, count(*) AS n FROM pairs WHERE is_new
+               GROUP BY campaign_id, link_id) u USING (campaign_id, link_id)
+    ORDER BY t.campaign_id, t.link_id
     ON CONFLICT (campaign_id, link_id) DO UPDATE
         SET clicks = c.clicks + EXCLUDED.clicks,
-            last_click = greatest(c.last_click, EXCLUDED.last_click)
+            last_click = greatest(c.last_click, EXCLUDED.last_click),
+            unique_clicks = c.unique_clicks + EXCLUDED.unique_clicks
+), per_campaign AS (
+    INSERT INTO campaign_stats AS s (campaign_id, clicks, unique_clicks, unique_clickers)
+    SELECT t.campaign_id, t.n, coalesce(u.n, 0), coalesce(k.n, 0)
+    FROM (SELECT campaign_id, count(*) AS n FROM inserted GROUP BY campaign_id) t
+    LEFT JOIN (SELECT campaign_id, count(*) AS n FROM pairs WHERE is_new GROUP BY campaign_id) u
+        USING (campaign_id)
+    LEFT JOIN (SELECT campaign_id, count(*) AS n FROM clickers GROUP BY campaign_id) k USING (campaign_id)
+    ORDER BY t.campaign_id
+    ON CONFLICT (campaign_id) DO UPDATE
+        SET clicks = s.clicks + EXCLUDED.clicks,
+            unique_clicks = s.unique_clicks + EXCLUDED.unique_clicks,
+            unique_clickers = s.unique_clickers + EXCLUDED.unique_clickers
+), hourly AS (
+    INSERT INTO campaign_hourly AS h (campaign_id, hour, clicks)
+    SELECT campaign_id, date_trunc('hour', clicked_at, 'UTC'), count(*) FROM inserted
+    GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (campaign_id, hour) DO UPDATE SET clicks = h.clicks + EXCLUDED.clicks
+), applied AS (
+    -- A contact's first qualifying click on a link with actions: the row proves they were applied, once.
+    INSERT INTO applied_link_actions (campaign_id, link_id, contact_id, event_id)
+    SELECT DISTINCT ON (i.campaign_id, i.link_id, i.contact_id)
+           i.campaign_id, i.link_id, i.contact_id, i.event_id
+    FROM inserted i
+    JOIN links l ON l.campaign_id = i.campaign_id AND l.link_id = i.link_id AND l.actions <> '[]'
+    WHERE {QUALIFYING_CLICK}
+    ORDER BY i.campaign_id, i.link_id, i.contact_id, i.clicked_at
+    ON CONFLICT DO NOTHING
+    RETURNING campaign_id, link_id, contact_id, event_id
 )
-SELECT count(*) FROM inserted
+SELECT (SELECT count(*) FROM inserted) AS inserted,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+            'campaign_id', a.campaign_id, 'link_id', a.link_id, 'contact_id', a.contact_id,
+            'event_id', a.event_id, 'clicked_at', i.clicked_at)), '[]')
+        FROM applied a JOIN inserted i USING (event_id)) AS applied
 """
 
 
@@ -62,6 +120,7 @@ SELECT count(*) FROM inserted
 class IngestResult:
     received: int
     inserted: int
+    first_clicks_with_actions: int = 0
 
     @property
     def duplicates(self) -> int:
@@ -94,5 +153,9 @@ async def ingest(conn: asyncpg.Connection, edge: str, clicks: list[Click]) -> In
     ]
     async with conn.transaction():
         await conn.copy_records_to_table("click_stage", records=records, columns=STAGE_COLUMNS)
-        inserted: int = await conn.fetchval(MOVE_STAGED)
-    return IngestResult(len(clicks), inserted)
+        row = await conn.fetchrow(MOVE_STAGED)
+        assert row is not None
+        applied = orjson.loads(row["applied"])
+        if applied:
+            await actions.apply(conn, applied)
+    return IngestResult(len(clicks), row["inserted"], len(applied))

@@ -1,0 +1,145 @@
+"""Link actions: what a contact's first qualifying click on a link does.
+
+An action is a JSON object with a ``type`` and its one argument:
+
+    {"type": "add_tag", "tag": "pricing"}          {"type": "remove_tag", "tag": "cold"}
+    {"type": "start_automation", "automation": "trial-nurture"}
+    {"type": "end_automation", "automation": "win-back"}
+    {"type": "subscribe", "list": "product-news"}  {"type": "unsubscribe", "list": "weekly"}
+    {"type": "webhook", "url": "https://crm.example.com/hooks/click"}
+
+``validate`` checks a list of them (for the admin API and the CLI); ``apply`` carries them out for newly
+applied first clicks, inside the ingest transaction, one statement per action type.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+MAX_ACTIONS = 20
+MAX_NAME = 200
+ARGUMENT = {
+    "add_tag": "tag",
+    "remove_tag": "tag",
+    "start_automation": "automation",
+    "end_automation": "automation",
+    "subscribe": "list",
+    "unsubscribe": "list",
+    "webhook": "url",
+}
+WEBHOOK_NAMESPACE = uuid.UUID("5b2f3d3e-6c1e-4c55-9a57-2f8f4f1f0c11")
+
+
+class ActionError(ValueError):
+    """An action list that cannot be stored; the message names the item and what is wrong."""
+
+
+def validate(actions: Any) -> list[dict[str, str]]:
+    if not isinstance(actions, list):
+        raise ActionError("actions must be a JSON array")
+    if len(actions) > MAX_ACTIONS:
+        raise ActionError(f"at most {MAX_ACTIONS} actions per link")
+    clean = []
+    for i, action in enumerate(actions):
+        if not isinstance(action, dict):
+            raise ActionError(f"actions[{i}] must be an object")
+        kind = action.get("type")
+        if kind not in ARGUMENT:
+            raise ActionError(f"actions[{i}].type must be one of {', '.join(ARGUMENT)}")
+        arg = ARGUMENT[kind]
+        value = action.get(arg)
+        if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME * 10:
+            raise ActionError(f"actions[{i}].{arg} must be a non-empty string")
+        if set(action) != {"type", arg}:
+            extra = sorted(set(action) - {"type", arg})
+            raise ActionError(f"actions[{i}] has unknown fields: {', '.join(extra)}")
+        if kind == "webhook":
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ActionError(f"actions[{i}].url must be an absolute http(s) URL")
+        elif len(value) > MAX_NAME:
+            raise ActionError(f"actions[{i}].{arg} must be at most {MAX_NAME} characters")
+        clean.append({"type": kind, arg: value})
+    return clean
+
+
+async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None:
+    """Carry out the actions of each newly applied (campaign, link, contact) first click."""
+    keys = sorted({(a["campaign_id"], a["link_id"]) for a in applied})
+    rows = await conn.fetch(
+        """SELECT l.campaign_id, l.link_id, l.name, l.destination, l.actions, c.name AS campaign
+           FROM links l JOIN campaigns c USING (campaign_id)
+           WHERE (l.campaign_id, l.link_id) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    links = {(r["campaign_id"], r["link_id"]): r for r in rows}
+    by_type: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    timeline: list[tuple[Any, ...]] = []
+    for click in applied:
+        link = links.get((click["campaign_id"], click["link_id"]))
+        if link is None:
+            continue
+        at = datetime.fromisoformat(click["clicked_at"])
+        event_id = uuid.UUID(click["event_id"])
+        contact = click["contact_id"]
+        for index, action in enumerate(orjson.loads(link["actions"])):
+            kind = action["type"]
+            value = action[ARGUMENT[kind]]
+            timeline.append(
+                (contact, at, click["campaign_id"], click["link_id"], event_id, orjson.dumps(action).decode())
+            )
+            if kind == "webhook":
+                key = uuid.uuid5(WEBHOOK_NAMESPACE, f"{event_id}:{index}")
+                body = {
+                    "type": "link.first_click",
+                    "idempotency_key": str(key),
+                    "campaign": {"id": click["campaign_id"], "name": link["campaign"]},
+                    "link": {
+                        "id": click["link_id"],
+                        "name": link["name"],
+                        "destination": link["destination"],
+                    },
+                    "contact_id": contact,
+                    "event_id": str(event_id),
+                    "clicked_at": at.isoformat(),
+                }
+                by_type[kind].append((key, value, orjson.dumps(body).decode()))
+            else:
+                by_type[kind].append((contact, value, at))
+    statements = {
+        "add_tag": "INSERT INTO contact_tags (contact_id, tag, added_at) SELECT * FROM unnest($1::bigint[], "
+        "$2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
+        "remove_tag": "DELETE FROM contact_tags t USING unnest($1::bigint[], $2::text[], $3::timestamptz[]) "
+        "AS x(contact_id, tag, at) WHERE t.contact_id = x.contact_id AND t.tag = x.tag",
+        "start_automation": "INSERT INTO automation_runs (contact_id, automation, started_at) SELECT * FROM "
+        "unnest($1::bigint[], $2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
+        "end_automation": "UPDATE automation_runs r SET ended_at = x.at FROM unnest($1::bigint[], "
+        "$2::text[], $3::timestamptz[]) AS x(contact_id, automation, at) WHERE r.contact_id = x.contact_id "
+        "AND r.automation = x.automation AND r.ended_at IS NULL",
+        "subscribe": "INSERT INTO list_memberships AS m (contact_id, list, subscribed, changed_at) SELECT "
+        "c, l, true, a FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS x(c, l, a) "
+        "ON CONFLICT (contact_id, list) DO UPDATE SET subscribed = true, changed_at = EXCLUDED.changed_at",
+        "unsubscribe": "INSERT INTO list_memberships AS m (contact_id, list, subscribed, changed_at) SELECT "
+        "c, l, false, a FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS x(c, l, a) "
+        "ON CONFLICT (contact_id, list) DO UPDATE SET subscribed = false, changed_at = EXCLUDED.changed_at",
+        "webhook": "INSERT INTO webhook_outbox (idempotency_key, url, body) SELECT * FROM "
+        "unnest($1::uuid[], $2::text[], $3::jsonb[]) ON CONFLICT (idempotency_key) DO NOTHING",
+    }
+    for kind in ARGUMENT:  # a fixed order: tags, then automations, lists, webhooks
+        items = by_type.get(kind)
+        if items:
+            await conn.execute(statements[kind], *(list(column) for column in zip(*items, strict=True)))
+    if timeline:
+        await conn.execute(
+            "INSERT INTO contact_events (contact_id, at, campaign_id, link_id, event_id, action) SELECT * "
+            "FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::uuid[], $6::jsonb[])",
+            *(list(column) for column in zip(*timeline, strict=True)),
+        )
