@@ -24,11 +24,11 @@ from edge.clientip import ClientIP
 from edge.metrics import EdgeMetrics
 from edge.spool import Spool
 from edge.syncer import Syncer
-from edge.token import INVALID, MALFORMED, OVERSIZED, TokenCodec, TokenError
+from edge.token import INVALID, LINK_PATH, MALFORMED, OVERSIZED, TokenCodec, TokenError
 
 log = logging.getLogger("clickedge.edge")
 
-TOKEN_PREFIX = "/c/"  # noqa: S105 - a path, not a secret
+TOKEN_PREFIX = LINK_PATH
 # Long enough that every oversized token still reaches the handler and gets its 414 page.
 MAX_LINE_SIZE = 16384
 

@@ -31,6 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 FORMAT_VERSION = 1
+LINK_PATH = "/c/"
 KEY_BYTES = 32  # AES-128-SIV: 256 bits of key material, half for S2V/CMAC, half for CTR
 TAG_BYTES = 16
 MAX_URL_BYTES = 2048

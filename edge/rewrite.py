@@ -1,0 +1,274 @@
+"""Link rewriting for senders: every clickable http(s) link in a message becomes a tracked link. Pure.
+
+``prepare`` reads a campaign's message once, with the standard library's HTML tokenizer, and finds each
+link placement: ``href`` on ``<a>``, ``<area>`` and Outlook VML elements (``<v:roundrect>`` and friends),
+including those inside Outlook conditional comments (``<!--[if mso]> … <![endif]-->``), and URLs in the
+plain-text part. ``PreparedMessage.render`` then mints one recipient's links and splices them in; every
+byte outside the rewritten attribute values stays as it was.
+
+Left alone: ``mailto:``, ``tel:``, ``sms:`` and other schemes, in-page anchors, relative URLs, template
+placeholders (``{{…}}``, ``*|…|*``, ``%%…%%``, ``[[…]]``, ``<%…%>``, ``${…}``, ``{$…}``), and links marked
+``data-clickedge="off"`` (that attribute is removed). Character references in ``href`` (``&amp;``) are
+decoded before minting. ``data-clickedge-name="Pricing_CTA"`` names a placement for reports.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Protocol
+
+from edge.token import LINK_PATH, DestinationError, validate_destination
+
+PLACEHOLDER_MARKS = ("{{", "}}", "{%", "%%", "*|", "|*", "[[", "]]", "<%", "${", "{$")
+TEXT_URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)  # plain text has no markup to tokenize
+TEXT_TRAILING = ".,;:!?)]}'\""
+OFF_ATTRIBUTE = "data-clickedge"
+NAME_ATTRIBUTE = "data-clickedge-name"
+
+
+class Minter(Protocol):
+    def mint(
+        self, destination: str, *, campaign_id: int, link_id: int, contact_id: int | None, sent_at: int
+    ) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSlot:
+    link_id: int  # the placement: 1, 2, … in document order, then the plain-text part
+    destination: str
+    name: str
+    part: str  # "html" or "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    href: str
+    reason: str
+
+
+@dataclass
+class _Part:
+    chunks: list[str] = field(default_factory=list)  # literal text around the slots: len(slots) + 1
+    slots: list[LinkSlot] = field(default_factory=list)
+
+    def render(self, urls: dict[int, str]) -> str:
+        out = [self.chunks[0]]
+        for slot, chunk in zip(self.slots, self.chunks[1:], strict=True):
+            out.append(urls[slot.link_id])
+            out.append(chunk)
+        return "".join(out)
+
+
+@dataclass
+class PreparedMessage:
+    html: _Part
+    text: _Part | None
+    skipped: list[Skipped]
+
+    @property
+    def links(self) -> list[LinkSlot]:
+        return self.html.slots + (self.text.slots if self.text else [])
+
+    def render(
+        self, minter: Minter, *, base_url: str, campaign_id: int, contact_id: int | None, sent_at: int
+    ) -> tuple[str, str | None]:
+        """One recipient's message: each placement's tracked URL, minted locally."""
+        prefix = base_url.rstrip("/") + LINK_PATH
+        urls = {
+            slot.link_id: prefix
+            + minter.mint(
+                slot.destination,
+                campaign_id=campaign_id,
+                link_id=slot.link_id,
+                contact_id=contact_id,
+                sent_at=sent_at,
+            )
+            for slot in self.links
+        }
+        return self.html.render(urls), self.text.render(urls) if self.text is not None else None
+
+
+def prepare(message_html: str, text: str | None = None) -> PreparedMessage:
+    """Find every trackable link placement of a message once; render it per recipient."""
+    finder = _LinkFinder(message_html)
+    finder.scan()
+    part = _Part()
+    pending = []  # the literal text since the last slot
+    pos = 0
+    next_id = 1
+    for start, end, kind, payload in sorted(finder.edits):
+        pending.append(message_html[pos:start])
+        pos = end
+        if kind == "remove":
+            continue
+        assert payload is not None
+        destination, name = payload
+        part.chunks.append("".join(pending))
+        pending = []
+        part.slots.append(LinkSlot(next_id, destination, name or f"link_{next_id}", "html"))
+        next_id += 1
+    pending.append(message_html[pos:])
+    part.chunks.append("".join(pending))
+    skipped = finder.skipped
+    text_part = _prepare_text(text, next_id, skipped) if text is not None else None
+    return PreparedMessage(part, text_part, skipped)
+
+
+def _prepare_text(text: str, next_id: int, skipped: list[Skipped]) -> _Part:
+    part = _Part(chunks=[""])
+    pos = 0
+    for match in TEXT_URL.finditer(text):
+        url = match.group(0).rstrip(TEXT_TRAILING)
+        start, end = match.start(), match.start() + len(url)
+        reason = _untrackable(url)
+        if reason:
+            skipped.append(Skipped(url, reason))
+            continue
+        part.chunks[-1] += text[pos:start]
+        part.slots.append(LinkSlot(next_id, validate_destination(url), f"text_link_{next_id}", "text"))
+        part.chunks.append("")
+        next_id += 1
+        pos = end
+    part.chunks[-1] += text[pos:]
+    return part
+
+
+def _untrackable(url: str) -> str | None:
+    if any(mark in url for mark in PLACEHOLDER_MARKS):
+        return "template placeholder"
+    if not url.lower().startswith(("http://", "https://")):
+        scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+        return (
+            f"{scheme}: link"
+            if scheme
+            else ("in-page anchor" if url.startswith("#") else "not an absolute URL")
+        )
+    try:
+        validate_destination(url)
+    except DestinationError as exc:
+        return str(exc)
+    return None
+
+
+class _LinkFinder(HTMLParser):
+    """Collects edits as (start, end, kind, payload) offsets into the source document."""
+
+    def __init__(self, source: str, base: int = 0) -> None:
+        super().__init__(convert_charrefs=True)
+        self.source = source
+        self.base = base
+        self.edits: list[tuple[int, int, str, tuple[str, str] | None]] = []
+        self.skipped: list[Skipped] = []
+        self._line_starts = [0]
+        for i, ch in enumerate(source):
+            if ch == "\n":
+                self._line_starts.append(i + 1)
+
+    def scan(self) -> None:
+        self.feed(self.source)
+        self.close()
+
+    def _offset(self) -> int:
+        line, column = self.getpos()
+        return self._line_starts[line - 1] + column
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in ("a", "area") and not tag.startswith("v:"):
+            return
+        raw = self.get_starttag_text() or ""
+        start = self._offset()
+        if self.source[start : start + len(raw)] != raw:
+            return  # cannot place it in the source: leave it exactly as it is
+        spans = _attribute_spans(raw)
+        href = spans.get("href")
+        if href is None:
+            return
+        off = spans.get(OFF_ATTRIBUTE)
+        if off is not None and raw[off.value_start : off.value_end].strip().lower() == "off":
+            self.edits.append(
+                (self.base + start + off.attr_start, self.base + start + off.attr_end, "remove", None)
+            )
+            return
+        value = html.unescape(raw[href.value_start : href.value_end]).strip()
+        reason = _untrackable(value)
+        if reason:
+            self.skipped.append(Skipped(value, reason))
+            return
+        named = spans.get(NAME_ATTRIBUTE)
+        name = html.unescape(raw[named.value_start : named.value_end]).strip()[:200] if named else ""
+        destination = validate_destination(value)
+        self.edits.append(
+            (
+                self.base + start + href.value_start,
+                self.base + start + href.value_end,
+                "slot",
+                (destination, name),
+            )
+        )
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+
+    def handle_comment(self, data: str) -> None:
+        # Outlook conditional comments hold markup Outlook renders, VML buttons with an href among it.
+        if not data.startswith("[if"):
+            return
+        start = self._offset() + len("<!--")
+        if self.source[start : start + len(data)] != data:
+            return
+        inner = _LinkFinder(data, self.base + start)
+        inner.scan()
+        self.edits.extend(inner.edits)
+        self.skipped.extend(inner.skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    attr_start: int  # the whitespace before the attribute, so removing it leaves the tag tidy
+    attr_end: int
+    value_start: int
+    value_end: int
+
+
+def _attribute_spans(tag: str) -> dict[str, _Span]:
+    """Attribute name -> where it and its value are, within one raw start tag (HTML's attribute rules)."""
+    spans: dict[str, _Span] = {}
+    n = len(tag)
+    i = 1
+    while i < n and not (tag[i].isspace() or tag[i] in "/>"):
+        i += 1  # the tag name
+    while i < n:
+        attr_start = i
+        while i < n and (tag[i].isspace() or tag[i] == "/"):
+            i += 1
+        if i >= n or tag[i] == ">":
+            break
+        name_start = i
+        i += 1  # a name's first character may be anything but space, "/" and ">" (even "=")
+        while i < n and not (tag[i].isspace() or tag[i] in "/>="):
+            i += 1
+        name = tag[name_start:i].lower()
+        j = i
+        while j < n and tag[j].isspace():
+            j += 1
+        if j < n and tag[j] == "=":
+            j += 1
+            while j < n and tag[j].isspace():
+                j += 1
+            if j < n and tag[j] in "\"'":
+                quote = tag[j]
+                end = tag.find(quote, j + 1)
+                end = n - 1 if end < 0 else end
+                value_start, value_end, i = j + 1, end, end + 1
+            else:
+                k = j
+                while k < n and not (tag[k].isspace() or tag[k] == ">"):
+                    k += 1
+                value_start, value_end, i = j, k, k
+        else:
+            value_start = value_end = i
+        spans.setdefault(name, _Span(attr_start, i, value_start, value_end))
+    return spans
