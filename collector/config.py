@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from clickedge import settings as s
 
@@ -61,13 +64,48 @@ class CollectorConfig:
         help="largest click batch body accepted, in bytes",
     )
     drain_grace: float = s.setting(
-        0.0, flag="--drain-grace", env="CLICKEDGE_COLLECTOR_DRAIN_GRACE", parse=s.non_negative_float,
+        0.0,
+        flag="--drain-grace",
+        env="CLICKEDGE_COLLECTOR_DRAIN_GRACE",
+        parse=s.non_negative_float,
         help="seconds to keep serving after SIGTERM while /readyz says 503",
-    )  # fmt: skip
+    )
     shutdown_timeout: float = s.setting(
-        30.0, flag="--shutdown-timeout", env="CLICKEDGE_COLLECTOR_SHUTDOWN_TIMEOUT",
-        parse=s.non_negative_float, help="then: seconds in-flight batches may take to finish",
-    )  # fmt: skip
+        30.0,
+        flag="--shutdown-timeout",
+        env="CLICKEDGE_COLLECTOR_SHUTDOWN_TIMEOUT",
+        parse=s.non_negative_float,
+        help="then: seconds in-flight batches may take to finish",
+    )
+    data_dir: Path = s.setting(
+        Path(".clickedge"),
+        flag="--data-dir",
+        env="CLICKEDGE_DATA_DIR",
+        parse=s.path,
+        help="directory with the link keys (for the rewrite API) and the webhook secret",
+    )
+    keys_file: Path | None = s.setting(
+        None,
+        flag="--keys-file",
+        env="CLICKEDGE_KEYS_FILE",
+        parse=s.path,
+        help="link key file (default DATA_DIR/keys.json)",
+    )
+    public_url: str = s.setting(
+        "http://127.0.0.1:8080",
+        flag="--public-url",
+        env="CLICKEDGE_PUBLIC_URL",
+        parse=s.http_url,
+        help="base URL of tracked links minted by the rewrite API",
+    )
+    webhook_secret: str = s.setting(
+        "",
+        flag="--webhook-secret",
+        env="CLICKEDGE_WEBHOOK_SECRET",
+        parse=s.text,
+        secret=True,
+        help="key that signs webhooks (default: DATA_DIR/webhook.secret, created if missing)",
+    )
     log_level: str = s.setting(
         "INFO",
         flag="--log-level",
@@ -76,11 +114,32 @@ class CollectorConfig:
         help="log level: debug, info, warning, error",
     )
 
+    @property
+    def key_path(self) -> Path:
+        return self.keys_file or self.data_dir / "keys.json"
+
+    def webhook_secret_bytes(self) -> bytes:
+        """The webhook signing key: the setting, else DATA_DIR/webhook.secret (made once, mode 0600)."""
+        if self.webhook_secret:
+            return self.webhook_secret.encode()
+        path = self.data_dir / "webhook.secret"
+        try:
+            return path.read_text().strip().encode()
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another collector made it first
+            return path.read_text().strip().encode()
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        return secret.encode()
+
     def __post_init__(self) -> None:
         if not self.database_url:
-            raise s.ConfigError(
-                "no database: set CLICKEDGE_DATABASE_URL or --database-url to a PostgreSQL DSN"
-            )
+            raise s.ConfigError("no database: set CLICKEDGE_DATABASE_URL or --database-url to a PostgreSQL DSN")
         s.check_dsn(self.database_url)
         if len(self.ingest_secret) < 16:
             raise s.ConfigError("CLICKEDGE_INGEST_SECRET (or --ingest-secret) must be at least 16 characters")

@@ -21,9 +21,7 @@ async def run(config: CollectorConfig) -> int:
     stop = asyncio.Event()
     install_stop_handlers(stop)
     app = create_app(config, CollectorMetrics(restarts=int(os.environ.get(RESTARTS_ENV, "0") or 0)))
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=config.shutdown_timeout, access_log=None
-    )
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
     try:

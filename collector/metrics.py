@@ -53,9 +53,10 @@ class CollectorMetrics:
             "clickedge_collector_batch_clicks", "Clicks per received batch", buckets=SIZE_BUCKETS, registry=r
         )
         Gauge(
-            "clickedge_collector_restarts", "Times the supervisor restarted this collector after it died",
+            "clickedge_collector_restarts",
+            "Times the supervisor restarted this collector after it died",
             registry=r,
-        ).set(restarts)  # fmt: skip
+        ).set(restarts)
         self.db_latency = Histogram(
             "clickedge_collector_db_seconds",
             "Time to write one batch, COPY to COMMIT",

@@ -90,9 +90,7 @@ class KeyRing:
         if target.state == ACTIVE:
             raise KeyFileError(f"key {key_id} is the active key: activate another key before retiring it")
         now = int(time.time())
-        return KeyRing(
-            [replace(k, state=RETIRED, changed_at=now) if k.id == key_id else k for k in self.keys]
-        )
+        return KeyRing([replace(k, state=RETIRED, changed_at=now) if k.id == key_id else k for k in self.keys])
 
 
 def load(path: Path) -> KeyRing:

@@ -65,15 +65,11 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
     if not codec.key_ids:
         raise ConfigError(f"{config.key_path} holds no usable key: run `clickedge keys create`")
     secret = read_ingest_secret(config)
-    spool = Spool(
-        config.worker_spool, segment_bytes=config.spool_segment_bytes, max_bytes=config.spool_max_bytes
-    )
+    spool = Spool(config.worker_spool, segment_bytes=config.spool_segment_bytes, max_bytes=config.spool_max_bytes)
     try:
         spool.open()
     except SpoolLockedError as exc:
-        raise ConfigError(
-            f"{exc}; give each edge process its own CLICKEDGE_SPOOL_DIR or --worker-index"
-        ) from None
+        raise ConfigError(f"{exc}; give each edge process its own CLICKEDGE_SPOOL_DIR or --worker-index") from None
     except OSError as exc:
         raise ConfigError(f"cannot open the spool in {config.worker_spool}: {exc}") from None
     if spool.stats.truncated_bytes:
@@ -81,19 +77,26 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
     metrics = EdgeMetrics(restarts=int(os.environ.get(RESTARTS_ENV, "0") or 0))
     syncer = Syncer(spool, metrics, config.fsync)
     shipper = Shipper(
-        spool, metrics, collector_url=config.collector_url, secret=secret,
+        spool,
+        metrics,
+        collector_url=config.collector_url,
+        secret=secret,
         edge_name=f"{socket.gethostname()[:40]}-w{config.worker_index}",
-        batch_size=config.batch_size, linger=config.batch_linger,
+        batch_size=config.batch_size,
+        linger=config.batch_linger,
         dead_letter=config.worker_spool.parent / f"dead-letter-worker-{config.worker_index}.jsonl",
-    )  # fmt: skip
+    )
     metrics.watch_spool(spool, lambda: shipper.oldest_unacked_us)
     edge = Edge(
-        codec, spool, syncer, metrics, ClientIP(config.trusted_proxies),
-        on_batch_ready=shipper.wake.set, batch_size=config.batch_size,
-    )  # fmt: skip
-    runner = web.ServerRunner(
-        make_server(edge), handle_signals=False, shutdown_timeout=config.shutdown_timeout
+        codec,
+        spool,
+        syncer,
+        metrics,
+        ClientIP(config.trusted_proxies),
+        on_batch_ready=shipper.wake.set,
+        batch_size=config.batch_size,
     )
+    runner = web.ServerRunner(make_server(edge), handle_signals=False, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port, backlog=2048)
     try:

@@ -52,9 +52,7 @@ class EdgeMetrics:
             buckets=HANDLER_BUCKETS,
             registry=r,
         )
-        batches = Counter(
-            "clickedge_edge_batches", "Batches sent to the collector by outcome", ["outcome"], registry=r
-        )
+        batches = Counter("clickedge_edge_batches", "Batches sent to the collector by outcome", ["outcome"], registry=r)
         self.batch_shipped = batches.labels("shipped")
         self.batch_failed = batches.labels("failed")
         self.batch_dead_lettered = batches.labels("dead_lettered")
@@ -99,13 +97,15 @@ class _SpoolCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         spool, stats = self._spool, self._spool.stats
         yield GaugeMetricFamily(
-            "clickedge_edge_spool_bytes", "Bytes in the spool not yet acknowledged by the collector",
+            "clickedge_edge_spool_bytes",
+            "Bytes in the spool not yet acknowledged by the collector",
             value=spool.unacknowledged_bytes,
-        )  # fmt: skip
+        )
         yield GaugeMetricFamily(
-            "clickedge_edge_spool_records", "Clicks in the spool not yet acknowledged by the collector",
+            "clickedge_edge_spool_records",
+            "Clicks in the spool not yet acknowledged by the collector",
             value=spool.unacknowledged_records,
-        )  # fmt: skip
+        )
         oldest = self._oldest()
         age = max(0.0, time.time() - oldest / 1e6) if oldest is not None else 0.0
         yield GaugeMetricFamily(
@@ -114,19 +114,28 @@ class _SpoolCollector(Collector):
             value=age,
         )
         yield GaugeMetricFamily(
-            "clickedge_edge_spool_healthy", "1 while clicks can be made durable, 0 after a refused append",
+            "clickedge_edge_spool_healthy",
+            "1 while clicks can be made durable, 0 after a refused append",
             value=1.0 if spool.healthy else 0.0,
-        )  # fmt: skip
+        )
         for name, doc, value in (
-            ("clickedge_edge_clicks_undurable", "Answered clicks that could not be written to the spool",
-             stats.undurable),
-            ("clickedge_edge_spool_replayed_records", "Unacknowledged clicks found in the spool at start",
-             stats.replayed),
+            (
+                "clickedge_edge_clicks_undurable",
+                "Answered clicks that could not be written to the spool",
+                stats.undurable,
+            ),
+            (
+                "clickedge_edge_spool_replayed_records",
+                "Unacknowledged clicks found in the spool at start",
+                stats.replayed,
+            ),
             ("clickedge_edge_spool_corrupt_records", "Spool records skipped as corrupt", stats.corrupt),
-            ("clickedge_edge_spool_truncated_bytes", "Bytes of torn records cut from the spool at start",
-             stats.truncated_bytes),
+            (
+                "clickedge_edge_spool_truncated_bytes",
+                "Bytes of torn records cut from the spool at start",
+                stats.truncated_bytes,
+            ),
             ("clickedge_edge_spool_fsync_errors", "Failed spool fsyncs", stats.sync_errors),
-            ("clickedge_edge_spool_ledger_errors", "Failed writes of the acknowledged position",
-             stats.ledger_errors),
-        ):  # fmt: skip
+            ("clickedge_edge_spool_ledger_errors", "Failed writes of the acknowledged position", stats.ledger_errors),
+        ):
             yield CounterMetricFamily(name, doc, value=value)

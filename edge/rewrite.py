@@ -141,11 +141,7 @@ def _untrackable(url: str) -> str | None:
         return "template placeholder"
     if not url.lower().startswith(("http://", "https://")):
         scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-        return (
-            f"{scheme}: link"
-            if scheme
-            else ("in-page anchor" if url.startswith("#") else "not an absolute URL")
-        )
+        return f"{scheme}: link" if scheme else ("in-page anchor" if url.startswith("#") else "not an absolute URL")
     try:
         validate_destination(url)
     except DestinationError as exc:
@@ -188,9 +184,7 @@ class _LinkFinder(HTMLParser):
             return
         off = spans.get(OFF_ATTRIBUTE)
         if off is not None and raw[off.value_start : off.value_end].strip().lower() == "off":
-            self.edits.append(
-                (self.base + start + off.attr_start, self.base + start + off.attr_end, "remove", None)
-            )
+            self.edits.append((self.base + start + off.attr_start, self.base + start + off.attr_end, "remove", None))
             return
         value = html.unescape(raw[href.value_start : href.value_end]).strip()
         reason = _untrackable(value)

@@ -127,9 +127,16 @@ class Edge:
             ip = peer
         now_us = time.time_ns() // 1000
         payload = click_payload(
-            now_us, link.campaign_id, link.link_id, link.contact_id, link.sent_at, link.key_id, ip,
-            headers.get("User-Agent", "")[:MAX_USER_AGENT], method,
-        )  # fmt: skip
+            now_us,
+            link.campaign_id,
+            link.link_id,
+            link.contact_id,
+            link.sent_at,
+            link.key_id,
+            ip,
+            headers.get("User-Agent", "")[:MAX_USER_AGENT],
+            method,
+        )
         # Written before the answer: once the recipient has been redirected, the click is in the kernel.
         # If it cannot be written (spool full, disk failing) the recipient still lands; it is counted.
         if self.spool.append(self._ids.next_bytes(now_us // 1000), payload):
@@ -147,17 +154,13 @@ class Edge:
             return web.Response(status=503, text="draining\n", headers=_NO_STORE)
         if not self.spool.healthy:
             why = "spool full" if self.spool.full else "spool cannot write"
-            return web.Response(
-                status=503, text=f"{why}: clicks are not being made durable\n", headers=_NO_STORE
-            )
+            return web.Response(status=503, text=f"{why}: clicks are not being made durable\n", headers=_NO_STORE)
         return web.Response(text="ready\n", headers=_NO_STORE)
 
     def error_page(self, kind: str) -> web.Response:
         status, body, counter = self._pages[kind]
         counter.inc()
-        return web.Response(
-            status=status, body=body, content_type="text/html", charset="utf-8", headers=_NO_STORE
-        )
+        return web.Response(status=status, body=body, content_type="text/html", charset="utf-8", headers=_NO_STORE)
 
 
 class _EdgeRequestHandler(RequestHandler):

@@ -119,17 +119,13 @@ class Shipper:
         started = time.perf_counter()
         try:
             # No redirects: the Authorization header must go to the configured collector and nowhere else.
-            async with self._client().post(
-                self._url, data=body, headers=self._headers, allow_redirects=False
-            ) as r:
+            async with self._client().post(self._url, data=body, headers=self._headers, allow_redirects=False) as r:
                 status = r.status
                 reply = await r.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._metrics.batch_failed.inc()
             # The class and message only: some aiohttp errors' repr include the request headers.
-            log.warning(
-                "shipping %d clicks failed, will retry: %s: %s", len(batch.records), type(exc).__name__, exc
-            )
+            log.warning("shipping %d clicks failed, will retry: %s: %s", len(batch.records), type(exc).__name__, exc)
             return Outcome(moved=False, retry=True)
         if status == 200:
             self._acknowledge(batch, reply, time.perf_counter() - started)
@@ -137,14 +133,10 @@ class Shipper:
         self._metrics.batch_failed.inc()
         detail = reply[:300].decode(errors="replace")
         if status >= 500 or status in RETRYABLE_4XX:
-            log.warning(
-                "collector answered %d for %d clicks, will retry: %s", status, len(batch.records), detail
-            )
+            log.warning("collector answered %d for %d clicks, will retry: %s", status, len(batch.records), detail)
             return Outcome(moved=False, retry=True)
         if status in AUTH_4XX:
-            log.error(
-                "collector refused our credentials (%d): check CLICKEDGE_INGEST_SECRET; retrying", status
-            )
+            log.error("collector refused our credentials (%d): check CLICKEDGE_INGEST_SECRET; retrying", status)
             return Outcome(moved=False, retry=True)
         self._dead_letter_batch(batch, body, status, detail)
         return Outcome(moved=True, retry=False)
@@ -154,8 +146,9 @@ class Shipper:
         if self._spool.ledger_error is not None:
             log.warning(
                 "could not record the acknowledged position (%s); a restart would resend some clicks, "
-                "which the collector drops as duplicates", self._spool.ledger_error,
-            )  # fmt: skip
+                "which the collector drops as duplicates",
+                self._spool.ledger_error,
+            )
             self._spool.ledger_error = None
         self.oldest_unacked_us = None
         metrics = self._metrics
@@ -170,9 +163,7 @@ class Shipper:
             metrics.clicks_duplicate.inc(duplicates)
 
     def _dead_letter_batch(self, batch: Batch, body: bytes, status: int, detail: str) -> None:
-        line = b'{"at":%d,"status":%d,"error":%b,"batch":%b}\n' % (
-            int(time.time()), status, orjson.dumps(detail), body
-        )  # fmt: skip
+        line = b'{"at":%d,"status":%d,"error":%b,"batch":%b}\n' % (int(time.time()), status, orjson.dumps(detail), body)
         fd = os.open(self._dead_letter, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, line)
@@ -184,8 +175,11 @@ class Shipper:
         self._metrics.clicks_dead_lettered.inc(len(batch.records))
         log.error(
             "collector refused a batch of %d clicks as malformed (%d: %s); kept in %s",
-            len(batch.records), status, detail, self._dead_letter,
-        )  # fmt: skip
+            len(batch.records),
+            status,
+            detail,
+            self._dead_letter,
+        )
 
     async def close(self) -> None:
         if self._session is not None:

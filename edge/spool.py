@@ -153,9 +153,7 @@ class Spool:
             owner = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip()
             os.close(self._lock_fd)
             self._lock_fd = -1
-            raise SpoolLockedError(
-                f"spool {self.directory} is in use by another process (pid {owner})"
-            ) from None
+            raise SpoolLockedError(f"spool {self.directory} is in use by another process (pid {owner})") from None
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
         segments = self.segments()

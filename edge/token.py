@@ -146,9 +146,7 @@ class TokenCodec:
     def key_ids(self) -> frozenset[int]:
         return frozenset(self._ciphers)
 
-    def mint(
-        self, destination: str, *, campaign_id: int, link_id: int, contact_id: int | None, sent_at: int
-    ) -> str:
+    def mint(self, destination: str, *, campaign_id: int, link_id: int, contact_id: int | None, sent_at: int) -> str:
         """Return the token (base64url, no padding) for one placement of a link for one recipient."""
         if self._active is None or self._active_id is None:
             raise ValueError("no active key: create and activate one first")
@@ -168,9 +166,7 @@ class TokenCodec:
         """Verify and open a token, or raise TokenError. The tag check is constant-time (OpenSSL CMAC)."""
         size = len(token)
         if size > MAX_TOKEN_CHARS:
-            raise TokenError(
-                f"token is {size} characters; the longest valid is {MAX_TOKEN_CHARS}", kind=OVERSIZED
-            )
+            raise TokenError(f"token is {size} characters; the longest valid is {MAX_TOKEN_CHARS}", kind=OVERSIZED)
         try:
             data = token.encode("ascii")
         except UnicodeEncodeError:
@@ -192,9 +188,7 @@ class TokenCodec:
 
     def decode_bytes(self, raw: bytes) -> Link:
         if len(raw) < MIN_TOKEN_BYTES:
-            raise TokenError(
-                f"token is {len(raw)} bytes; the shortest valid is {MIN_TOKEN_BYTES}", kind=MALFORMED
-            )
+            raise TokenError(f"token is {len(raw)} bytes; the shortest valid is {MIN_TOKEN_BYTES}", kind=MALFORMED)
         version, key_id = _CLEAR.unpack_from(raw)
         if version != FORMAT_VERSION:
             raise TokenError(f"unknown token format version {version}", kind=INVALID)
@@ -204,14 +198,10 @@ class TokenCodec:
         try:
             plain = cipher.decrypt(raw[_CLEAR.size :], [raw[: _CLEAR.size]])
         except InvalidTag:
-            raise TokenError(
-                "authentication tag does not match: altered or forged token", kind=INVALID
-            ) from None
+            raise TokenError("authentication tag does not match: altered or forged token", kind=INVALID) from None
         campaign_id, link_id, contact_id, sent_at, flags = _FIELDS.unpack_from(plain)
         destination = plain[_FIELDS.size :].decode("ascii")
-        return Link(
-            destination, campaign_id, link_id, contact_id if flags & _FLAG_CONTACT else None, sent_at, key_id
-        )
+        return Link(destination, campaign_id, link_id, contact_id if flags & _FLAG_CONTACT else None, sent_at, key_id)
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:

@@ -28,9 +28,7 @@ def main() -> int:
     for i in range(args.count):
         contact, link = divmod(i, args.links)
         url = f"https://shop.example.com/products/item-{link}?utm_source=newsletter&utm_campaign=load#c{contact}"
-        token = codec.mint(
-            url, campaign_id=args.campaign, link_id=link, contact_id=contact + 1, sent_at=sent_at
-        )
+        token = codec.mint(url, campaign_id=args.campaign, link_id=link, contact_id=contact + 1, sent_at=sent_at)
         out.write(f"{TOKEN_PREFIX}{token}\n")
     return 0
 

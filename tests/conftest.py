@@ -67,9 +67,7 @@ def campaign_id() -> int:
     return next(_campaigns)
 
 
-async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.02
-) -> T:
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.02) -> T:
     """Poll ``check`` until it returns a truthy value or the deadline passes (then fail)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

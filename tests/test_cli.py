@@ -24,9 +24,7 @@ def clickedge(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 
 def test_mint_then_decode(data_dir: Path) -> None:
-    minted = clickedge(
-        "mint", "--data-dir", str(data_dir), "--campaign", "7", "--link", "3", "--contact", "42", DEST
-    )
+    minted = clickedge("mint", "--data-dir", str(data_dir), "--campaign", "7", "--link", "3", "--contact", "42", DEST)
     assert minted.returncode == 0, minted.stderr
     url = minted.stdout.strip()
     assert url.startswith("http://127.0.0.1:8080/c/")
@@ -40,9 +38,16 @@ def test_mint_then_decode(data_dir: Path) -> None:
 
 def test_mint_uses_the_public_url_and_supports_anonymous(data_dir: Path) -> None:
     minted = clickedge(
-        "mint", "--data-dir", str(data_dir), "--campaign", "1", "--link", "2", DEST,
+        "mint",
+        "--data-dir",
+        str(data_dir),
+        "--campaign",
+        "1",
+        "--link",
+        "2",
+        DEST,
         env={"CLICKEDGE_PUBLIC_URL": "https://t.example.net/"},
-    )  # fmt: skip
+    )
     assert minted.returncode == 0, minted.stderr
     assert minted.stdout.startswith("https://t.example.net/c/")
     decoded = clickedge("decode", "--data-dir", str(data_dir), minted.stdout.strip())
@@ -61,9 +66,7 @@ def test_mint_refuses_bad_destinations(data_dir: Path, destination: str, message
 
 
 def test_decode_says_why_a_link_is_not_valid(data_dir: Path) -> None:
-    url = clickedge(
-        "mint", "--data-dir", str(data_dir), "--campaign", "1", "--link", "1", DEST
-    ).stdout.strip()
+    url = clickedge("mint", "--data-dir", str(data_dir), "--campaign", "1", "--link", "1", DEST).stdout.strip()
     i = len(url) - 10
     tampered = url[:i] + ("A" if url[i] != "A" else "B") + url[i + 1 :]
     result = clickedge("decode", "--data-dir", str(data_dir), tampered)
@@ -121,9 +124,7 @@ def test_missing_keys_say_what_to_do(tmp_path: Path) -> None:
 def test_bad_configuration_stops_start_up_with_a_message(
     data_dir: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
-    result = clickedge(
-        *args, env={"CLICKEDGE_DATA_DIR": str(data_dir), "CLICKEDGE_INGEST_SECRET": "x" * 20, **env}
-    )
+    result = clickedge(*args, env={"CLICKEDGE_DATA_DIR": str(data_dir), "CLICKEDGE_INGEST_SECRET": "x" * 20, **env})
     assert result.returncode == 2
     assert "configuration error" in result.stderr and message in result.stderr
 

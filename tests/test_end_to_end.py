@@ -23,9 +23,7 @@ URL = "https://shop.example.com/pricing?utm_source=news#plans"
 async def test_click_arrives_in_postgres_with_the_right_fields(
     database_url: str, db: asyncpg.Connection, data_dir: Path, campaign_id: int
 ) -> None:
-    collector = TestServer(
-        create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET))
-    )
+    collector = TestServer(create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)))
     await collector.start_server()
     config = EdgeConfig(
         port=0,
@@ -54,9 +52,7 @@ async def test_click_arrives_in_postgres_with_the_right_fields(
                 assert resp.status in (400, 404)
 
         async def rows() -> list[asyncpg.Record]:
-            found = await db.fetch(
-                "SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY clicked_at", campaign_id
-            )
+            found = await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY clicked_at", campaign_id)
             return found if len(found) >= 3 else []
 
         got = await eventually(rows, timeout=10)

@@ -29,10 +29,19 @@ class Stack:
 async def start_up(data_dir: Path, env: dict[str, str], ports: tuple[int, int] | None = None) -> Stack:
     edge_port, collector_port = ports or (free_port(), free_port())
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clickedge", "up", "--data-dir", str(data_dir),
-        "--edge-port", str(edge_port), "--collector-port", str(collector_port),
-        stdout=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "clickedge",
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--edge-port",
+        str(edge_port),
+        "--collector-port",
+        str(collector_port),
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
     assert proc.stdout is not None
     banner: dict[str, str] = {}
     async with asyncio.timeout(60):
@@ -118,9 +127,7 @@ async def test_up_runs_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
         assert await stop(again) == 0
 
 
-async def test_up_uses_an_existing_database_and_restarts_a_dead_service(
-    tmp_path: Path, database_url: str
-) -> None:
+async def test_up_uses_an_existing_database_and_restarts_a_dead_service(tmp_path: Path, database_url: str) -> None:
     env = {**os.environ, "CLICKEDGE_DATABASE_URL": database_url}
     stack = await start_up(tmp_path / "state", env)
     try:
@@ -146,18 +153,21 @@ async def test_up_uses_an_existing_database_and_restarts_a_dead_service(
         assert await stop(stack) == 0
 
 
-async def test_ctrl_c_at_the_terminal_stops_make_up_with_exit_code_0(
-    tmp_path: Path, database_url: str
-) -> None:
+async def test_ctrl_c_at_the_terminal_stops_make_up_with_exit_code_0(tmp_path: Path, database_url: str) -> None:
     # `script` gives `make up` a real terminal; the byte 0x03 typed into it is Ctrl-C, which the terminal
     # turns into SIGINT for its foreground process group, exactly as for a user at a keyboard.
     edge_port, collector_port = free_port(), free_port()
     args = f"--data-dir {tmp_path / 'state'} --edge-port {edge_port} --collector-port {collector_port}"
     proc = await asyncio.create_subprocess_exec(
-        "script", "-qfec", f'make --no-print-directory up ARGS="{args}"', "/dev/null",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
+        "script",
+        "-qfec",
+        f'make --no-print-directory up ARGS="{args}"',
+        "/dev/null",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
         env={**os.environ, "CLICKEDGE_DATABASE_URL": database_url},
-    )  # fmt: skip
+    )
     assert proc.stdin is not None and proc.stdout is not None
     output = b""
     async with asyncio.timeout(60):
@@ -209,9 +219,16 @@ async def test_a_busy_port_stops_up_with_a_clear_message(tmp_path: Path) -> None
         busy.listen()
         port = busy.getsockname()[1]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "clickedge", "up", "--data-dir", str(tmp_path), "--edge-port", str(port),
+            sys.executable,
+            "-m",
+            "clickedge",
+            "up",
+            "--data-dir",
+            str(tmp_path),
+            "--edge-port",
+            str(port),
             stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
         async with asyncio.timeout(30):
             _, err = await proc.communicate()
     assert proc.returncode == 2

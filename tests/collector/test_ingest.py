@@ -32,10 +32,20 @@ def batch(campaign_id: int, n: int, *, contact_base: int = 1) -> dict[str, Any]:
     at = 1_790_000_000_000_000
     ua = "Mozilla/5.0 (test)"
     rows = [
-        [ids.next(at // 1000 + i), at + i * 1000, campaign_id, i % 3, contact_base + i, 1_789_990_000, 1,
-         "198.51.100.7", ua, "HEAD" if i == 0 else "GET"]
+        [
+            ids.next(at // 1000 + i),
+            at + i * 1000,
+            campaign_id,
+            i % 3,
+            contact_base + i,
+            1_789_990_000,
+            1,
+            "198.51.100.7",
+            ua,
+            "HEAD" if i == 0 else "GET",
+        ]
         for i in range(n)
-    ]  # fmt: skip
+    ]
     return {"v": 1, "edge": "test-edge", "clicks": rows}
 
 
@@ -84,13 +94,8 @@ async def test_redelivered_batch_changes_nothing(
     resp = await client.post("/v1/clicks", data=body, headers=AUTH)
     assert resp.status == 200
     assert await resp.json() == {"received": 50, "inserted": 0, "duplicates": 50}
-    assert (
-        await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id)
-        == before_rows
-    )
-    assert (
-        await db.fetch("SELECT * FROM link_click_counts WHERE campaign_id = $1", campaign_id) == before_counts
-    )
+    assert await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id) == before_rows
+    assert await db.fetch("SELECT * FROM link_click_counts WHERE campaign_id = $1", campaign_id) == before_counts
     assert await metric(client, "clickedge_collector_clicks_duplicate_total") == duplicates_before + 50
 
 
@@ -106,9 +111,7 @@ async def test_partly_new_batch_applies_only_the_new_rows(
     assert total == 4
 
 
-@pytest.mark.parametrize(
-    "headers", [{}, {"Authorization": "Bearer wrong-secret"}, {"Authorization": INGEST_SECRET}]
-)
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-secret"}, {"Authorization": INGEST_SECRET}])
 async def test_unauthenticated_batch_is_refused(
     client: TestClient[Any, Any], db: asyncpg.Connection, campaign_id: int, headers: dict[str, str]
 ) -> None:

@@ -31,9 +31,12 @@ def run_edge(data_dir: Path) -> RunEdge:
         # edge gets a spool of its own.
         spool_dir = Path(tempfile.mkdtemp(dir=data_dir, prefix="spool-"))
         fields = {
-            "port": 0, "data_dir": data_dir, "collector_url": "http://127.0.0.1:9", "spool_dir": spool_dir,
+            "port": 0,
+            "data_dir": data_dir,
+            "collector_url": "http://127.0.0.1:9",
+            "spool_dir": spool_dir,
             **overrides,
-        }  # fmt: skip
+        }
         running = await start(EdgeConfig(**fields), reuse_port=False)
         try:
             yield running
@@ -136,9 +139,7 @@ async def test_invalid_links_never_redirect(
         assert edge.edge.metrics.outcome[outcome]._value.get() == before + 1
 
 
-async def test_retired_key_link_is_not_valid(
-    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
-) -> None:
+async def test_retired_key_link_is_not_valid(run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path) -> None:
     path = data_dir / "keys.json"
     old = mint(data_dir)
     keys.save(keys.load(path).create(activate=True), path)
@@ -157,9 +158,7 @@ async def test_other_methods_are_refused_and_not_recorded(
     run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
 ) -> None:
     async with run_edge() as edge:
-        async with http.post(
-            f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", allow_redirects=False
-        ) as resp:
+        async with http.post(f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", allow_redirects=False) as resp:
             assert resp.status == 405
             assert resp.headers["Allow"] == "GET, HEAD"
         assert spooled(edge) == []
@@ -192,9 +191,7 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
         assert spooled(edge)[1][7] == "203.0.113.9"
 
 
-async def test_health_readiness_and_metrics(
-    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
-) -> None:
+async def test_health_readiness_and_metrics(run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path) -> None:
     async with run_edge(spool_max_bytes=200, spool_segment_bytes=200) as edge:
         base = f"http://127.0.0.1:{edge.port}"
         assert (await http.get(f"{base}/healthz")).status == 200
@@ -236,9 +233,7 @@ async def test_fsync_always_answers_after_the_click_is_synced(
 
     async with run_edge(fsync=None) as edge:
         before = syncs(edge)
-        async with http.get(
-            f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", allow_redirects=False
-        ) as resp:
+        async with http.get(f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", allow_redirects=False) as resp:
             assert resp.status == 302
         # The 302 was sent only after a sync that covered the click (there is no timer in this mode).
         assert not edge.spool.needs_sync

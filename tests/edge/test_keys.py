@@ -54,9 +54,7 @@ def test_unreadable_key_file_says_what_is_wrong(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(keys.KeyFileError, match="cannot be read"):
         keys.load(path)
-    path.write_text(
-        '{"keys": [{"id": 1, "secret": "c2hvcnQ=", "state": "active", "created_at": 0, "changed_at": 0}]}'
-    )
+    path.write_text('{"keys": [{"id": 1, "secret": "c2hvcnQ=", "state": "active", "created_at": 0, "changed_at": 0}]}')
     with pytest.raises(keys.KeyFileError, match="32 bytes"):
         keys.load(path)
     key = {"id": 70000, "secret": "A" * 43 + "=", "state": "active", "created_at": 0, "changed_at": 0}

@@ -27,16 +27,27 @@ def children(pid: int) -> set[int]:
 async def test_workers_share_the_port_and_are_restarted(
     database_url: str, db: asyncpg.Connection, data_dir: Path, campaign_id: int
 ) -> None:
-    collector = TestServer(
-        create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET))
-    )
+    collector = TestServer(create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)))
     await collector.start_server()
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clickedge", "edge", "--workers", "2", "--edge-port", str(port),
-        "--data-dir", str(data_dir), "--collector-url", f"http://127.0.0.1:{collector.port}",
-        "--batch-linger", "0.05", "--drain-grace", "0",
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "clickedge",
+        "edge",
+        "--workers",
+        "2",
+        "--edge-port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--collector-url",
+        f"http://127.0.0.1:{collector.port}",
+        "--batch-linger",
+        "0.05",
+        "--drain-grace",
+        "0",
+    )
     codec = keys.load(data_dir / "keys.json").codec()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -56,8 +67,9 @@ async def test_workers_share_the_port_and_are_restarted(
 
         async def click_many(n: int, first_contact: int) -> None:
             for contact in range(first_contact, first_contact + n):
-                token = codec.mint("https://example.com/", campaign_id=campaign_id, link_id=1,
-                                   contact_id=contact, sent_at=0)  # fmt: skip
+                token = codec.mint(
+                    "https://example.com/", campaign_id=campaign_id, link_id=1, contact_id=contact, sent_at=0
+                )
                 # A new connection each time, so the kernel spreads them over the workers.
                 async with (
                     aiohttp.ClientSession() as http,

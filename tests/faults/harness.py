@@ -72,9 +72,7 @@ async def wait_http(url: str, *, status: int = 200, timeout: float = 30) -> None
 class CollectorProc(Service):
     def __init__(self, database_url: str, port: int | None = None) -> None:
         self.port = port or free_port()
-        super().__init__(
-            "collector", ["collector", "--collector-port", str(self.port), "--database-url", database_url]
-        )
+        super().__init__("collector", ["collector", "--collector-port", str(self.port), "--database-url", database_url])
 
     @property
     def url(self) -> str:
@@ -82,16 +80,33 @@ class CollectorProc(Service):
 
 
 class EdgeProc(Service):
-    def __init__(self, data_dir: Path, collector_port: int, *extra: str, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        data_dir: Path,
+        collector_port: int,
+        *extra: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         super().__init__(
             "edge",
-            ["edge", "--edge-port", str(self.port), "--data-dir", str(data_dir),
-             "--collector-url", f"http://127.0.0.1:{collector_port}", "--batch-linger", "0.05",
-             "--drain-grace", "0", *extra],
+            [
+                "edge",
+                "--edge-port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+                "--collector-url",
+                f"http://127.0.0.1:{collector_port}",
+                "--batch-linger",
+                "0.05",
+                "--drain-grace",
+                "0",
+                *extra,
+            ],
             env,
-        )  # fmt: skip
+        )
 
     @property
     def url(self) -> str:
@@ -114,9 +129,7 @@ def tokens(data_dir: Path, campaign_id: int, count: int, first: int = 0) -> list
     out = []
     for i in range(first, first + count):
         contact, link = divmod(i, LINKS_PER_CONTACT)
-        token = codec.mint(
-            f"{URL}&i={i}", campaign_id=campaign_id, link_id=link, contact_id=contact + 1, sent_at=0
-        )
+        token = codec.mint(f"{URL}&i={i}", campaign_id=campaign_id, link_id=link, contact_id=contact + 1, sent_at=0)
         out.append(((contact + 1, link), token))
     return out
 
@@ -192,9 +205,13 @@ async def rows(dsn: str, campaign_id: int) -> list[tuple[int, int]]:
 
 
 async def assert_exactly_once(
-    dsn: str, campaign_id: int, answered: set[tuple[int, int]], *, sent: set[tuple[int, int]] | None = None,
+    dsn: str,
+    campaign_id: int,
+    answered: set[tuple[int, int]],
+    *,
+    sent: set[tuple[int, int]] | None = None,
     timeout: float = 60,
-) -> list[tuple[int, int]]:  # fmt: skip
+) -> list[tuple[int, int]]:
     """Every answered click is in PostgreSQL exactly once (waiting for shipping, with a deadline).
 
     A click can be spooled and then its answer lost (the process died after write(), before the 302 left):
@@ -218,9 +235,7 @@ async def assert_exactly_once(
         )
     finally:
         await conn.close()
-    assert counted == len(got), (
-        f"counters say {counted} clicks, rows say {len(got)}: a click was counted twice"
-    )
+    assert counted == len(got), f"counters say {counted} clicks, rows say {len(got)}: a click was counted twice"
     return got
 
 

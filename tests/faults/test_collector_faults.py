@@ -64,8 +64,10 @@ async def test_collector_outage_under_load_keeps_redirects_fast_and_loses_nothin
         # Every recipient landed while the collector was gone, and no redirect waited for it: a
         # blocked redirect would take seconds (the client gives up after 5); these are milliseconds.
         assert during.failed == 0 and len(during.answered) == 3000
-        print(f"redirect p99 before the outage {p99(before.latencies) * 1000:.2f} ms, "
-              f"during it {p99(during.latencies) * 1000:.2f} ms")  # fmt: skip
+        print(
+            f"redirect p99 before the outage {p99(before.latencies) * 1000:.2f} ms, "
+            f"during it {p99(during.latencies) * 1000:.2f} ms"
+        )
         assert p99(during.latencies) < 0.5
         assert await metric(edge.url, "clickedge_edge_spool_records") >= 3000 - 1000  # the backlog is on disk
         assert await metric(edge.url, "clickedge_edge_spool_oldest_unacked_seconds") > 0
@@ -82,9 +84,7 @@ async def test_collector_outage_under_load_keeps_redirects_fast_and_loses_nothin
         await collector.stop()
 
 
-async def test_postgres_restart_under_load(
-    own_postgres: EmbeddedPostgres, data_dir: Path, campaign_id: int
-) -> None:
+async def test_postgres_restart_under_load(own_postgres: EmbeddedPostgres, data_dir: Path, campaign_id: int) -> None:
     collector = CollectorProc(own_postgres.dsn)
     await collector.start()
     await wait_http(f"{collector.url}/readyz")

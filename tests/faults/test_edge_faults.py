@@ -135,9 +135,7 @@ async def test_truncated_and_bit_flipped_spool_segments_at_start(
 @contextlib.contextmanager
 def tiny_filesystem(size_kib: int) -> Iterator[Path]:
     mount = Path(tempfile.mkdtemp(prefix="clickedge-tinyfs-"))
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(mount)], check=True
-    )
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:
@@ -145,9 +143,7 @@ def tiny_filesystem(size_kib: int) -> Iterator[Path]:
         shutil.rmtree(mount, ignore_errors=True)
 
 
-async def test_full_disk_keeps_redirecting_then_recovers(
-    database_url: str, data_dir: Path, campaign_id: int
-) -> None:
+async def test_full_disk_keeps_redirecting_then_recovers(database_url: str, data_dir: Path, campaign_id: int) -> None:
     collector = CollectorProc(database_url)
     with tiny_filesystem(64) as spool_dir:
         args = ("--spool-dir", str(spool_dir), "--spool-segment-bytes", "8192", "--batch-size", "100")
@@ -201,9 +197,7 @@ async def test_the_same_spool_replayed_twice_changes_nothing(
     async def snapshot() -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
         conn = await asyncpg.connect(database_url)
         try:
-            clicks = await conn.fetch(
-                "SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id
-            )
+            clicks = await conn.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id)
             counts = await conn.fetch("SELECT * FROM link_click_counts WHERE campaign_id = $1", campaign_id)
         finally:
             await conn.close()
@@ -245,9 +239,7 @@ async def test_sigterm_under_load_fails_no_request_and_loses_no_click(
         assert edge.proc is not None
         edge.proc.send_signal(signal.SIGTERM)
 
-    load, _ = await asyncio.gather(
-        drive(edge.url, work, concurrency=16, stop_when_not_ready=True), terminate()
-    )
+    load, _ = await asyncio.gather(drive(edge.url, work, concurrency=16, stop_when_not_ready=True), terminate())
     assert load.failed == 0
     assert 0 < len(load.answered) < len(work)
     assert edge.proc is not None
@@ -267,9 +259,7 @@ async def test_a_batch_the_collector_refuses_is_dead_lettered_and_the_rest_flows
     ids = EventIds()
     for n, ((contact, link), _) in enumerate(good):
         method = "PURGE" if n == 3 else "GET"
-        payload = click_payload(
-            1_790_000_000_000_000 + n, campaign_id, link, contact, 0, 1, "192.0.2.1", "ua", method
-        )
+        payload = click_payload(1_790_000_000_000_000 + n, campaign_id, link, contact, 0, 1, "192.0.2.1", "ua", method)
         assert spool.append(ids.next_bytes(1_790_000_000_000), payload)
     spool.close()
     refused = good[3][0]

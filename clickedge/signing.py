@@ -1,0 +1,38 @@
+"""Webhook signatures, for Clickedge and for receivers. Pure: standard library only.
+
+Each webhook request carries ``Clickedge-Signature: t=<unix seconds>,v1=<hex>`` where ``v1`` is
+HMAC-SHA256 over ``"<t>." + body`` with the shared webhook secret, and ``Clickedge-Idempotency-Key``.
+A receiver recomputes the HMAC over the raw body, compares in constant time, rejects timestamps older
+than a few minutes (replays), and drops a key it has already processed (deliveries are at least once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+SIGNATURE_HEADER = "Clickedge-Signature"
+IDEMPOTENCY_HEADER = "Clickedge-Idempotency-Key"
+DEFAULT_TOLERANCE = 300
+
+
+def sign(secret: bytes, body: bytes, timestamp: int | None = None) -> str:
+    ts = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret, str(ts).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={ts},v1={mac}"
+
+
+def verify(
+    secret: bytes, body: bytes, header: str, *, tolerance: int = DEFAULT_TOLERANCE, now: int | None = None
+) -> bool:
+    """True when ``header`` signs ``body`` with ``secret`` and is no older than ``tolerance`` seconds."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        ts = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((int(time.time()) if now is None else now) - ts) > tolerance:
+        return False
+    expected = hmac.new(secret, str(ts).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields.get("v1", ""))

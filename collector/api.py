@@ -1,0 +1,284 @@
+"""The admin and report API: API-key authentication with read and write scopes, JSON (and CSV for long
+lists), and a 4xx with a JSON body naming the problem for any bad request."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from collector import apikeys, campaigns, reports
+from collector.actions import ActionError
+from collector.openapi import document
+
+POOL = web.AppKey("admin_pool", asyncpg.Pool)
+REWRITER = web.AppKey("rewriter", object)  # collector.app.Rewriter, set by the app
+PRINCIPAL = "principal"
+MAX_ID = 2**32 - 1
+MAX_CONTACT = 2**63 - 1
+MAX_PAGE = 1000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+def scope(required: str) -> Callable[[Handler], Handler]:
+    """Require an API key with ``required`` scope (``write`` includes ``read``)."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def checked(request: web.Request) -> web.StreamResponse:
+            header = request.headers.get("Authorization", "")
+            kind, _, token = header.partition(" ")
+            principal = None
+            if kind.lower() == "bearer" and token:
+                async with request.app[POOL].acquire() as conn:
+                    principal = await apikeys.authenticate(conn, token.strip())
+            if principal is None:
+                raise ApiError(401, "missing or unknown API key (Authorization: Bearer ck_...)")
+            if not principal.allows(required):
+                raise ApiError(403, f"this API key lacks the '{required}' scope")
+            request[PRINCIPAL] = principal
+            return await handler(request)
+
+        checked.scope = required  # type: ignore[attr-defined]
+        return checked
+
+    return wrap
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_response({"error": exc.message}, exc.status)
+    except ActionError as exc:
+        return json_response({"error": str(exc)}, 400)
+    except campaigns.NotFound as exc:
+        return json_response({"error": str(exc)}, 404)
+    except campaigns.Conflict as exc:
+        return json_response({"error": str(exc)}, 409)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and request.path.startswith("/v1/") and request.path != "/v1/clicks":
+            return json_response({"error": exc.reason}, exc.status)
+        raise
+
+
+def _int(request: web.Request, name: str, high: int, low: int = 0) -> int:
+    raw = request.match_info.get(name) or request.query.get(name)
+    try:
+        value = int(raw or "")
+    except ValueError:
+        raise ApiError(400, f"{name} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"{name} must be from {low} to {high}")
+    return value
+
+
+def _query_int(request: web.Request, name: str, default: int, high: int, low: int = 0) -> int:
+    return _int(request, name, high, low) if name in request.query else default
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(400, f"unknown fields: {', '.join(unknown)}")
+    return body
+
+
+@scope("write")
+async def put_campaign(request: web.Request) -> web.Response:
+    campaign_id = _int(request, "campaign_id", MAX_ID)
+    body = _object(await _body(request), {"name", "tracking", "recipients"})
+    name, tracking, recipients = body.get("name"), body.get("tracking"), body.get("recipients")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        raise ApiError(400, "name must be a string of at most 200 characters")
+    if tracking is not None and not isinstance(tracking, bool):
+        raise ApiError(400, "tracking must be true or false")
+    if recipients is not None and (type(recipients) is not int or not 0 <= recipients <= MAX_CONTACT):
+        raise ApiError(400, "recipients must be a whole number of at least 0")
+    async with request.app[POOL].acquire() as conn:
+        return json_response(
+            await campaigns.upsert_campaign(conn, campaign_id, name=name, tracking=tracking, recipients=recipients)
+        )
+
+
+@scope("read")
+async def get_campaign(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        return json_response(await campaigns.get_campaign(conn, _int(request, "campaign_id", MAX_ID)))
+
+
+@scope("write")
+async def rewrite(request: web.Request) -> web.Response:
+    campaign_id = _int(request, "campaign_id", MAX_ID)
+    body = _object(await _body(request), {"html", "text", "contact_id", "sent_at"})
+    html, text, contact, sent_at = body.get("html"), body.get("text"), body.get("contact_id"), body.get("sent_at")
+    if not isinstance(html, str):
+        raise ApiError(400, "html must be a string (the message's HTML part)")
+    if text is not None and not isinstance(text, str):
+        raise ApiError(400, "text must be a string (the message's plain-text part) or absent")
+    if contact is not None and (type(contact) is not int or not 1 <= contact <= MAX_CONTACT):
+        raise ApiError(400, f"contact_id must be a whole number from 1 to {MAX_CONTACT}, or absent (anonymous)")
+    if sent_at is None:
+        sent_at = int(time.time())
+    elif type(sent_at) is not int or not 0 <= sent_at <= MAX_ID:
+        raise ApiError(400, "sent_at must be Unix seconds")
+    rewriter = request.app[REWRITER]
+    async with request.app[POOL].acquire() as conn:
+        result = await rewriter.rewrite(conn, campaign_id, html, text, contact, sent_at)  # type: ignore[attr-defined]
+    return json_response(result)
+
+
+@scope("read")
+async def get_links(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        return json_response({"links": await campaigns.list_links(conn, _int(request, "campaign_id", MAX_ID))})
+
+
+@scope("write")
+async def put_actions(request: web.Request) -> web.Response:
+    campaign_id, link_id = _int(request, "campaign_id", MAX_ID), _int(request, "link_id", MAX_ID)
+    body = await _body(request)
+    principal: apikeys.Principal = request[PRINCIPAL]
+    actor = f"api:{principal.key_id}:{principal.name}"
+    async with request.app[POOL].acquire() as conn:
+        stored = await campaigns.set_actions(conn, campaign_id, link_id, body, actor)
+    return json_response({"actions": stored})
+
+
+@scope("read")
+async def get_audit(request: web.Request) -> web.Response:
+    campaign_id, link_id = _int(request, "campaign_id", MAX_ID), _int(request, "link_id", MAX_ID)
+    async with request.app[POOL].acquire() as conn:
+        return json_response({"changes": await campaigns.action_audit(conn, campaign_id, link_id)})
+
+
+@scope("read")
+async def campaign_report(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        return json_response(await reports.campaign(conn, _int(request, "campaign_id", MAX_ID)))
+
+
+@scope("read")
+async def link_clickers(request: web.Request) -> web.StreamResponse:
+    campaign_id, link_id = _int(request, "campaign_id", MAX_ID), _int(request, "link_id", MAX_ID)
+    after = _query_int(request, "after", 0, MAX_CONTACT)
+    if _wants_csv(request):
+        return await _stream_csv(
+            request,
+            ["contact_id", "first_click", "last_click", "clicks"],
+            _all_clickers(request.app[POOL], campaign_id, link_id, after),
+            f"campaign-{campaign_id}-link-{link_id}-clickers.csv",
+        )
+    limit = _query_int(request, "limit", 100, MAX_PAGE, 1)
+    async with request.app[POOL].acquire() as conn:
+        return json_response(await reports.link_clickers(conn, campaign_id, link_id, after=after, limit=limit))
+
+
+async def _all_clickers(pool: asyncpg.Pool, campaign_id: int, link_id: int, after: int) -> Any:
+    while True:
+        async with pool.acquire() as conn:
+            page = await reports.link_clickers(conn, campaign_id, link_id, after=after, limit=MAX_PAGE)
+        for item in page["clickers"]:
+            yield [item["contact_id"], item["first_click"], item["last_click"], item["clicks"]]
+        if page["next_after"] is None:
+            return
+        after = page["next_after"]
+
+
+@scope("read")
+async def timeline(request: web.Request) -> web.StreamResponse:
+    contact_id = _int(request, "contact_id", MAX_CONTACT, 1)
+    limit = _query_int(request, "limit", MAX_PAGE, 10 * MAX_PAGE, 1)
+    async with request.app[POOL].acquire() as conn:
+        events = await reports.contact_timeline(conn, contact_id, limit=limit)
+    if _wants_csv(request):
+
+        async def rows() -> Any:
+            for e in events:
+                yield [
+                    e["at"],
+                    e["kind"],
+                    e["campaign"]["id"],
+                    e["campaign"]["name"],
+                    e["link"]["id"],
+                    e["link"]["name"],
+                    e["link"]["destination"] or "",
+                    e.get("method") or orjson.dumps(e.get("action")).decode(),
+                ]
+
+        header = ["at", "kind", "campaign_id", "campaign", "link_id", "link", "destination", "detail"]
+        return await _stream_csv(request, header, rows(), f"contact-{contact_id}-timeline.csv")
+    return json_response({"contact_id": contact_id, "events": events})
+
+
+def _wants_csv(request: web.Request) -> bool:
+    return request.query.get("format") == "csv" or "text/csv" in request.headers.get("Accept", "")
+
+
+async def _stream_csv(request: web.Request, header: list[str], rows: Any, filename: str) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/csv; charset=utf-8", "Content-Disposition": f'attachment; filename="{filename}"'}
+    )
+    await response.prepare(request)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    async for row in rows:
+        writer.writerow(row)
+        if buffer.tell() > 64 * 1024:
+            await response.write(buffer.getvalue().encode())
+            buffer.seek(0)
+            buffer.truncate()
+    await response.write(buffer.getvalue().encode())
+    await response.write_eof()
+    return response
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(document())
+
+
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("PUT", "/v1/campaigns/{campaign_id}", put_campaign),
+    ("GET", "/v1/campaigns/{campaign_id}", get_campaign),
+    ("POST", "/v1/campaigns/{campaign_id}/rewrite", rewrite),
+    ("GET", "/v1/campaigns/{campaign_id}/links", get_links),
+    ("PUT", "/v1/campaigns/{campaign_id}/links/{link_id}/actions", put_actions),
+    ("GET", "/v1/campaigns/{campaign_id}/links/{link_id}/actions/audit", get_audit),
+    ("GET", "/v1/reports/campaigns/{campaign_id}", campaign_report),
+    ("GET", "/v1/reports/campaigns/{campaign_id}/links/{link_id}/clickers", link_clickers),
+    ("GET", "/v1/reports/contacts/{contact_id}/timeline", timeline),
+    ("GET", "/openapi.json", openapi),
+]
+
+
+def add_routes(app: web.Application) -> None:
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)

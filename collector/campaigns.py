@@ -1,0 +1,175 @@
+"""Campaigns, their registered links, link actions and their audit log. asyncpg only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from collector import actions
+from edge.rewrite import LinkSlot
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(ValueError):
+    pass
+
+
+async def upsert_campaign(
+    conn: asyncpg.Connection,
+    campaign_id: int,
+    *,
+    name: str | None = None,
+    tracking: bool | None = None,
+    recipients: int | None = None,
+) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        """INSERT INTO campaigns AS c (campaign_id, name, tracking, recipients)
+           VALUES ($1, coalesce($2, ''), coalesce($3, true), coalesce($4, 0))
+           ON CONFLICT (campaign_id) DO UPDATE SET
+               name = coalesce($2, c.name), tracking = coalesce($3, c.tracking),
+               recipients = coalesce($4, c.recipients)
+           RETURNING campaign_id, name, tracking, recipients, created_at""",
+        campaign_id,
+        name,
+        tracking,
+        recipients,
+    )
+    assert row is not None
+    return _campaign(row)
+
+
+async def get_campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        "SELECT campaign_id, name, tracking, recipients, created_at FROM campaigns WHERE campaign_id = $1",
+        campaign_id,
+    )
+    if row is None:
+        raise NotFound(f"campaign {campaign_id} does not exist")
+    return _campaign(row)
+
+
+def _campaign(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["campaign_id"],
+        "name": row["name"],
+        "tracking": row["tracking"],
+        "recipients": row["recipients"],
+        "created_at": row["created_at"].isoformat(),
+    }
+
+
+async def ensure_campaign(conn: asyncpg.Connection, campaign_id: int) -> bool:
+    """Create the campaign (tracking on) if it does not exist; return its tracking setting."""
+    tracking: bool = await conn.fetchval(
+        """WITH new AS (INSERT INTO campaigns (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING tracking)
+           SELECT tracking FROM new UNION ALL SELECT tracking FROM campaigns WHERE campaign_id = $1 LIMIT 1""",
+        campaign_id,
+    )
+    return tracking
+
+
+async def register_links(conn: asyncpg.Connection, campaign_id: int, links: Sequence[LinkSlot]) -> None:
+    """Register a campaign's link placements, once per campaign (idempotent). A placement already
+    registered for another destination is a conflict: the campaign's message changed under it."""
+    if not links:
+        return
+    rows = await conn.fetch(
+        """INSERT INTO links AS l (campaign_id, link_id, destination, placement, name)
+           SELECT $1, id, dest, id, name FROM unnest($2::bigint[], $3::text[], $4::text[]) AS x(id, dest, name)
+           ON CONFLICT (campaign_id, link_id) DO UPDATE SET destination = l.destination
+           RETURNING link_id, destination""",
+        campaign_id,
+        [s.link_id for s in links],
+        [s.destination for s in links],
+        [s.name for s in links],
+    )
+    registered = {r["link_id"]: r["destination"] for r in rows}
+    for slot in links:
+        if registered.get(slot.link_id) != slot.destination:
+            raise Conflict(
+                f"campaign {campaign_id} link {slot.link_id} is registered for {registered.get(slot.link_id)!r}, "
+                f"not {slot.destination!r}: a campaign's message cannot change once sent; use a new campaign id"
+            )
+
+
+async def record_recipient(conn: asyncpg.Connection, campaign_id: int, contact_id: int) -> None:
+    """Count a recipient once, however often their message is rewritten."""
+    await conn.execute(
+        """WITH new AS (INSERT INTO campaign_recipients (campaign_id, contact_id) VALUES ($1, $2)
+                        ON CONFLICT DO NOTHING RETURNING campaign_id)
+           UPDATE campaigns SET recipients = recipients + 1 WHERE campaign_id IN (SELECT campaign_id FROM new)""",
+        campaign_id,
+        contact_id,
+    )
+
+
+async def list_links(conn: asyncpg.Connection, campaign_id: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT link_id, destination, placement, name, actions FROM links WHERE campaign_id = $1 ORDER BY link_id",
+        campaign_id,
+    )
+    return [
+        {
+            "id": r["link_id"],
+            "destination": r["destination"],
+            "placement": r["placement"],
+            "name": r["name"],
+            "actions": orjson.loads(r["actions"]),
+        }
+        for r in rows
+    ]
+
+
+async def set_actions(
+    conn: asyncpg.Connection, campaign_id: int, link_id: int, new_actions: Any, actor: str
+) -> list[dict[str, str]]:
+    """Replace a link's actions and record the change (who, when, before, after) in one transaction."""
+    clean = actions.validate(new_actions)
+    async with conn.transaction():
+        before = await conn.fetchval(
+            "SELECT actions FROM links WHERE campaign_id = $1 AND link_id = $2 FOR UPDATE",
+            campaign_id,
+            link_id,
+        )
+        if before is None:
+            raise NotFound(f"campaign {campaign_id} has no link {link_id}")
+        after = orjson.dumps(clean).decode()
+        await conn.execute(
+            "UPDATE links SET actions = $3 WHERE campaign_id = $1 AND link_id = $2",
+            campaign_id,
+            link_id,
+            after,
+        )
+        await conn.execute(
+            "INSERT INTO link_action_audit (campaign_id, link_id, actor, before, after) VALUES ($1, $2, $3, $4, $5)",
+            campaign_id,
+            link_id,
+            actor,
+            before,
+            after,
+        )
+    return clean
+
+
+async def action_audit(conn: asyncpg.Connection, campaign_id: int, link_id: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT actor, changed_at, before, after FROM link_action_audit
+           WHERE campaign_id = $1 AND link_id = $2 ORDER BY id""",
+        campaign_id,
+        link_id,
+    )
+    return [
+        {
+            "actor": r["actor"],
+            "at": r["changed_at"].isoformat(),
+            "before": orjson.loads(r["before"]),
+            "after": orjson.loads(r["after"]),
+        }
+        for r in rows
+    ]

@@ -1,0 +1,188 @@
+"""The OpenAPI 3.1 description of the collector's admin and report API, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clickedge import __version__
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+ACTION = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {
+            "enum": [
+                "add_tag",
+                "remove_tag",
+                "start_automation",
+                "end_automation",
+                "subscribe",
+                "unsubscribe",
+                "webhook",
+            ]
+        },
+        "tag": {"type": "string", "maxLength": 200},
+        "automation": {"type": "string", "maxLength": 200},
+        "list": {"type": "string", "maxLength": 200},
+        "url": {"type": "string", "format": "uri"},
+    },
+    "additionalProperties": False,
+}
+
+
+def _id(name: str, maximum: int = 2**32 - 1, where: str = "path") -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "schema": {"type": "integer", "minimum": 0, "maximum": maximum},
+    }
+
+
+def _op(
+    summary: str,
+    scope: str,
+    params: list[dict[str, Any]],
+    ok: dict[str, Any],
+    body: dict[str, Any] | None = None,
+    csv: bool = False,
+) -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": ok}}
+    if csv:
+        content["text/csv"] = {"schema": {"type": "string"}}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{"apiKey": []}],
+        "x-scope": scope,
+        "parameters": params,
+        "responses": {
+            "200": {"description": "OK", "content": content},
+            **{
+                code: {"description": why, "content": {"application/json": {"schema": ERROR}}}
+                for code, why in (
+                    ("400", "Bad input; the error names the problem"),
+                    ("401", "Missing or unknown API key"),
+                    ("403", f"The key lacks the {scope} scope"),
+                    ("404", "Not found"),
+                    ("409", "Conflict"),
+                )
+            },
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def document() -> dict[str, Any]:
+    campaign = _id("campaign_id")
+    link = _id("link_id")
+    obj = {"type": "object"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Clickedge collector admin and report API",
+            "version": __version__,
+            "description": "Campaigns, link rewriting, link actions and click reports. Authenticate with an "
+            "API key: `Authorization: Bearer ck_...`; `write` keys may also read.",
+        },
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+                "Action": ACTION,
+            },
+        },
+        "paths": {
+            "/v1/campaigns/{campaign_id}": {
+                "put": _op(
+                    "Create or change a campaign",
+                    "write",
+                    [campaign],
+                    obj,
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "maxLength": 200},
+                            "tracking": {"type": "boolean"},
+                            "recipients": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                ),
+                "get": _op("A campaign", "read", [campaign], obj),
+            },
+            "/v1/campaigns/{campaign_id}/rewrite": {
+                "post": _op(
+                    "Rewrite one recipient's message; registers the campaign's links and the recipient",
+                    "write",
+                    [campaign],
+                    obj,
+                    {
+                        "type": "object",
+                        "required": ["html"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "html": {"type": "string"},
+                            "text": {"type": "string"},
+                            "contact_id": {"type": "integer", "minimum": 1},
+                            "sent_at": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                ),
+            },
+            "/v1/campaigns/{campaign_id}/links": {
+                "get": _op("The campaign's link placements", "read", [campaign], obj)
+            },
+            "/v1/campaigns/{campaign_id}/links/{link_id}/actions": {
+                "put": _op(
+                    "Replace a link's actions (audited)",
+                    "write",
+                    [campaign, link],
+                    obj,
+                    {"type": "array", "maxItems": 20, "items": {"$ref": "#/components/schemas/Action"}},
+                ),
+            },
+            "/v1/campaigns/{campaign_id}/links/{link_id}/actions/audit": {
+                "get": _op("Every change of a link's actions: who, when, before, after", "read", [campaign, link], obj)
+            },
+            "/v1/reports/campaigns/{campaign_id}": {
+                "get": _op(
+                    "Campaign report: recipients, clicks, unique clicks and clickers, click-through rate, "
+                    "per link, per URL, hourly",
+                    "read",
+                    [campaign],
+                    obj,
+                )
+            },
+            "/v1/reports/campaigns/{campaign_id}/links/{link_id}/clickers": {
+                "get": _op(
+                    "Who clicked a link: contact, first and last click, count; paged by contact id",
+                    "read",
+                    [
+                        campaign,
+                        link,
+                        _id("after", 2**63 - 1, "query"),
+                        _id("limit", 1000, "query"),
+                        {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}},
+                    ],
+                    obj,
+                    csv=True,
+                )
+            },
+            "/v1/reports/contacts/{contact_id}/timeline": {
+                "get": _op(
+                    "A contact's clicks and applied actions, in order",
+                    "read",
+                    [
+                        _id("contact_id", 2**63 - 1),
+                        _id("limit", 10000, "query"),
+                        {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}},
+                    ],
+                    obj,
+                    csv=True,
+                )
+            },
+        },
+    }

@@ -1,0 +1,125 @@
+"""Reports, read from the tables ingest keeps up to date; never from raw click rows, except a single
+contact's timeline, which reads that contact's clicks through the primary key's contact_id prefix."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import asyncpg
+import orjson
+
+from collector.campaigns import NotFound
+
+
+async def campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]:
+    head = await conn.fetchrow(
+        """SELECT c.name, c.tracking, coalesce(c.recipients, 0) AS recipients,
+                  coalesce(s.clicks, 0) AS clicks, coalesce(s.unique_clicks, 0) AS unique_clicks,
+                  coalesce(s.unique_clickers, 0) AS unique_clickers, c.campaign_id IS NOT NULL AS known,
+                  s.campaign_id IS NOT NULL AS clicked
+           FROM (SELECT $1::bigint AS campaign_id) k
+           LEFT JOIN campaigns c USING (campaign_id) LEFT JOIN campaign_stats s USING (campaign_id)""",
+        campaign_id,
+    )
+    assert head is not None
+    if not head["known"] and not head["clicked"]:
+        raise NotFound(f"campaign {campaign_id} has neither a registration nor clicks")
+    links = await conn.fetch(
+        """SELECT link_id, coalesce(l.name, '') AS name, l.destination,
+                  coalesce(k.clicks, 0) AS clicks, coalesce(k.unique_clicks, 0) AS unique_clicks
+           FROM (SELECT link_id, name, destination FROM links WHERE campaign_id = $1) l
+           FULL JOIN (SELECT link_id, clicks, unique_clicks FROM link_click_counts WHERE campaign_id = $1) k
+               USING (link_id)
+           ORDER BY link_id""",
+        campaign_id,
+    )
+    hours = await conn.fetch(
+        "SELECT hour, clicks FROM campaign_hourly WHERE campaign_id = $1 ORDER BY hour", campaign_id
+    )
+    by_url: dict[str, dict[str, Any]] = defaultdict(lambda: {"placements": [], "clicks": 0, "unique_clicks": 0})
+    for link in links:
+        if link["destination"] is not None:
+            entry = by_url[link["destination"]]
+            entry["placements"].append(link["link_id"])
+            entry["clicks"] += link["clicks"]
+            entry["unique_clicks"] += link["unique_clicks"]
+    recipients = head["recipients"]
+    return {
+        "campaign": {"id": campaign_id, "name": head["name"] or "", "tracking": head["tracking"]},
+        "recipients": recipients,
+        "clicks": head["clicks"],
+        "unique_clicks": head["unique_clicks"],
+        "unique_clickers": head["unique_clickers"],
+        "click_through_rate": round(head["unique_clickers"] / recipients, 6) if recipients else None,
+        "links": [
+            {
+                "id": r["link_id"],
+                "name": r["name"],
+                "destination": r["destination"],
+                "clicks": r["clicks"],
+                "unique_clicks": r["unique_clicks"],
+            }
+            for r in links
+        ],
+        "urls": [{"destination": url, **entry} for url, entry in sorted(by_url.items())],
+        "hourly": [{"hour": r["hour"].isoformat(), "clicks": r["clicks"]} for r in hours],
+    }
+
+
+async def link_clickers(
+    conn: asyncpg.Connection, campaign_id: int, link_id: int, *, after: int = 0, limit: int = 100
+) -> dict[str, Any]:
+    """Who clicked one link placement, by contact id, a page at a time (``after`` is the last id seen)."""
+    rows = await conn.fetch(
+        """SELECT contact_id, first_click, last_click, clicks FROM link_clickers
+           WHERE campaign_id = $1 AND link_id = $2 AND contact_id > $3 ORDER BY contact_id LIMIT $4""",
+        campaign_id,
+        link_id,
+        after,
+        limit,
+    )
+    items = [
+        {
+            "contact_id": r["contact_id"],
+            "first_click": r["first_click"].isoformat(),
+            "last_click": r["last_click"].isoformat(),
+            "clicks": r["clicks"],
+        }
+        for r in rows
+    ]
+    return {"clickers": items, "next_after": items[-1]["contact_id"] if len(items) == limit else None}
+
+
+async def contact_timeline(conn: asyncpg.Connection, contact_id: int, *, limit: int = 1000) -> list[dict[str, Any]]:
+    """Every click and every action applied for one contact, in time order, with names."""
+    rows = await conn.fetch(
+        """SELECT * FROM (
+               SELECT 'click' AS kind, k.clicked_at AS at, k.campaign_id, c.name AS campaign, k.link_id,
+                      l.name AS link, l.destination, k.method, NULL::jsonb AS action, k.event_id
+               FROM clicks k
+               LEFT JOIN campaigns c ON c.campaign_id = k.campaign_id
+               LEFT JOIN links l ON l.campaign_id = k.campaign_id AND l.link_id = k.link_id
+               WHERE k.contact_id = $1
+               UNION ALL
+               SELECT 'action', e.at, e.campaign_id, c.name, e.link_id, l.name, l.destination, NULL, e.action,
+                      e.event_id
+               FROM contact_events e
+               LEFT JOIN campaigns c ON c.campaign_id = e.campaign_id
+               LEFT JOIN links l ON l.campaign_id = e.campaign_id AND l.link_id = e.link_id
+               WHERE e.contact_id = $1
+           ) t ORDER BY at, kind DESC LIMIT $2""",
+        contact_id,
+        limit,
+    )
+    return [
+        {
+            "kind": r["kind"],
+            "at": r["at"].isoformat(),
+            "campaign": {"id": r["campaign_id"], "name": r["campaign"] or ""},
+            "link": {"id": r["link_id"], "name": r["link"] or "", "destination": r["destination"]},
+            **({"method": r["method"]} if r["kind"] == "click" else {"action": orjson.loads(r["action"])}),
+            "event_id": str(r["event_id"]),
+        }
+        for r in rows
+    ]
