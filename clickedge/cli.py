@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import getpass
 import logging
 import os
 import sys
@@ -12,6 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
+import orjson
 import uvloop
 
 from clickedge import __version__, settings
@@ -84,6 +88,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("link", help="a tracked URL or a bare token")
     _data_dir_args(p)
 
+    p = sub.add_parser("rewrite", help="rewrite a message's links into tracked links (HTML on stdin)")
+    p.add_argument("--campaign", type=int, required=True, help="campaign id")
+    p.add_argument("--contact", type=int, default=None, help="the recipient's contact id (omit: anonymous)")
+    p.add_argument("--text", type=Path, default=None, help="also rewrite this plain-text part; written to TEXT.tracked")
+    p.add_argument("--sent-at", type=int, default=None, help="send time, Unix seconds (default now)")
+    p.add_argument("--public-url", default=None, help="base URL of the edge [env CLICKEDGE_PUBLIC_URL]")
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="registers links and the recipient [env CLICKEDGE_DATABASE_URL; default DATA_DIR/database.url]",
+    )
+    _data_dir_args(p)
+
+    p = sub.add_parser("actions", help="show or set what a link's first click does")
+    p.add_argument("--campaign", type=int, required=True)
+    p.add_argument("--link", type=int, required=True)
+    p.add_argument(
+        "--set",
+        dest="new_actions",
+        default=None,
+        metavar="JSON",
+        help='replace the actions, e.g. \'[{"type": "add_tag", "tag": "pricing"}]\'',
+    )
+    p.add_argument("--database-url", default=None, help="[env CLICKEDGE_DATABASE_URL; default DATA_DIR/database.url]")
+    _data_dir_args(p)
+
+    p = sub.add_parser("apikeys", help="create, list and revoke admin API keys")
+    p.add_argument("--database-url", default=None, help="[env CLICKEDGE_DATABASE_URL; default DATA_DIR/database.url]")
+    _data_dir_args(p)
+    asub = p.add_subparsers(dest="action", metavar="ACTION")
+    asub.add_parser("list", help="list keys (the default)")
+    ac = asub.add_parser("create", help="create a key and print it (once)")
+    ac.add_argument("--name", required=True)
+    ac.add_argument("--scope", action="append", choices=["read", "write"], required=True)
+    ar = asub.add_parser("revoke", help="revoke a key by its id")
+    ar.add_argument("key_id")
+
     p = sub.add_parser("keys", help="list, create, activate and retire link keys")
     _data_dir_args(p)
     ksub = p.add_subparsers(dest="action", metavar="ACTION")
@@ -151,7 +192,131 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         return _decode(args)
     if command == "keys":
         return _keys(args)
+    if command == "rewrite":
+        return asyncio.run(_rewrite(args))
+    if command == "actions":
+        return asyncio.run(_actions(args))
+    if command == "apikeys":
+        return asyncio.run(_apikeys(args))
     raise AssertionError(command)
+
+
+def _database_url(args: argparse.Namespace, *, required: bool = True) -> str | None:
+    """--database-url, CLICKEDGE_DATABASE_URL, or the DSN `clickedge up` left in the data dir."""
+    dsn = getattr(args, "database_url", None) or os.environ.get("CLICKEDGE_DATABASE_URL")
+    if not dsn:
+        data_dir = args.data_dir or Path(os.environ.get("CLICKEDGE_DATA_DIR") or ".clickedge")
+        with contextlib.suppress(FileNotFoundError):
+            dsn = (data_dir / "database.url").read_text().strip()
+    if not dsn and required:
+        raise ConfigError("no database: set CLICKEDGE_DATABASE_URL or --database-url (or run `clickedge up`)")
+    if dsn:
+        settings.check_dsn(dsn)
+    return dsn
+
+
+async def _rewrite(args: argparse.Namespace) -> int:
+    from collector import campaigns
+    from edge.rewrite import prepare
+
+    codec = keys.load(_key_path(args)).codec()
+    html = sys.stdin.read()
+    text = args.text.read_text() if args.text else None
+    base = settings.http_url(args.public_url or os.environ.get("CLICKEDGE_PUBLIC_URL") or "http://127.0.0.1:8080")
+    sent_at = args.sent_at if args.sent_at is not None else int(time.time())
+    message = prepare(html, text)
+    dsn = _database_url(args, required=False)
+    if dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                if not await campaigns.ensure_campaign(conn, args.campaign):
+                    sys.stdout.write(html)  # tracking is off for this campaign: the message goes out unchanged
+                    if args.text:
+                        args.text.with_name(args.text.name + ".tracked").write_text(text or "")
+                    return 0
+                await campaigns.register_links(conn, args.campaign, message.links)
+                if args.contact is not None:
+                    await campaigns.record_recipient(conn, args.campaign, args.contact)
+        except campaigns.Conflict as exc:
+            print(f"clickedge rewrite: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await conn.close()
+    else:
+        print("clickedge rewrite: no database configured; links are minted but not registered", file=sys.stderr)
+    out_html, out_text = message.render(
+        codec, base_url=base, campaign_id=args.campaign, contact_id=args.contact, sent_at=sent_at
+    )
+    sys.stdout.write(out_html)
+    if args.text and out_text is not None:
+        args.text.with_name(args.text.name + ".tracked").write_text(out_text)
+    for skipped in message.skipped:
+        print(f"left alone: {skipped.href} ({skipped.reason})", file=sys.stderr)
+    return 0
+
+
+async def _actions(args: argparse.Namespace) -> int:
+    from collector import campaigns
+    from collector.actions import ActionError
+
+    conn = await asyncpg.connect(_database_url(args))
+    try:
+        if args.new_actions is not None:
+            try:
+                wanted = orjson.loads(args.new_actions)
+            except orjson.JSONDecodeError as exc:
+                print(f"clickedge actions: --set is not valid JSON: {exc}", file=sys.stderr)
+                return 2
+            actor = f"cli:{getpass.getuser()}"
+            try:
+                await campaigns.set_actions(conn, args.campaign, args.link, wanted, actor)
+            except (ActionError, campaigns.NotFound) as exc:
+                print(f"clickedge actions: {exc}", file=sys.stderr)
+                return 2
+        links = {link["id"]: link for link in await campaigns.list_links(conn, args.campaign)}
+        link = links.get(args.link)
+        if link is None:
+            print(f"clickedge actions: campaign {args.campaign} has no link {args.link}", file=sys.stderr)
+            return 2
+        print(orjson.dumps(link["actions"], option=orjson.OPT_INDENT_2).decode())
+        for change in await campaigns.action_audit(conn, args.campaign, args.link):
+            print(
+                f"# {change['at']} {change['actor']}: {len(change['before'])} -> {len(change['after'])} actions",
+                file=sys.stderr,
+            )
+    finally:
+        await conn.close()
+    return 0
+
+
+async def _apikeys(args: argparse.Namespace) -> int:
+    from collector import apikeys
+
+    conn = await asyncpg.connect(_database_url(args))
+    try:
+        action = args.action or "list"
+        if action == "create":
+            try:
+                key = await apikeys.create(conn, args.name, args.scope)
+            except apikeys.ApiKeyError as exc:
+                print(f"clickedge apikeys: {exc}", file=sys.stderr)
+                return 2
+            print(key)
+            print("Keep it: it is shown this once (only a hash is stored).", file=sys.stderr)
+            return 0
+        if action == "revoke":
+            if not await apikeys.revoke(conn, args.key_id):
+                print(f"clickedge apikeys: no active key {args.key_id}", file=sys.stderr)
+                return 2
+            print(f"revoked {args.key_id}")
+            return 0
+        for row in await apikeys.listing(conn):
+            state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "active"
+            print(f"{row['key_id']}  {','.join(row['scopes']):<11} {state:<18} {row['name']}")
+    finally:
+        await conn.close()
+    return 0
 
 
 def _mint(args: argparse.Namespace) -> int:

@@ -16,10 +16,12 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 
 from clickedge import settings as s
 from clickedge.pgembed import EmbeddedPostgres, free_port
 from clickedge.supervise import Child, Supervisor, check_port_free, install_stop_handlers
+from collector import apikeys
 from collector.schema import migrate_dsn
 from edge import keys
 
@@ -181,7 +183,21 @@ async def _up(config: UpConfig) -> int:
         await migrate_dsn(dsn)
         env = {**os.environ, "CLICKEDGE_DATABASE_URL": dsn, "CLICKEDGE_INGEST_SECRET": secret}
         base = [sys.executable, "-m", "clickedge"]
-        collector = Child("collector", [*base, "collector", "--collector-port", str(config.collector_port)], env)
+        admin_key = await ensure_admin_key(dsn, data_dir)
+        collector = Child(
+            "collector",
+            [
+                *base,
+                "collector",
+                "--collector-port",
+                str(config.collector_port),
+                "--data-dir",
+                str(data_dir),
+                "--public-url",
+                public_url,
+            ],
+            env,
+        )
         await supervisor.start(collector)
         await wait_ready(f"http://127.0.0.1:{config.collector_port}/readyz", collector)
         edge_argv = [
@@ -211,7 +227,7 @@ async def _up(config: UpConfig) -> int:
             sent_at=int(time.time()),
         )
         where = f"   (with password: {data_dir / 'database.url'})" if pg is not None else ""
-        print(_banner(redact_dsn(dsn) + where, config, public_url, f"{public_url}/c/{sample}"), flush=True)
+        print(_banner(redact_dsn(dsn) + where, config, public_url, f"{public_url}/c/{sample}", admin_key), flush=True)
         failed = asyncio.create_task(supervisor.failed.wait())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -226,13 +242,27 @@ async def _up(config: UpConfig) -> int:
         log.info("stopped")
 
 
+async def ensure_admin_key(dsn: str, data_dir: Path) -> Path:
+    """A write-scoped admin API key for local use, made on the first `up` and kept in the data dir."""
+    path = data_dir / "admin.key"
+    if path.exists():
+        return path
+    conn = await asyncpg.connect(dsn)
+    try:
+        key = await apikeys.create(conn, "clickedge up (local admin)", ["write"])
+    finally:
+        await conn.close()
+    write_private(path, key + "\n")
+    return path
+
+
 def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
 
 
-def _banner(database: str, config: UpConfig, public_url: str, sample: str) -> str:
+def _banner(database: str, config: UpConfig, public_url: str, sample: str, admin_key: Path) -> str:
     edge = f"http://127.0.0.1:{config.edge_port}"
     collector = f"http://127.0.0.1:{config.collector_port}"
     return "\n".join(
@@ -243,6 +273,7 @@ def _banner(database: str, config: UpConfig, public_url: str, sample: str) -> st
             f"  edge           {edge}   (tracked links on {public_url}/c/...)",
             f"  collector      {collector}",
             f"  metrics        {edge}/metrics  {collector}/metrics",
+            f"  admin API      {collector}/openapi.json   (API key in {admin_key})",
             f"  sample link    {sample}",
             "",
             f"  try:           curl -i '{sample}'",
