@@ -19,7 +19,7 @@ from collector.openapi import document
 
 POOL = web.AppKey("admin_pool", asyncpg.Pool)
 REWRITER = web.AppKey("rewriter", object)  # collector.app.Rewriter, set by the app
-PRINCIPAL = "principal"
+PRINCIPAL = web.RequestKey("principal", apikeys.Principal)
 MAX_ID = 2**32 - 1
 MAX_CONTACT = 2**63 - 1
 MAX_PAGE = 1000

@@ -1,0 +1,173 @@
+"""The admin API over real HTTP against real PostgreSQL: keys and scopes, bad input, rewriting with
+registration, link actions with their audit log, and the OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from collector import apikeys
+from collector.api import ROUTES
+from collector.app import create_app
+from collector.config import CollectorConfig
+from edge import keys
+from edge.token import LINK_PATH
+from tests.conftest import INGEST_SECRET
+
+MESSAGE = (
+    '<html><body><a href="https://shop.example.com/pricing" data-clickedge-name="Pricing_CTA">Pricing</a>'
+    '<a href="https://shop.example.com/pricing">again</a><a href="mailto:hi@example.com">mail</a></body></html>'
+)
+
+
+@pytest.fixture
+async def api(database_url: str, data_dir: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    config = CollectorConfig(
+        database_url=database_url, ingest_secret=INGEST_SECRET, data_dir=data_dir, public_url="https://t.example.net"
+    )
+    async with TestClient(TestServer(create_app(config))) as client:
+        yield client
+
+
+@pytest.fixture
+async def keyring(db: asyncpg.Connection) -> dict[str, str]:
+    return {
+        "read": await apikeys.create(db, "reporting", ["read"]),
+        "write": await apikeys.create(db, "crm sync", ["write"]),
+    }
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_keys_and_scopes_are_enforced(
+    api: TestClient[Any, Any], db: asyncpg.Connection, keyring: dict[str, str], campaign_id: int
+) -> None:
+    url = f"/v1/campaigns/{campaign_id}"
+    for headers in ({}, auth("ck_deadbeef_nope"), auth("not-a-key"), {"Authorization": "Basic x"}):
+        resp = await api.put(url, json={"name": "x"}, headers=headers)
+        assert resp.status == 401
+        assert "API key" in (await resp.json())["error"]
+    resp = await api.put(url, json={"name": "x"}, headers=auth(keyring["read"]))
+    assert resp.status == 403 and "write" in (await resp.json())["error"]
+    resp = await api.put(url, json={"name": "Black Friday"}, headers=auth(keyring["write"]))
+    assert resp.status == 200 and (await resp.json())["name"] == "Black Friday"
+    for key in keyring.values():  # write includes read
+        assert (await api.get(url, headers=auth(key))).status == 200
+    key_id = keyring["read"].split("_")[1]
+    assert await apikeys.revoke(db, key_id)
+    assert (await api.get(url, headers=auth(keyring["read"]))).status == 401
+    stored = await db.fetchval("SELECT secret_hash FROM api_keys WHERE key_id = $1", key_id)
+    assert keyring["read"].split("_", 2)[2].encode() not in bytes(stored)  # only a hash is kept
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        ("PUT", "/v1/campaigns/abc", {}, 400, "campaign_id must be a whole number"),
+        ("PUT", "/v1/campaigns/99999999999", {}, 400, "campaign_id must be from 0 to 4294967295"),
+        ("PUT", "/v1/campaigns/5", {"nmae": "x"}, 400, "unknown fields: nmae"),
+        ("PUT", "/v1/campaigns/5", {"tracking": "yes"}, 400, "tracking must be true or false"),
+        ("PUT", "/v1/campaigns/5", b"{not json", 400, "not valid JSON"),
+        ("PUT", "/v1/campaigns/5", [], 400, "must be a JSON object"),
+        ("POST", "/v1/campaigns/5/rewrite", {"text": "x"}, 400, "html must be a string"),
+        ("POST", "/v1/campaigns/5/rewrite", {"html": "", "contact_id": 0}, 400, "contact_id must be"),
+        ("GET", "/v1/reports/campaigns/5/links/1/clickers?limit=0", None, 400, "limit must be from 1"),
+        ("GET", "/v1/reports/contacts/0/timeline", None, 400, "contact_id must be from 1"),
+        ("GET", "/v1/campaigns/4000000000", None, 404, "does not exist"),
+        ("GET", "/v1/nothing-here", None, 404, "Not Found"),
+        ("DELETE", "/v1/campaigns/5", None, 405, "Method Not Allowed"),
+    ],
+)
+async def test_bad_requests_get_a_4xx_naming_the_problem(
+    api: TestClient[Any, Any], keyring: dict[str, str], method: str, path: str, body: Any, status: int, message: str
+) -> None:
+    kwargs: dict[str, Any] = {"headers": auth(keyring["write"])}
+    if isinstance(body, bytes):
+        kwargs["data"] = body
+    elif body is not None:
+        kwargs["json"] = body
+    resp = await api.request(method, path, **kwargs)
+    assert resp.status == status
+    assert resp.content_type == "application/json"
+    assert message in (await resp.json())["error"]
+
+
+async def test_rewrite_registers_links_once_and_counts_each_recipient_once(
+    api: TestClient[Any, Any], db: asyncpg.Connection, data_dir: Path, keyring: dict[str, str], campaign_id: int
+) -> None:
+    codec = keys.load(data_dir / "keys.json").codec()
+    url = f"/v1/campaigns/{campaign_id}/rewrite"
+    for contact in (1, 2, 1):
+        resp = await api.post(url, json={"html": MESSAGE, "contact_id": contact}, headers=auth(keyring["write"]))
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+        assert body["tracking"] is True
+        assert [(link["id"], link["name"]) for link in body["links"]] == [(1, "Pricing_CTA"), (2, "link_2")]
+        assert 'href="mailto:hi@example.com"' in body["html"]
+        token = body["html"].split("https://t.example.net" + LINK_PATH, 1)[1].split('"', 1)[0]
+        assert codec.decode(token).contact_id == contact
+    links = await db.fetch(
+        "SELECT link_id, destination, name FROM links WHERE campaign_id = $1 ORDER BY link_id", campaign_id
+    )
+    assert [tuple(r) for r in links] == [
+        (1, "https://shop.example.com/pricing", "Pricing_CTA"),
+        (2, "https://shop.example.com/pricing", "link_2"),
+    ]
+    assert await db.fetchval("SELECT recipients FROM campaigns WHERE campaign_id = $1", campaign_id) == 2
+
+    changed = MESSAGE.replace("/pricing", "/plans", 1)
+    resp = await api.post(url, json={"html": changed, "contact_id": 3}, headers=auth(keyring["write"]))
+    assert resp.status == 409 and "cannot change" in (await resp.json())["error"]
+
+    await api.put(f"/v1/campaigns/{campaign_id}", json={"tracking": False}, headers=auth(keyring["write"]))
+    resp = await api.post(url, json={"html": MESSAGE, "contact_id": 4}, headers=auth(keyring["write"]))
+    assert (await resp.json())["html"] == MESSAGE  # tracking off: unchanged
+
+
+async def test_actions_are_validated_stored_and_audited(
+    api: TestClient[Any, Any], keyring: dict[str, str], campaign_id: int
+) -> None:
+    write = auth(keyring["write"])
+    await api.post(f"/v1/campaigns/{campaign_id}/rewrite", json={"html": MESSAGE}, headers=write)
+    url = f"/v1/campaigns/{campaign_id}/links/1/actions"
+    bad = [
+        ([{"type": "tag", "tag": "x"}], "actions[0].type must be one of"),
+        ([{"type": "add_tag"}], "actions[0].tag must be a non-empty string"),
+        ([{"type": "add_tag", "tag": "x", "colour": "red"}], "unknown fields: colour"),
+        ([{"type": "webhook", "url": "ftp://x"}], "absolute http(s) URL"),
+        ({"type": "add_tag"}, "must be a JSON array"),
+    ]
+    for body, message in bad:
+        resp = await api.put(url, json=body, headers=write)
+        assert resp.status == 400 and message in (await resp.json())["error"]
+    first = [{"type": "add_tag", "tag": "pricing"}, {"type": "subscribe", "list": "offers"}]
+    second = [{"type": "start_automation", "automation": "trial"}]
+    for actions in (first, second):
+        resp = await api.put(url, json=actions, headers=write)
+        assert resp.status == 200 and (await resp.json())["actions"] == actions
+    assert (await api.put(f"/v1/campaigns/{campaign_id}/links/9/actions", json=[], headers=write)).status == 404
+    audit = await (await api.get(f"{url}/audit", headers=auth(keyring["read"]))).json()
+    assert [(c["before"], c["after"]) for c in audit["changes"]] == [([], first), (first, second)]
+    assert all(c["actor"].startswith("api:") and "crm sync" in c["actor"] for c in audit["changes"])
+    links = await (await api.get(f"/v1/campaigns/{campaign_id}/links", headers=auth(keyring["read"]))).json()
+    assert links["links"][0]["actions"] == second
+
+
+async def test_openapi_describes_every_route(api: TestClient[Any, Any]) -> None:
+    resp = await api.get("/openapi.json")
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["openapi"].startswith("3.1")
+    for method, path, handler in ROUTES:
+        if path == "/openapi.json":
+            continue
+        operation = doc["paths"][path][method.lower()]
+        assert operation["x-scope"] == handler.scope  # type: ignore[attr-defined]
+        assert {"400", "401", "403"} <= set(operation["responses"])
