@@ -1,0 +1,216 @@
+"""Link actions applied exactly once: duplicate delivery, repeated clicks, concurrent first clicks through
+two collectors; signed webhooks delivered from the outbox with retries; the contact timeline."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from clickedge import signing
+from clickedge.events import EventIds
+from collector import apikeys, campaigns
+from collector.app import create_app
+from collector.config import CollectorConfig
+from edge.rewrite import LinkSlot
+from tests.conftest import INGEST_SECRET, eventually
+
+INGEST = {"Authorization": f"Bearer {INGEST_SECRET}"}
+WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
+
+
+@pytest.fixture
+async def collectors(database_url: str, data_dir: Path) -> AsyncIterator[list[TestClient[Any, Any]]]:
+    config = CollectorConfig(
+        database_url=database_url, ingest_secret=INGEST_SECRET, data_dir=data_dir, webhook_secret=WEBHOOK_SECRET
+    )
+    async with TestClient(TestServer(create_app(config))) as a, TestClient(TestServer(create_app(config))) as b:
+        yield [a, b]
+
+
+class Receiver:
+    """A webhook receiver on a real socket that fails its first ``failures`` requests."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.app = web.Application()
+        self.app.router.add_post("/hook", self.hook)
+
+    async def hook(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.read()))
+        if len(self.requests) <= self.failures:
+            return web.Response(status=500, text="try later")
+        return web.Response(text="ok")
+
+
+async def setup_link(db: asyncpg.Connection, campaign_id: int, actions: list[dict[str, str]]) -> None:
+    await campaigns.upsert_campaign(db, campaign_id, name="Launch")
+    await campaigns.register_links(db, campaign_id, [LinkSlot(1, "https://shop.example.com/p", "Pricing_CTA", "html")])
+    await campaigns.set_actions(db, campaign_id, 1, actions, "test")
+
+
+def clicks(campaign_id: int, contacts: list[int], *, ids: EventIds | None = None, at: int = 0) -> bytes:
+    ids = ids or EventIds()
+    base = 1_790_000_000_000_000 + at
+    rows = [
+        [
+            ids.next(base // 1000 + i),
+            base + i * 1000,
+            campaign_id,
+            1,
+            contact,
+            1_789_990_000,
+            1,
+            "192.0.2.1",
+            "ua",
+            "GET",
+        ]
+        for i, contact in enumerate(contacts)
+    ]
+    return orjson.dumps({"v": 1, "edge": "e", "clicks": rows})
+
+
+ACTIONS = [
+    {"type": "add_tag", "tag": "pricing"},
+    {"type": "start_automation", "automation": "trial"},
+    {"type": "subscribe", "list": "offers"},
+    {"type": "remove_tag", "tag": "cold"},
+]
+
+
+async def state(db: asyncpg.Connection, contact: int) -> dict[str, Any]:
+    return {
+        "tags": [r["tag"] for r in await db.fetch("SELECT tag FROM contact_tags WHERE contact_id = $1", contact)],
+        "runs": await db.fetchval("SELECT count(*) FROM automation_runs WHERE contact_id = $1", contact),
+        "lists": [
+            tuple(r)
+            for r in await db.fetch("SELECT list, subscribed FROM list_memberships WHERE contact_id = $1", contact)
+        ],
+        "events": await db.fetchval("SELECT count(*) FROM contact_events WHERE contact_id = $1", contact),
+    }
+
+
+async def test_actions_apply_once_despite_repeats_and_redelivery(
+    collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    contact = campaign_id * 10
+    await setup_link(db, campaign_id, ACTIONS)
+    await db.execute("INSERT INTO contact_tags (contact_id, tag) VALUES ($1, 'cold')", contact)
+    body = clicks(campaign_id, [contact, contact, contact])  # three clicks of one contact in one batch
+    for _ in range(2):  # and the batch delivered twice
+        assert (await collectors[0].post("/v1/clicks", data=body, headers=INGEST)).status == 200
+    later = clicks(campaign_id, [contact], at=10_000_000)  # a later click: not a first click
+    assert (await collectors[1].post("/v1/clicks", data=later, headers=INGEST)).status == 200
+    assert await state(db, contact) == {"tags": ["pricing"], "runs": 1, "lists": [("offers", True)], "events": 4}
+    assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 4
+    # An anonymous click never triggers actions.
+    assert (await collectors[0].post("/v1/clicks", data=clicks(campaign_id, [None]), headers=INGEST)).status == 200  # type: ignore[list-item]
+    assert await db.fetchval("SELECT count(*) FROM applied_link_actions WHERE campaign_id = $1", campaign_id) == 1
+
+
+async def test_concurrent_first_clicks_through_two_collectors_apply_once(
+    collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    await setup_link(db, campaign_id, ACTIONS[:3])
+    contacts = [campaign_id * 10 + i for i in range(20)]
+    # Each contact clicks twice at once, each click through a different edge and collector.
+    sends = []
+    for n in range(2):
+        body = clicks(campaign_id, contacts, ids=EventIds(), at=n)
+        sends.append(collectors[n].post("/v1/clicks", data=body, headers=INGEST))
+    replies = await asyncio.gather(*sends)
+    assert [r.status for r in replies] == [200, 200]
+    for contact in contacts:
+        assert await state(db, contact) == {"tags": ["pricing"], "runs": 1, "lists": [("offers", True)], "events": 3}
+    assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 40
+
+
+async def test_webhooks_are_signed_retried_and_delivered_once_per_first_click(
+    collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    receiver = Receiver(failures=1)
+    async with TestServer(receiver.app) as server:
+        hook = f"http://127.0.0.1:{server.port}/hook"
+        await setup_link(db, campaign_id, [{"type": "webhook", "url": hook}])
+        contact = campaign_id * 10
+        body = clicks(campaign_id, [contact])
+        for _ in range(2):
+            assert (await collectors[0].post("/v1/clicks", data=body, headers=INGEST)).status == 200
+        rows = await db.fetch("SELECT id, idempotency_key FROM webhook_outbox WHERE url = $1", hook)
+        assert len(rows) == 1  # one first click, one webhook, however often the batch came
+
+        # The collector's delivery task (never the click path) sends it; the receiver fails the first try...
+        async def failed_once() -> bool:
+            row = await db.fetchrow("SELECT attempts, last_error FROM webhook_outbox WHERE id = $1", rows[0]["id"])
+            return row is not None and row["attempts"] == 1 and row["last_error"] == "HTTP 500"
+
+        await eventually(failed_once, timeout=10)
+
+        # ...and a retry, after the backoff, is accepted.
+        async def delivered() -> bool:
+            return bool(
+                await db.fetchval("SELECT delivered_at IS NOT NULL FROM webhook_outbox WHERE id = $1", rows[0]["id"])
+            )
+
+        await eventually(delivered, timeout=15)
+    assert await db.fetchval("SELECT delivered_at IS NOT NULL FROM webhook_outbox WHERE id = $1", rows[0]["id"])
+    assert len(receiver.requests) == 2
+    keys = {headers[signing.IDEMPOTENCY_HEADER] for headers, _ in receiver.requests}
+    assert keys == {str(rows[0]["idempotency_key"])}  # the same key on every attempt
+    for headers, raw in receiver.requests:
+        assert signing.verify(WEBHOOK_SECRET.encode(), raw, headers[signing.SIGNATURE_HEADER])
+        assert not signing.verify(b"wrong secret", raw, headers[signing.SIGNATURE_HEADER])
+        assert not signing.verify(WEBHOOK_SECRET.encode(), raw + b" ", headers[signing.SIGNATURE_HEADER])
+    payload = orjson.loads(receiver.requests[-1][1])
+    assert payload["type"] == "link.first_click"
+    assert (payload["contact_id"], payload["link"]["name"], payload["campaign"]["name"]) == (
+        contact,
+        "Pricing_CTA",
+        "Launch",
+    )
+    assert uuid.UUID(payload["idempotency_key"]) == rows[0]["idempotency_key"]
+
+
+def test_signatures_expire() -> None:
+    body = b'{"a":1}'
+    header = signing.sign(b"k", body, timestamp=1_000)
+    assert signing.verify(b"k", body, header, now=1_100)
+    assert not signing.verify(b"k", body, header, now=1_000 + signing.DEFAULT_TOLERANCE + 1)
+    assert not signing.verify(b"k", body, "v1=abc")
+
+
+async def test_contact_timeline_shows_clicks_and_actions_in_order(
+    collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    await setup_link(db, campaign_id, ACTIONS[:2])
+    contact = campaign_id * 10
+    for at in (0, 5_000_000):
+        assert (
+            await collectors[0].post("/v1/clicks", data=clicks(campaign_id, [contact], at=at), headers=INGEST)
+        ).status == 200
+    key = await apikeys.create(db, "reader", ["read"])
+    resp = await collectors[1].get(
+        f"/v1/reports/contacts/{contact}/timeline", headers={"Authorization": f"Bearer {key}"}
+    )
+    events = (await resp.json())["events"]
+    assert [(e["kind"], e.get("action", {}).get("type")) for e in events] == [
+        ("click", None),
+        ("action", "add_tag"),
+        ("action", "start_automation"),
+        ("click", None),
+    ]
+    assert {(e["campaign"]["name"], e["link"]["name"]) for e in events} == {("Launch", "Pricing_CTA")}
+    resp = await collectors[1].get(
+        f"/v1/reports/contacts/{contact}/timeline?format=csv", headers={"Authorization": f"Bearer {key}"}
+    )
+    lines = (await resp.text()).splitlines()
+    assert lines[0] == "at,kind,campaign_id,campaign,link_id,link,destination,detail" and len(lines) == 5
