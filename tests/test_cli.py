@@ -149,3 +149,85 @@ def test_migrate_without_a_database_says_what_to_set() -> None:
     result = clickedge("migrate", env={"CLICKEDGE_DATABASE_URL": ""})
     assert result.returncode == 2
     assert "CLICKEDGE_DATABASE_URL" in result.stderr
+
+
+NEWSLETTER = '<p><a href="https://shop.example.com/?a=1&amp;b=2">Shop</a> <a href="mailto:x@example.com">m</a></p>\n'
+
+
+def test_rewrite_registers_links_and_the_recipient(data_dir: Path, database_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    import asyncpg
+
+    campaign = 3_900_000_000 + os.getpid() % 1_000_000
+    text = tmp_path / "message.txt"
+    text.write_text("Shop at https://shop.example.com/?a=1&b=2 today.\n")
+    env = {"CLICKEDGE_DATABASE_URL": database_url}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clickedge",
+            "rewrite",
+            "--campaign",
+            str(campaign),
+            "--contact",
+            "42",
+            "--data-dir",
+            str(data_dir),
+            "--text",
+            str(text),
+        ],
+        input=NEWSLETTER,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith('<p><a href="http://127.0.0.1:8080/c/')
+    assert out.endswith('">Shop</a> <a href="mailto:x@example.com">m</a></p>\n')
+    assert "left alone: mailto:x@example.com" in result.stderr
+    token = out.split("/c/", 1)[1].split('"', 1)[0]
+    decoded = clickedge("decode", "--data-dir", str(data_dir), token)
+    assert "https://shop.example.com/?a=1&b=2" in decoded.stdout and "contact      42" in decoded.stdout
+    assert "/c/" in (tmp_path / "message.txt.tracked").read_text()
+
+    async def registered() -> tuple[list[tuple[int, str]], int]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            links = await conn.fetch(
+                "SELECT link_id, destination FROM links WHERE campaign_id = $1 ORDER BY 1", campaign
+            )
+            recipients = await conn.fetchval("SELECT recipients FROM campaigns WHERE campaign_id = $1", campaign)
+            return [tuple(r) for r in links], recipients
+        finally:
+            await conn.close()
+
+    assert asyncio.run(registered()) == (
+        [(1, "https://shop.example.com/?a=1&b=2"), (2, "https://shop.example.com/?a=1&b=2")],
+        1,
+    )
+
+    actions = '[{"type": "add_tag", "tag": "shopper"}]'
+    set_result = clickedge("actions", "--campaign", str(campaign), "--link", "1", "--set", actions, env=env)
+    assert set_result.returncode == 0, set_result.stderr
+    assert '"tag": "shopper"' in set_result.stdout
+    assert "cli:" in set_result.stderr  # the audit line names who changed it
+    bad = clickedge("actions", "--campaign", str(campaign), "--link", "1", "--set", '[{"type": "nope"}]', env=env)
+    assert bad.returncode == 2 and "actions[0].type must be one of" in bad.stderr
+
+
+def test_apikeys_from_the_command_line(database_url: str) -> None:
+    env = {"CLICKEDGE_DATABASE_URL": database_url}
+    created = clickedge("apikeys", "create", "--name", "dashboards", "--scope", "read", env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("ck_") and "shown this once" in created.stderr
+    key_id = key.split("_")[1]
+    listing = clickedge("apikeys", env=env).stdout
+    assert key_id in listing and "dashboards" in listing and key.split("_", 2)[2] not in listing
+    assert clickedge("apikeys", "revoke", key_id, env=env).returncode == 0
+    assert "revoked" in clickedge("apikeys", env=env).stdout.split(key_id, 1)[1].splitlines()[0]
