@@ -24,6 +24,7 @@ from clickedge.settings import ConfigError
 from collector.config import CollectorConfig
 from edge import keys
 from edge.config import EdgeConfig
+from edge.main import SpoolUnavailableError
 from edge.token import FORMAT_VERSION, DestinationError, TokenError
 
 log = logging.getLogger("clickedge")
@@ -154,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except keys.KeyFileError as exc:
         print(f"clickedge {args.command}: {exc}", file=sys.stderr)
         return 2
+    except SpoolUnavailableError as exc:
+        print(f"clickedge {args.command}: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: the supervisor restarts the worker with backoff
     except EmbeddedPostgresError as exc:
         print(f"clickedge {args.command}: embedded PostgreSQL: {exc}", file=sys.stderr)
         return 1

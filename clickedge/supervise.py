@@ -110,6 +110,11 @@ class Supervisor:
         for task in list(self._watchers):
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
+        # A watcher may have been restarting a child while we stopped the others: stop that one too,
+        # or it would outlive us, holding the port and its spool.
+        for child in self.children:
+            if child.process is not None and child.process.returncode is None:
+                await self.stop(child, timeout)
         return codes
 
     def kill_all(self) -> None:

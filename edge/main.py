@@ -35,6 +35,10 @@ log = logging.getLogger("clickedge.edge")
 REUSE_PORT_ENV = "CLICKEDGE_REUSE_PORT"  # set by `edge --workers N` for its own workers only
 
 
+class SpoolUnavailableError(RuntimeError):
+    """The spool cannot be opened now (disk full, failing, out of inodes); worth a restart later."""
+
+
 def read_ingest_secret(config: EdgeConfig) -> str:
     if config.ingest_secret:
         return config.ingest_secret
@@ -71,7 +75,8 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
     except SpoolLockedError as exc:
         raise ConfigError(f"{exc}; give each edge process its own CLICKEDGE_SPOOL_DIR or --worker-index") from None
     except OSError as exc:
-        raise ConfigError(f"cannot open the spool in {config.worker_spool}: {exc}") from None
+        # Not a configuration error: the disk may come back. Exit with a code the supervisor restarts.
+        raise SpoolUnavailableError(f"cannot open the spool in {config.worker_spool}: {exc}") from None
     if spool.stats.truncated_bytes:
         log.warning("cut a torn record (%d bytes) off the spool's last segment", spool.stats.truncated_bytes)
     metrics = EdgeMetrics(restarts=int(os.environ.get(RESTARTS_ENV, "0") or 0))
@@ -96,7 +101,11 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         on_batch_ready=shipper.wake.set,
         batch_size=config.batch_size,
     )
-    runner = web.ServerRunner(make_server(edge), handle_signals=False, shutdown_timeout=config.shutdown_timeout)
+    # aiohttp may take up to twice this to close connections; a quarter of the stop budget leaves the
+    # rest for shipping what is spooled.
+    runner = web.ServerRunner(
+        make_server(edge), handle_signals=False, shutdown_timeout=max(0.5, config.shutdown_timeout / 4)
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port, backlog=2048)
     try:
@@ -144,18 +153,20 @@ async def shutdown(running: RunningEdge, *, grace: float, timeout: float) -> int
         await asyncio.sleep(grace)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    await running.runner.cleanup()
+    await running.runner.cleanup()  # bounded by the runner's own share of the timeout (see start)
     for task in list(running.tasks):
         task.cancel()
     await asyncio.gather(*running.tasks, return_exceptions=True)
-    await running.syncer.close()
+    await running.syncer.close()  # releases fsync=always waiters: nothing is served any more
     await running.shipper.drain(deadline)
     await running.shipper.close()
     left = running.spool.unacknowledged_records
     try:
-        running.spool.sync()
-    except OSError as exc:
-        log.error("final spool fsync failed: %s", exc)
+        # Whatever is left must survive a power loss until the next start; but a stalled disk must not
+        # hold the stop beyond its deadline (plus a second for this last step).
+        await asyncio.wait_for(asyncio.to_thread(running.spool.sync), max(1.0, deadline - loop.time()))
+    except (OSError, TimeoutError) as exc:
+        log.error("final spool fsync failed: %r", exc)
     running.spool.close()
     if left:
         log.warning("stopped with %d clicks still spooled; they ship at the next start", left)

@@ -41,6 +41,7 @@ RETRYABLE_4XX = frozenset({408, 425, 429})
 AUTH_4XX = frozenset({401, 403})
 # Well under the collector's default 16 MiB body limit even for 10,000 long user agents.
 MAX_BATCH_BYTES = 4 << 20
+MAX_REPLY_BYTES = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,7 @@ class Shipper:
         """Send the oldest unacknowledged batch."""
         batch = self._spool.read(self.batch_size, max_bytes=MAX_BATCH_BYTES)
         if not batch.records:
-            self._spool.ack(batch.end)  # only skipped (corrupt) bytes: move past them
+            self._spool.ack(batch.end, 0, batch.corrupt)  # only skipped (corrupt) bytes: move past them
             return Outcome(moved=True, retry=False)
         self.oldest_unacked_us = payload_clicked_at_us(batch.records[0][1])
         body = encode_spooled_batch(self._edge, batch.records)
@@ -121,7 +122,7 @@ class Shipper:
             # No redirects: the Authorization header must go to the configured collector and nowhere else.
             async with self._client().post(self._url, data=body, headers=self._headers, allow_redirects=False) as r:
                 status = r.status
-                reply = await r.read()
+                reply = await r.content.read(MAX_REPLY_BYTES)  # whatever the collector sends, a bounded read
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._metrics.batch_failed.inc()
             # The class and message only: some aiohttp errors' repr include the request headers.
@@ -138,11 +139,10 @@ class Shipper:
         if status in AUTH_4XX:
             log.error("collector refused our credentials (%d): check CLICKEDGE_INGEST_SECRET; retrying", status)
             return Outcome(moved=False, retry=True)
-        self._dead_letter_batch(batch, body, status, detail)
-        return Outcome(moved=True, retry=False)
+        return self._dead_letter_batch(batch, body, status, detail)
 
     def _acknowledge(self, batch: Batch, reply: bytes, seconds: float) -> None:
-        self._spool.ack(batch.end, len(batch.records))
+        self._spool.ack(batch.end, len(batch.records), batch.corrupt)
         if self._spool.ledger_error is not None:
             log.warning(
                 "could not record the acknowledged position (%s); a restart would resend some clicks, "
@@ -162,15 +162,29 @@ class Shipper:
         if duplicates:
             metrics.clicks_duplicate.inc(duplicates)
 
-    def _dead_letter_batch(self, batch: Batch, body: bytes, status: int, detail: str) -> None:
+    def _dead_letter_batch(self, batch: Batch, body: bytes, status: int, detail: str) -> Outcome:
         line = b'{"at":%d,"status":%d,"error":%b,"batch":%b}\n' % (int(time.time()), status, orjson.dumps(detail), body)
-        fd = os.open(self._dead_letter, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._spool.ack(batch.end, len(batch.records))
+            fd = os.open(self._dead_letter, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                size = os.fstat(fd).st_size
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)  # no half line: the next batch's line would be corrupt too
+                raise
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # The batch stays in the spool (nothing is lost) and is tried again, dead letter and all.
+            log.error(
+                "cannot write the dead-letter file %s (%s); keeping the batch in the spool", self._dead_letter, exc
+            )
+            return Outcome(moved=False, retry=True)
+        self._spool.ack(batch.end, len(batch.records), batch.corrupt)
         self._metrics.batch_dead_lettered.inc()
         self._metrics.clicks_dead_lettered.inc(len(batch.records))
         log.error(
@@ -180,6 +194,7 @@ class Shipper:
             detail,
             self._dead_letter,
         )
+        return Outcome(moved=True, retry=False)
 
     async def close(self) -> None:
         if self._session is not None:

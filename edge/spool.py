@@ -45,6 +45,7 @@ SEGMENT_SUFFIX = ".seg"
 READ_CHUNK = 1 << 20
 LEDGER_SIZE = 64
 PROBE_BYTES = 4 * (HEADER_SIZE + MAX_PAYLOAD)
+ROTATE_DRAINED_AT = 1 << 20
 
 
 class SpoolLockedError(RuntimeError):
@@ -81,13 +82,20 @@ def frame(event_id: bytes, payload: bytes) -> bytes:
 
 
 def parse(
-    buf: bytes, start: int = 0, limit: int = -1, *, final: bool = False, max_bytes: int = 1 << 62
+    buf: bytes,
+    start: int = 0,
+    limit: int = -1,
+    *,
+    final: bool = False,
+    max_bytes: int = 1 << 62,
+    resyncing: bool = False,
 ) -> tuple[list[tuple[bytes, bytes]], int, int]:
     """Parse records from ``buf[start:]``. Returns (records, end, corrupt).
 
     A record with a wrong magic, length or checksum is skipped up to the next magic and counted once.
     An incomplete record at the end of ``buf`` stops parsing there (it may still be being written),
-    unless ``final`` says nothing more will ever follow, in which case it is corrupt too.
+    unless ``final`` says nothing more will ever follow, in which case it is corrupt too. ``resyncing``
+    says ``buf`` continues a corrupt stretch already counted (one that ran past the previous chunk).
     """
     records: list[tuple[bytes, bytes]] = []
     corrupt = 0
@@ -109,7 +117,8 @@ def parse(
                     break
         elif not final:
             break
-        corrupt += 1
+        if not (resyncing and pos == start):
+            corrupt += 1
         found = buf.find(MAGIC, pos + 1)
         if found < 0:
             # Unless this is the end for good, keep the last byte: it may be half of the next magic.
@@ -138,6 +147,8 @@ class Spool:
         self._rotate_next = False
         self._unsynced = False
         self._bytes = 0  # unacknowledged bytes
+        self._since_sync = 0  # records appended since the last sync started
+        self.read_chunk = READ_CHUNK
         self._sizes: dict[int, int] = {}  # segment -> bytes, for every segment not yet deleted
 
     # -- opening --------------------------------------------------------------------------------------
@@ -166,7 +177,8 @@ class Spool:
             self._cut_torn_tail(segments[-1])
         for seg in segments:
             self._sizes[seg] = (self.directory / _name(seg)).stat().st_size
-        self._segment = (segments[-1] if segments else max(self._ack.segment - 1, 0)) + 1
+        # Never reuse a number the ledger may name: new clicks would hide behind its offset.
+        self._segment = max(segments[-1] if segments else 0, self._ack.segment) + 1
         self._open_segment()
         self._recount()
 
@@ -254,6 +266,7 @@ class Spool:
         self._bytes += written
         self._sizes[self._segment] = self._size
         self.stats.appended += 1
+        self._since_sync += 1
         self._unsynced = True
         self.healthy = True
         self.full = False
@@ -271,6 +284,7 @@ class Spool:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 written = os.write(fd, b"\0" * PROBE_BYTES)
+                os.fsync(fd)  # a disk that fails its fsyncs is not healthy either
             finally:
                 os.close(fd)
                 os.unlink(path)
@@ -313,11 +327,12 @@ class Spool:
     def needs_sync(self) -> bool:
         return self._unsynced or bool(self._retired_fds)
 
-    def sync_targets(self) -> tuple[list[int], Position]:
-        """The descriptors a sync must cover and the position it makes durable (call on the loop)."""
+    def sync_targets(self) -> tuple[list[int], int]:
+        """The descriptors a sync must cover and how many records it makes durable (call on the loop)."""
         targets = [*self._retired_fds, self._fd]
+        records, self._since_sync = self._since_sync, 0
         self._unsynced = False
-        return targets, self.position
+        return targets, records
 
     def sync_fds(self, fds: list[int]) -> None:
         """fdatasync the given descriptors (call from a worker thread); raises OSError on failure."""
@@ -326,8 +341,10 @@ class Spool:
         if len(fds) > 1:
             _fsync_dir(self.directory)
 
-    def sync_done(self, fds: list[int], ok: bool) -> None:
-        """After a sync (on the loop): close retired segments it covered; on failure start a new segment."""
+    def sync_done(self, fds: list[int], ok: bool, records: int = 0) -> None:
+        """After a sync (on the loop): close retired segments it covered. A failed sync means the
+        ``records`` it covered may be lost: they are counted as not durable, the spool reports itself
+        unhealthy (readyz 503) until a probe write and fsync succeed, and writing moves to a new segment."""
         for fd in fds[:-1]:
             if fd in self._retired_fds:
                 self._retired_fds.remove(fd)
@@ -335,16 +352,18 @@ class Spool:
         if not ok:
             # After a failed fsync the kernel may have dropped the dirty pages: never trust this file again.
             self.stats.sync_errors += 1
+            self.stats.undurable += records
+            self.healthy = False
             self._rotate_next = True
             self._unsynced = True
 
     def sync(self) -> None:
         """Synchronous group sync, for tests and for shutdown."""
-        fds, _ = self.sync_targets()
+        fds, records = self.sync_targets()
         try:
             self.sync_fds(fds)
         except OSError:
-            self.sync_done(fds, ok=False)
+            self.sync_done(fds, ok=False, records=records)
             raise
         self.sync_done(fds, ok=True)
 
@@ -374,6 +393,7 @@ class Spool:
         records: list[tuple[bytes, bytes]] = []
         corrupt = 0
         budget = max_bytes
+        resyncing = False
         while len(records) < limit and budget > 0:
             size = self._sizes.get(pos.segment)
             active = pos.segment == self._segment
@@ -386,27 +406,30 @@ class Spool:
             try:
                 with open(self.directory / _name(pos.segment), "rb") as f:
                     f.seek(pos.offset)
-                    chunk = f.read(min(READ_CHUNK, size - pos.offset))
+                    chunk = f.read(min(self.read_chunk, size - pos.offset))
             except FileNotFoundError:
                 pos = Position(pos.segment, size)
                 continue
             # A segment no longer written to will never grow: an incomplete record in it is corrupt.
             final = not active and pos.offset + len(chunk) >= size
-            got, used, bad = parse(chunk, 0, limit - len(records), final=final, max_bytes=budget)
+            got, used, bad = parse(chunk, 0, limit - len(records), final=final, max_bytes=budget, resyncing=resyncing)
             records.extend(got)
             corrupt += bad
+            # Stopped inside a corrupt stretch at the end of the chunk: the next chunk continues it.
+            resyncing = bool(bad) and not final and used == len(chunk) - 1
             budget -= used
             if used == 0:
                 break
             pos = Position(pos.segment, pos.offset + used)
-        self.stats.corrupt += corrupt
         return Batch(records, pos, corrupt)
 
-    def ack(self, end: Position, records: int = 0) -> None:
-        """Everything before ``end`` (``records`` records) is committed: record that, free what it can."""
+    def ack(self, end: Position, records: int = 0, corrupt: int = 0) -> None:
+        """Everything before ``end`` is committed (``records`` records, ``corrupt`` skipped on the way):
+        record that, and free what it can."""
         if end <= self._ack:
             return
         self.stats.acked += records
+        self.stats.corrupt += corrupt  # counted once, here, however often the batch was read
         # Move past a finished segment, so it can be deleted now rather than at the next batch.
         if end.segment != self._segment and end.offset >= self._sizes.get(end.segment, 0):
             later = [s for s in self._sizes if s > end.segment]
@@ -415,6 +438,10 @@ class Spool:
         self._ack = end
         # Delete first: on a full disk that is what makes room. A ledger older than the deletions is
         # harmless (a reader skips segments that are gone; the collector drops what it already has).
+        # Everything written is committed: start a fresh segment, so the space the active one holds can be
+        # given back too. Needed when the disk filled up inside a segment; thrifty once it has grown.
+        if self._ack >= self.position and (not self.healthy or self._size >= ROTATE_DRAINED_AT) and self._rotate():
+            end = self._ack = Position(self._segment, 0)
         for seg in [s for s in self._sizes if s < end.segment]:
             self._unlink(seg)
         self._recount()

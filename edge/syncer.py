@@ -49,7 +49,7 @@ class Syncer:
     async def sync_once(self) -> None:
         waiters, self._waiters = self._waiters, []
         if self._spool.needs_sync:
-            fds, _ = self._spool.sync_targets()
+            fds, records = self._spool.sync_targets()
             started = time.perf_counter()
             ok = True
             try:
@@ -57,7 +57,7 @@ class Syncer:
             except OSError as exc:
                 ok = False
                 log.error("spool fsync failed (%s); continuing in a new segment", exc)
-            self._spool.sync_done(fds, ok)
+            self._spool.sync_done(fds, ok, records)
             self._metrics.fsync_seconds.observe(time.perf_counter() - started)
         for future in waiters:
             if not future.done():

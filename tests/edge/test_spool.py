@@ -34,7 +34,7 @@ def drain(spool: Spool, batch: int = 7) -> list[int]:
     while True:
         b = spool.read(batch)
         got.extend(int.from_bytes(e, "big") for e, _ in b.records)
-        spool.ack(b.end)
+        spool.ack(b.end, len(b.records), b.corrupt)
         if not b.records:
             return got
 
@@ -239,3 +239,64 @@ class SpoolMachine(RuleBasedStateMachine):
 
 TestSpoolMachine = SpoolMachine.TestCase
 TestSpoolMachine.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+
+
+def test_records_across_read_chunks_and_a_corrupt_stretch_at_a_boundary(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=1 << 20)
+    fill(spool, 0, 400)
+    spool.close()
+    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    data = bytearray(seg.read_bytes())
+    start = sum(HEADER_SIZE + len(payload(n)) for n in range(100))
+    end = start + sum(HEADER_SIZE + len(payload(n)) for n in range(100, 103))
+    data[start:end] = b"\xee" * (end - start)  # records 100, 101 and 102 overwritten with garbage
+    seg.write_bytes(bytes(data))
+    again = opened(tmp_path)
+    again.read_chunk = 107  # chunks end mid-record and mid-garbage
+    got = drain(again, batch=50)
+    assert got == [n for n in range(400) if not 100 <= n < 103]
+    assert again.stats.corrupt == 1  # one corrupt stretch, counted once however it was read
+
+
+def test_a_failed_fsync_counts_its_clicks_as_not_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = opened(tmp_path)
+    fill(spool, 0, 3)
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError):
+        spool.sync()
+    assert not spool.healthy and spool.stats.undurable == 3 and spool.stats.sync_errors == 1
+    monkeypatch.setattr(os, "fsync", failing)
+    assert not spool.probe()  # the disk still fails its fsyncs: still not healthy
+    monkeypatch.undo()
+    assert spool.probe() and spool.healthy
+    assert spool.append(eid(3), payload(3))
+    assert spool.position.segment > 1  # never again into the segment whose fsync failed
+
+
+def test_new_segments_never_reuse_the_ledgers_number(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=300)
+    fill(spool, 0, 10)
+    spool.ack(spool.read(3).end, 3)
+    ledger_segment = spool.acknowledged.segment
+    spool.close()
+    for seg in tmp_path.glob("*.seg"):  # the segments are gone, the ledger is not
+        seg.unlink()
+    again = opened(tmp_path, segment_bytes=300)
+    assert again.position.segment > ledger_segment
+    fill(again, 100, 10)
+    assert drain(again) == list(range(100, 110))
+
+
+def test_a_drained_spool_gives_back_its_active_segment(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=16 << 20)
+    fill(spool, 0, 20)
+    spool.healthy = False  # as after the disk filled up inside this segment
+    first = spool.position.segment
+    assert drain(spool) == list(range(20))
+    spool.sync()  # closes the rotated-away segment
+    assert spool.position.segment == first + 1
+    assert not (tmp_path / f"{first:016d}.seg").exists()

@@ -143,10 +143,13 @@ def tiny_filesystem(size_kib: int) -> Iterator[Path]:
         shutil.rmtree(mount, ignore_errors=True)
 
 
-async def test_full_disk_keeps_redirecting_then_recovers(database_url: str, data_dir: Path, campaign_id: int) -> None:
+@pytest.mark.parametrize("segment_bytes", [8192, 16 << 20], ids=["small-segments", "disk-fills-inside-one-segment"])
+async def test_full_disk_keeps_redirecting_then_recovers(
+    database_url: str, data_dir: Path, campaign_id: int, segment_bytes: int
+) -> None:
     collector = CollectorProc(database_url)
     with tiny_filesystem(64) as spool_dir:
-        args = ("--spool-dir", str(spool_dir), "--spool-segment-bytes", "8192", "--batch-size", "100")
+        args = ("--spool-dir", str(spool_dir), "--spool-segment-bytes", str(segment_bytes), "--batch-size", "100")
         edge = EdgeProc(data_dir, collector.port, *args)
         await edge.start()
         try:
@@ -246,6 +249,39 @@ async def test_sigterm_under_load_fails_no_request_and_loses_no_click(
     async with asyncio.timeout(30):
         assert await edge.proc.wait() == 0  # the one SIGTERM: drained, shipped, exited cleanly
     await assert_exactly_once(database_url, campaign_id, load.answered, sent=load.attempted)
+
+
+async def test_clicks_answered_during_the_drain_are_shipped_before_exit(
+    database_url: str, collector_proc: CollectorProc, data_dir: Path, campaign_id: int
+) -> None:
+    # A client that ignores /readyz keeps clicking through the grace period until the edge stops
+    # accepting: every click it got a 302 for must still be shipped before the edge exits.
+    edge = EdgeProc(data_dir, collector_proc.port, "--drain-grace", "0.5")
+    await edge.start()
+    await wait_http(f"{edge.url}/readyz")
+
+    async def terminate() -> None:
+        await asyncio.sleep(0.3)  # let load build up first; not a synchronisation
+        assert edge.proc is not None
+        edge.proc.send_signal(signal.SIGTERM)
+
+    load, _ = await asyncio.gather(drive(edge.url, tokens(data_dir, campaign_id, 20_000), concurrency=16), terminate())
+    assert load.failed > 0 and load.answered  # it kept going until the edge closed
+    assert edge.proc is not None
+    async with asyncio.timeout(30):
+        assert await edge.proc.wait() == 0
+    assert await asyncio.to_thread(spooled_records, data_dir / "spool" / "worker-0") == 0
+    await assert_exactly_once(database_url, campaign_id, load.answered, sent=load.attempted, timeout=5)
+
+
+def spooled_records(spool: Path) -> int:
+    """Records left unacknowledged in a stopped edge's spool."""
+    left = Spool(spool)
+    left.open()
+    try:
+        return left.count_records(left.backlog())
+    finally:
+        left.close()
 
 
 async def test_a_batch_the_collector_refuses_is_dead_lettered_and_the_rest_flows(
