@@ -101,6 +101,15 @@ async def test_up_runs_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
             assert await eventually(clicked, timeout=10) == 1
         finally:
             await conn.close()
+        # The admin API works with the key `up` made, and its report counts the click.
+        admin_key = (data_dir / "admin.key").read_text().strip()
+        assert stat.S_IMODE((data_dir / "admin.key").stat().st_mode) == 0o600
+        assert str(data_dir / "admin.key") in stack.banner["admin API"]
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {admin_key}"}
+            async with http.get(f"{stack.banner['collector']}/v1/reports/campaigns/1", headers=headers) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["clicks"] == 1
         postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
     finally:
         code = await stop(stack)
