@@ -16,9 +16,10 @@ from aiohttp import web
 from collector import apikeys, campaigns, reports
 from collector.actions import ActionError
 from collector.openapi import document
+from collector.rewriter import Rewriter
 
 POOL = web.AppKey("admin_pool", asyncpg.Pool)
-REWRITER = web.AppKey("rewriter", object)  # collector.app.Rewriter, set by the app
+REWRITER = web.AppKey("rewriter", Rewriter)
 PRINCIPAL = web.RequestKey("principal", apikeys.Principal)
 MAX_ID = 2**32 - 1
 MAX_CONTACT = 2**63 - 1
@@ -151,7 +152,7 @@ async def rewrite(request: web.Request) -> web.Response:
         raise ApiError(400, "sent_at must be Unix seconds")
     rewriter = request.app[REWRITER]
     async with request.app[POOL].acquire() as conn:
-        result = await rewriter.rewrite(conn, campaign_id, html, text, contact, sent_at)  # type: ignore[attr-defined]
+        result = await rewriter.rewrite(conn, campaign_id, html, text, contact, sent_at)
     return json_response(result)
 
 
