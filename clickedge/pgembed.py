@@ -24,6 +24,8 @@ from pathlib import Path
 
 import asyncpg
 
+from clickedge.supervise import die_with_parent
+
 SERVICE_USER = "clickedge-pg"
 SUPERUSER = "postgres"
 DATABASE = "clickedge"
@@ -137,7 +139,8 @@ class EmbeddedPostgres:
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until it accepts connections and the database exists."""
-        await asyncio.to_thread(self._launch)
+        # In this thread, not a worker's: the server's parent-death signal is tied to the spawning thread.
+        self._launch()
         await self._wait_ready(timeout)
 
     def _launch(self) -> None:
@@ -165,6 +168,7 @@ class EmbeddedPostgres:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGINT),  # if we are killed: a fast, clean shutdown
             )
         finally:
             log.close()

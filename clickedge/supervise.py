@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ from clickedge.settings import ConfigError
 
 log = logging.getLogger("clickedge.supervise")
 
+PR_SET_PDEATHSIG = 1
 CONFIG_ERROR_EXIT = 2  # what `clickedge` exits with on a configuration error
 RESTARTS_ENV = "CLICKEDGE_RESTARTS"  # tells a child how often its slot was restarted, for its metrics
 RESTART_BACKOFF_START = 0.5
@@ -51,7 +53,9 @@ class Supervisor:
         # A session of its own: a Ctrl-C at the terminal reaches only the supervisor, which then stops
         # the children in order (edge first, database last) instead of all at once.
         env = {**(child.env if child.env is not None else os.environ), RESTARTS_ENV: str(child.restarts)}
-        child.process = await asyncio.create_subprocess_exec(*child.argv, env=env, start_new_session=True)
+        child.process = await asyncio.create_subprocess_exec(
+            *child.argv, env=env, start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM)
+        )
         log.info("started %s (pid %d)", child.name, child.process.pid)
 
     async def _watch(self, child: Child) -> None:
@@ -124,6 +128,21 @@ class Supervisor:
             if child.process is not None and child.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.process.pid, signal.SIGKILL)
+
+
+def die_with_parent(sig: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to send ``sig`` to the child if the process that started it dies (even by
+    SIGKILL), so that no service outlives its supervisor. Must run in the thread that spawns."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):  # not Linux: children are stopped by the supervisor only
+        return None
+
+    def set_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+    return set_death_signal
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -222,6 +222,21 @@ async def test_a_second_ctrl_c_stops_everything_at_once(tmp_path: Path) -> None:
     assert await stop(again) == 0
 
 
+async def test_nothing_outlives_a_killed_up(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CLICKEDGE_DATABASE_URL"}
+    data_dir = tmp_path / "state"
+    stack = await start_up(data_dir, env)
+    ours = children(stack.proc.pid)
+    ours.add(int((data_dir / "pg" / "postmaster.pid").read_text().split()[0]))
+    stack.proc.kill()  # no chance to stop anything itself
+    await stack.proc.wait()
+
+    async def all_gone() -> bool:
+        return not any(pid_alive(pid) for pid in ours)
+
+    await eventually(all_gone, timeout=30)
+
+
 async def test_a_busy_port_stops_up_with_a_clear_message(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -4,6 +4,7 @@ driver that remembers which clicks were answered, and the final comparison with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import aiohttp
 import asyncpg
@@ -25,7 +27,9 @@ LINKS_PER_CONTACT = 10
 
 
 class Service:
-    """A `clickedge` subprocess."""
+    """A `clickedge` subprocess. Every one started is remembered, so a failed test leaves none behind."""
+
+    started: ClassVar[list[Service]] = []
 
     def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         self.name = name
@@ -37,6 +41,7 @@ class Service:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "clickedge", *self.args, env=self.env, start_new_session=True
         )
+        Service.started.append(self)
 
     @property
     def pid(self) -> int:
@@ -52,6 +57,16 @@ class Service:
 
     async def kill(self) -> None:
         await self.stop(signal.SIGKILL)
+
+
+async def kill_leftovers() -> None:
+    """Kill every service a test started and did not stop (its process group: workers too)."""
+    while Service.started:
+        service = Service.started.pop()
+        if service.proc is not None and service.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(service.proc.pid, signal.SIGKILL)
+            await service.proc.wait()
 
 
 async def wait_http(url: str, *, status: int = 200, timeout: float = 30) -> None:
