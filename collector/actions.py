@@ -46,7 +46,7 @@ def validate(actions: Any) -> list[dict[str, str]]:
         raise ActionError("actions must be a JSON array")
     if len(actions) > MAX_ACTIONS:
         raise ActionError(f"at most {MAX_ACTIONS} actions per link")
-    clean = []
+    clean: list[dict[str, str]] = []
     for i, action in enumerate(actions):
         if not isinstance(action, dict):
             raise ActionError(f"actions[{i}] must be an object")
@@ -57,21 +57,37 @@ def validate(actions: Any) -> list[dict[str, str]]:
         value = action.get(arg)
         if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME * 10:
             raise ActionError(f"actions[{i}].{arg} must be a non-empty string")
+        if "\x00" in value:
+            raise ActionError(f"actions[{i}].{arg} must not contain a NUL character")
         if set(action) != {"type", arg}:
             extra = sorted(set(action) - {"type", arg})
             raise ActionError(f"actions[{i}] has unknown fields: {', '.join(extra)}")
         if kind == "webhook":
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            try:
+                parts = urlsplit(value)
+                host = parts.hostname or ""
+                host.encode("idna")  # what the HTTP client will need to do with it
+                parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+            except (ValueError, UnicodeError):
+                raise ActionError(f"actions[{i}].url is not a valid URL") from None
+            if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in value):
                 raise ActionError(f"actions[{i}].url must be an absolute http(s) URL")
         elif len(value) > MAX_NAME:
             raise ActionError(f"actions[{i}].{arg} must be at most {MAX_NAME} characters")
-        clean.append({"type": kind, arg: value})
+        entry = {"type": kind, arg: value}
+        if entry in clean:
+            raise ActionError(f"actions[{i}] repeats actions[{clean.index(entry)}]")
+        clean.append(entry)
     return clean
 
 
 async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None:
-    """Carry out the actions of each newly applied (campaign, link, contact) first click."""
+    """Carry out the actions of each newly applied (campaign, link, contact) first click.
+
+    Clicks are taken in time order and each link's actions in their listed order; what that sequence
+    does to each (contact, tag), (contact, list) and (contact, automation) is worked out here, so each
+    key is written once, with one statement per kind of change.
+    """
     keys = sorted({(a["campaign_id"], a["link_id"]) for a in applied})
     rows = await conn.fetch(
         """SELECT l.campaign_id, l.link_id, l.name, l.destination, l.actions, c.name AS campaign
@@ -81,9 +97,13 @@ async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None
         [k[1] for k in keys],
     )
     links = {(r["campaign_id"], r["link_id"]): r for r in rows}
-    by_type: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    tags: dict[tuple[int, str], tuple[bool, datetime]] = {}  # final state: present?, since when
+    lists: dict[tuple[int, str], tuple[bool, datetime]] = {}
+    close_open_runs: dict[tuple[int, str], datetime] = {}  # runs open before this batch: ended at
+    new_runs: dict[tuple[int, str], list[list[Any]]] = defaultdict(list)  # [started_at, ended_at]
+    webhooks: list[tuple[uuid.UUID, str, str]] = []
     timeline: list[tuple[Any, ...]] = []
-    for click in applied:
+    for click in sorted(applied, key=lambda a: (a["clicked_at"], a["event_id"])):
         link = links.get((click["campaign_id"], click["link_id"]))
         if link is None:
             continue
@@ -93,54 +113,82 @@ async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None
         for index, action in enumerate(orjson.loads(link["actions"])):
             kind = action["type"]
             value = action[ARGUMENT[kind]]
+            key = (contact, value)
             timeline.append(
                 (contact, at, click["campaign_id"], click["link_id"], event_id, orjson.dumps(action).decode())
             )
-            if kind == "webhook":
-                key = uuid.uuid5(WEBHOOK_NAMESPACE, f"{event_id}:{index}")
+            if kind in ("add_tag", "remove_tag"):
+                tags[key] = (kind == "add_tag", at)
+            elif kind in ("subscribe", "unsubscribe"):
+                lists[key] = (kind == "subscribe", at)
+            elif kind == "start_automation":
+                new_runs[key].append([at, None])
+            elif kind == "end_automation":
+                close_open_runs.setdefault(key, at)  # runs open before this batch end at the first end
+                for run in new_runs.get(key, []):
+                    if run[1] is None:
+                        run[1] = at
+            else:
+                idempotency_key = uuid.uuid5(WEBHOOK_NAMESPACE, f"{event_id}:{index}")
                 body = {
                     "type": "link.first_click",
-                    "idempotency_key": str(key),
+                    "idempotency_key": str(idempotency_key),
                     "campaign": {"id": click["campaign_id"], "name": link["campaign"]},
-                    "link": {
-                        "id": click["link_id"],
-                        "name": link["name"],
-                        "destination": link["destination"],
-                    },
+                    "link": {"id": click["link_id"], "name": link["name"], "destination": link["destination"]},
                     "contact_id": contact,
                     "event_id": str(event_id),
                     "clicked_at": at.isoformat(),
                 }
-                by_type[kind].append((key, value, orjson.dumps(body).decode()))
-            else:
-                by_type[kind].append((contact, value, at))
-    statements = {
-        "add_tag": "INSERT INTO contact_tags (contact_id, tag, added_at) SELECT * FROM unnest($1::bigint[], "
-        "$2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
-        "remove_tag": "DELETE FROM contact_tags t USING unnest($1::bigint[], $2::text[], $3::timestamptz[]) "
-        "AS x(contact_id, tag, at) WHERE t.contact_id = x.contact_id AND t.tag = x.tag",
-        "start_automation": "INSERT INTO automation_runs (contact_id, automation, started_at) SELECT * FROM "
-        "unnest($1::bigint[], $2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
-        "end_automation": "UPDATE automation_runs r SET ended_at = x.at FROM unnest($1::bigint[], "
-        "$2::text[], $3::timestamptz[]) AS x(contact_id, automation, at) WHERE r.contact_id = x.contact_id "
-        "AND r.automation = x.automation AND r.ended_at IS NULL",
-        "subscribe": "INSERT INTO list_memberships AS m (contact_id, list, subscribed, changed_at) SELECT "
-        "c, l, true, a FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS x(c, l, a) "
-        "ON CONFLICT (contact_id, list) DO UPDATE SET subscribed = true, changed_at = EXCLUDED.changed_at",
-        "unsubscribe": "INSERT INTO list_memberships AS m (contact_id, list, subscribed, changed_at) SELECT "
-        "c, l, false, a FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS x(c, l, a) "
-        "ON CONFLICT (contact_id, list) DO UPDATE SET subscribed = false, changed_at = EXCLUDED.changed_at",
-        "webhook": "INSERT INTO webhook_outbox (idempotency_key, url, body) SELECT * FROM "
-        "unnest($1::uuid[], $2::text[], $3::jsonb[]) ON CONFLICT (idempotency_key) DO NOTHING",
-    }
-    for kind in ARGUMENT:  # a fixed order: tags, then automations, lists, webhooks
-        items = by_type.get(kind)
-        if items:
-            await conn.execute(statements[kind], *(list(column) for column in zip(*items, strict=True)))
+                webhooks.append((idempotency_key, value, orjson.dumps(body).decode()))
+    added = [(c, t, at) for (c, t), (present, at) in sorted(tags.items()) if present]
+    removed = [(c, t) for (c, t), (present, _) in sorted(tags.items()) if not present]
+    if added:
+        await conn.execute(
+            "INSERT INTO contact_tags (contact_id, tag, added_at) SELECT * FROM "
+            "unnest($1::bigint[], $2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
+            *_columns(added),
+        )
+    if removed:
+        await conn.execute(
+            "DELETE FROM contact_tags t USING unnest($1::bigint[], $2::text[]) AS x(contact_id, tag) "
+            "WHERE t.contact_id = x.contact_id AND t.tag = x.tag",
+            *_columns(removed),
+        )
+    if lists:
+        await conn.execute(
+            "INSERT INTO list_memberships AS m (contact_id, list, subscribed, changed_at) SELECT * FROM "
+            "unnest($1::bigint[], $2::text[], $3::boolean[], $4::timestamptz[]) ON CONFLICT (contact_id, list) "
+            "DO UPDATE SET subscribed = EXCLUDED.subscribed, changed_at = EXCLUDED.changed_at",
+            *_columns([(c, name, on, at) for (c, name), (on, at) in sorted(lists.items())]),
+        )
+    if close_open_runs:
+        await conn.execute(
+            "UPDATE automation_runs r SET ended_at = x.at FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) "
+            "AS x(contact_id, automation, at) WHERE r.contact_id = x.contact_id AND r.automation = x.automation "
+            "AND r.ended_at IS NULL",
+            *_columns([(c, name, at) for (c, name), at in sorted(close_open_runs.items())]),
+        )
+    runs = [(c, name, start, end) for (c, name), items in sorted(new_runs.items()) for start, end in items]
+    if runs:
+        await conn.execute(
+            "INSERT INTO automation_runs (contact_id, automation, started_at, ended_at) SELECT * FROM "
+            "unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[]) ON CONFLICT DO NOTHING",
+            *_columns(runs),
+        )
+    if webhooks:
+        await conn.execute(
+            "INSERT INTO webhook_outbox (idempotency_key, url, body) SELECT * FROM "
+            "unnest($1::uuid[], $2::text[], $3::jsonb[]) ON CONFLICT (idempotency_key) DO NOTHING",
+            *_columns(webhooks),
+        )
     if timeline:
         await conn.execute(
             "INSERT INTO contact_events (contact_id, at, campaign_id, link_id, event_id, action) "
             "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], "
             "$5::uuid[], $6::jsonb[])",
-            *(list(column) for column in zip(*timeline, strict=True)),
+            *_columns(timeline),
         )
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]

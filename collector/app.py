@@ -75,8 +75,9 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         metrics.batch_db_error.inc()
         log.warning("database unavailable, batch of %d not written: %r", len(clicks), exc)
         return json_error(503, "database unavailable; retry later")
-    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-        # Classes 22 and 23: this batch's data can never be written; resending it would block the edge.
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.CardinalityViolationError) as exc:
+        # Classes 21, 22 and 23: this batch can never be written as it is; resending it would block the
+        # edge's whole spool behind it. The edge keeps it in its dead-letter file instead.
         metrics.batch_rejected.inc()
         log.error("database refused a batch of %d: %s (sqlstate %s)", len(clicks), exc, exc.sqlstate)
         return json_error(400, f"database refused the batch: {exc}")

@@ -146,7 +146,7 @@ async def test_up_uses_an_existing_database_and_restarts_a_dead_service(tmp_path
         before = children(stack.proc.pid)
         async with aiohttp.ClientSession() as http, http.get(f"{collector_url}/metrics") as resp:
             assert "clickedge_collector_restarts 0.0" in await resp.text()
-        victim = next(pid for pid in before if "collector" in cmdline(pid))
+        victim = next(pid for pid in before if "\0collector\0" in cmdline(pid))  # not the edge's --collector-url
         os.kill(victim, signal.SIGKILL)
 
         async def restarted() -> bool:

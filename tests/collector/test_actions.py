@@ -214,3 +214,81 @@ async def test_contact_timeline_shows_clicks_and_actions_in_order(
     )
     lines = (await resp.text()).splitlines()
     assert lines[0] == "at,kind,campaign_id,campaign,link_id,link,destination,detail" and len(lines) == 5
+
+
+@pytest.mark.parametrize(
+    ("actions", "expected"),
+    [
+        ([{"type": "unsubscribe", "list": "w"}, {"type": "subscribe", "list": "w"}], {"lists": [("w", True)]}),
+        ([{"type": "subscribe", "list": "w"}, {"type": "unsubscribe", "list": "w"}], {"lists": [("w", False)]}),
+        ([{"type": "remove_tag", "tag": "t"}, {"type": "add_tag", "tag": "t"}], {"tags": ["t"]}),
+        ([{"type": "add_tag", "tag": "t"}, {"type": "remove_tag", "tag": "t"}], {"tags": []}),
+        (
+            [{"type": "start_automation", "automation": "a"}, {"type": "end_automation", "automation": "a"}],
+            {"open_runs": 0, "runs": 2},  # the earlier run and this one, both ended
+        ),
+        (
+            [{"type": "end_automation", "automation": "a"}, {"type": "start_automation", "automation": "a"}],
+            {"open_runs": 1, "runs": 2},  # the earlier run ended, a new one running
+        ),
+    ],
+)
+async def test_actions_run_in_the_order_given(
+    collectors: list[TestClient[Any, Any]],
+    db: asyncpg.Connection,
+    campaign_id: int,
+    actions: list[dict[str, str]],
+    expected: dict[str, Any],
+) -> None:
+    contact = campaign_id * 10
+    await setup_link(db, campaign_id, actions)
+    await db.execute(
+        "INSERT INTO automation_runs (contact_id, automation, started_at) VALUES ($1, 'a', now() - interval '1 day')",
+        contact,
+    )
+    assert (await collectors[0].post("/v1/clicks", data=clicks(campaign_id, [contact]), headers=INGEST)).status == 200
+    got = await state(db, contact)
+    if "lists" in expected:
+        assert got["lists"] == expected["lists"]
+    if "tags" in expected:
+        assert got["tags"] == expected["tags"]
+    if "runs" in expected:
+        assert got["runs"] == expected["runs"]
+        open_runs = await db.fetchval(
+            "SELECT count(*) FROM automation_runs WHERE contact_id = $1 AND ended_at IS NULL", contact
+        )
+        assert open_runs == expected["open_runs"]
+
+
+async def test_two_links_with_the_same_list_clicked_in_one_batch(
+    collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    await campaigns.upsert_campaign(db, campaign_id, name="Two")
+    await campaigns.register_links(
+        db,
+        campaign_id,
+        [LinkSlot(1, "https://a.example.com/", "A", "html"), LinkSlot(2, "https://b.example.com/", "B", "html")],
+    )
+    for link in (1, 2):
+        await campaigns.set_actions(db, campaign_id, link, [{"type": "subscribe", "list": "offers"}], "test")
+    contact = campaign_id * 10
+    ids = EventIds()
+    rows = [
+        [
+            ids.next(1_790_000_000_000),
+            1_790_000_000_000_000 + link,
+            campaign_id,
+            link,
+            contact,
+            0,
+            1,
+            "192.0.2.1",
+            "u",
+            "GET",
+        ]
+        for link in (1, 2)
+    ]
+    body = orjson.dumps({"v": 1, "edge": "e", "clicks": rows})
+    assert (await collectors[0].post("/v1/clicks", data=body, headers=INGEST)).status == 200
+    assert (await state(db, contact))["lists"] == [("offers", True)]
+    assert (await state(db, contact))["events"] == 2
