@@ -221,14 +221,21 @@ def _database_url(args: argparse.Namespace, *, required: bool = True) -> str | N
 
 async def _rewrite(args: argparse.Namespace) -> int:
     from collector import campaigns
-    from edge.rewrite import prepare
+    from edge.rewrite import RewriteError, prepare
 
+    if not 0 <= args.campaign <= 2**32 - 1 or (args.contact is not None and not 1 <= args.contact <= 2**63 - 1):
+        print("clickedge rewrite: --campaign must be 0..4294967295 and --contact at least 1", file=sys.stderr)
+        return 2
     codec = keys.load(_key_path(args)).codec()
     html = sys.stdin.read()
     text = args.text.read_text() if args.text else None
     base = settings.http_url(args.public_url or os.environ.get("CLICKEDGE_PUBLIC_URL") or "http://127.0.0.1:8080")
     sent_at = args.sent_at if args.sent_at is not None else int(time.time())
-    message = prepare(html, text)
+    try:
+        message = prepare(html, text)
+    except RewriteError as exc:
+        print(f"clickedge rewrite: {exc}", file=sys.stderr)
+        return 2
     dsn = _database_url(args, required=False)
     if dsn:
         conn = await asyncpg.connect(dsn)

@@ -27,12 +27,12 @@ def verify(
     secret: bytes, body: bytes, header: str, *, tolerance: int = DEFAULT_TOLERANCE, now: int | None = None
 ) -> bool:
     """True when ``header`` signs ``body`` with ``secret`` and is no older than ``tolerance`` seconds."""
-    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    fields = dict(part.strip().split("=", 1) for part in header.split(",") if "=" in part)
     try:
         ts = int(fields["t"])
     except (KeyError, ValueError):
         return False
     if abs((int(time.time()) if now is None else now) - ts) > tolerance:
         return False
-    expected = hmac.new(secret, str(ts).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, fields.get("v1", ""))
+    expected = hmac.new(secret, str(ts).encode() + b"." + body, hashlib.sha256).hexdigest().encode()
+    return hmac.compare_digest(expected, fields.get("v1", "").encode("utf-8", "surrogateescape"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +18,7 @@ from collector import apikeys, campaigns, reports
 from collector.actions import ActionError
 from collector.openapi import document
 from collector.rewriter import Rewriter
+from edge.rewrite import RewriteError
 
 POOL = web.AppKey("admin_pool", asyncpg.Pool)
 REWRITER = web.AppKey("rewriter", Rewriter)
@@ -26,6 +28,7 @@ MAX_CONTACT = 2**63 - 1
 MAX_PAGE = 1000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("clickedge.collector.api")
 
 
 class ApiError(Exception):
@@ -75,10 +78,17 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_response({"error": str(exc)}, 404)
     except campaigns.Conflict as exc:
         return json_response({"error": str(exc)}, 409)
+    except RewriteError as exc:
+        return json_response({"error": str(exc)}, 400)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/v1/") and request.path != "/v1/clicks":
             return json_response({"error": exc.reason}, exc.status)
         raise
+    except Exception:  # a request boundary: the client gets JSON, the log gets the traceback
+        if not request.path.startswith("/v1/") or request.path == "/v1/clicks":
+            raise
+        log.exception("admin API request %s %s failed", request.method, request.path)
+        return json_response({"error": "internal error; see the collector's log"}, 500)
 
 
 def _int(request: web.Request, name: str, high: int, low: int = 0) -> int:
@@ -117,8 +127,8 @@ async def put_campaign(request: web.Request) -> web.Response:
     campaign_id = _int(request, "campaign_id", MAX_ID)
     body = _object(await _body(request), {"name", "tracking", "recipients"})
     name, tracking, recipients = body.get("name"), body.get("tracking"), body.get("recipients")
-    if name is not None and (not isinstance(name, str) or len(name) > 200):
-        raise ApiError(400, "name must be a string of at most 200 characters")
+    if name is not None and (not isinstance(name, str) or len(name) > 200 or "\x00" in name):
+        raise ApiError(400, "name must be a string of at most 200 characters, without NUL")
     if tracking is not None and not isinstance(tracking, bool):
         raise ApiError(400, "tracking must be true or false")
     if recipients is not None and (type(recipients) is not int or not 0 <= recipients <= MAX_CONTACT):
@@ -142,6 +152,8 @@ async def rewrite(request: web.Request) -> web.Response:
     html, text, contact, sent_at = body.get("html"), body.get("text"), body.get("contact_id"), body.get("sent_at")
     if not isinstance(html, str):
         raise ApiError(400, "html must be a string (the message's HTML part)")
+    if "\x00" in html or (isinstance(text, str) and "\x00" in text):
+        raise ApiError(400, "the message must not contain NUL characters")
     if text is not None and not isinstance(text, str):
         raise ApiError(400, "text must be a string (the message's plain-text part) or absent")
     if contact is not None and (type(contact) is not int or not 1 <= contact <= MAX_CONTACT):
@@ -216,27 +228,38 @@ async def _all_clickers(pool: asyncpg.Pool, campaign_id: int, link_id: int, afte
 @scope("read")
 async def timeline(request: web.Request) -> web.StreamResponse:
     contact_id = _int(request, "contact_id", MAX_CONTACT, 1)
-    limit = _query_int(request, "limit", MAX_PAGE, 10 * MAX_PAGE, 1)
-    async with request.app[POOL].acquire() as conn:
-        events = await reports.contact_timeline(conn, contact_id, limit=limit)
+    pool = request.app[POOL]
     if _wants_csv(request):
 
         async def rows() -> Any:
-            for e in events:
-                yield [
-                    e["at"],
-                    e["kind"],
-                    e["campaign"]["id"],
-                    e["campaign"]["name"],
-                    e["link"]["id"],
-                    e["link"]["name"],
-                    e["link"]["destination"] or "",
-                    e.get("method") or orjson.dumps(e.get("action")).decode(),
-                ]
+            offset = 0
+            while True:
+                async with pool.acquire() as conn:
+                    events = await reports.contact_timeline(conn, contact_id, limit=MAX_PAGE, offset=offset)
+                for e in events:
+                    detail = e.get("method") or orjson.dumps(e.get("action")).decode()
+                    yield [
+                        e["at"],
+                        e["kind"],
+                        e["campaign"]["id"],
+                        e["campaign"]["name"],
+                        e["link"]["id"],
+                        e["link"]["name"],
+                        e["link"]["destination"] or "",
+                        detail,
+                    ]
+                if len(events) < MAX_PAGE:
+                    return
+                offset += MAX_PAGE
 
         header = ["at", "kind", "campaign_id", "campaign", "link_id", "link", "destination", "detail"]
         return await _stream_csv(request, header, rows(), f"contact-{contact_id}-timeline.csv")
-    return json_response({"contact_id": contact_id, "events": events})
+    limit = _query_int(request, "limit", MAX_PAGE, MAX_PAGE, 1)
+    offset = _query_int(request, "offset", 0, MAX_CONTACT)
+    async with pool.acquire() as conn:
+        events = await reports.contact_timeline(conn, contact_id, limit=limit, offset=offset)
+    next_offset = offset + limit if len(events) == limit else None
+    return json_response({"contact_id": contact_id, "events": events, "next_offset": next_offset})
 
 
 def _wants_csv(request: web.Request) -> bool:
@@ -252,7 +275,7 @@ async def _stream_csv(request: web.Request, header: list[str], rows: Any, filena
     writer = csv.writer(buffer)
     writer.writerow(header)
     async for row in rows:
-        writer.writerow(row)
+        writer.writerow([_csv_cell(cell) for cell in row])
         if buffer.tell() > 64 * 1024:
             await response.write(buffer.getvalue().encode())
             buffer.seek(0)
@@ -260,6 +283,13 @@ async def _stream_csv(request: web.Request, header: list[str], rows: Any, filena
     await response.write(buffer.getvalue().encode())
     await response.write_eof()
     return response
+
+
+def _csv_cell(cell: Any) -> Any:
+    """Neutralise spreadsheet formulas (CSV injection): names and URLs come from senders' messages."""
+    if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + cell
+    return cell
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
 import asyncpg
 
 SCOPES = ("read", "write")
+_KEY_ID = re.compile(r"[0-9a-f]{8}")
 PREFIX = "ck_"
 
 
@@ -52,9 +54,9 @@ async def create(conn: asyncpg.Connection, name: str, scopes: list[str]) -> str:
 
 
 async def authenticate(conn: asyncpg.Connection, presented: str) -> Principal | None:
-    if not presented.startswith(PREFIX) or len(presented) > 200:
-        return None
     key_id, _, secret = presented[len(PREFIX) :].partition("_")
+    if not presented.startswith(PREFIX) or len(presented) > 200 or not _KEY_ID.fullmatch(key_id) or not secret:
+        return None
     row = await conn.fetchrow(
         "SELECT name, secret_hash, scopes FROM api_keys WHERE key_id = $1 AND revoked_at IS NULL", key_id
     )

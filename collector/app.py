@@ -143,6 +143,10 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.wait_for(pool.close(), timeout=10.0)
 
 
+async def _close_rewriter(app: web.Application) -> None:
+    app[api.REWRITER].close()
+
+
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     deliverer = Deliverer(app[POOL], app[CONFIG].webhook_secret_bytes())
     app[WEBHOOKS] = deliverer
@@ -181,6 +185,7 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
     app[api.REWRITER] = Rewriter(config.key_path, config.public_url)
+    app.on_cleanup.append(_close_rewriter)
     app.router.add_post("/v1/clicks", ingest_clicks)
     api.add_routes(app)
     app.router.add_get("/healthz", healthz)

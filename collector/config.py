@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -119,22 +120,27 @@ class CollectorConfig:
         return self.keys_file or self.data_dir / "keys.json"
 
     def webhook_secret_bytes(self) -> bytes:
-        """The webhook signing key: the setting, else DATA_DIR/webhook.secret (made once, mode 0600)."""
+        """The webhook signing key: the setting, else DATA_DIR/webhook.secret (made once, mode 0600).
+        Several collectors must share one key: set CLICKEDGE_WEBHOOK_SECRET, or share the data dir."""
         if self.webhook_secret:
             return self.webhook_secret.encode()
         path = self.data_dir / "webhook.secret"
-        try:
-            return path.read_text().strip().encode()
-        except FileNotFoundError:
-            pass
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        secret = secrets.token_urlsafe(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another collector made it first
-            return path.read_text().strip().encode()
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Written in full under a temporary name, then linked into place: whoever loses a race to
+            # create it reads the winner's complete key, never an empty or half-written one.
+            tmp = path.with_name(f".webhook.secret.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            tmp.unlink()
+        secret = path.read_text().strip()
+        if not secret:
+            raise s.ConfigError(f"{path} is empty: delete it (a new key is made) or set CLICKEDGE_WEBHOOK_SECRET")
         return secret.encode()
 
     def __post_init__(self) -> None:

@@ -177,7 +177,8 @@ def document() -> dict[str, Any]:
                     "read",
                     [
                         _id("contact_id", 2**63 - 1),
-                        _id("limit", 10000, "query"),
+                        _id("limit", 1000, "query"),
+                        _id("offset", 2**63 - 1, "query"),
                         {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}},
                     ],
                     obj,

@@ -91,8 +91,10 @@ async def link_clickers(
     return {"clickers": items, "next_after": items[-1]["contact_id"] if len(items) == limit else None}
 
 
-async def contact_timeline(conn: asyncpg.Connection, contact_id: int, *, limit: int = 1000) -> list[dict[str, Any]]:
-    """Every click and every action applied for one contact, in time order, with names."""
+async def contact_timeline(
+    conn: asyncpg.Connection, contact_id: int, *, limit: int = 1000, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Every click and every action applied for one contact, in time order, with names; a page at a time."""
     rows = await conn.fetch(
         """SELECT * FROM (
                SELECT 'click' AS kind, k.clicked_at AS at, k.campaign_id, c.name AS campaign, k.link_id,
@@ -108,9 +110,10 @@ async def contact_timeline(conn: asyncpg.Connection, contact_id: int, *, limit: 
                LEFT JOIN campaigns c ON c.campaign_id = e.campaign_id
                LEFT JOIN links l ON l.campaign_id = e.campaign_id AND l.link_id = e.link_id
                WHERE e.contact_id = $1
-           ) t ORDER BY at, kind DESC LIMIT $2""",
+           ) t ORDER BY at, kind DESC, event_id, action::text LIMIT $2 OFFSET $3""",
         contact_id,
         limit,
+        offset,
     )
     return [
         {

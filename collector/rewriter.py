@@ -2,11 +2,16 @@
 
 A campaign's message is prepared once and cached (by its content) so that each recipient's rewrite only
 mints; its links are registered in PostgreSQL the first time, and each recipient is recorded once.
+Preparing runs in a separate process with a deadline: Python's HTML tokenizer can take quadratic time on
+hostile input (CVE-2025-6069 on older Pythons), and the collector's event loop also ingests clicks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import multiprocessing
+import multiprocessing.pool
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -15,10 +20,12 @@ import asyncpg
 
 from collector import campaigns
 from edge import keys
-from edge.rewrite import PreparedMessage, prepare
+from edge.rewrite import PreparedMessage, RewriteError, prepare
 from edge.token import TokenCodec
 
 CACHE_SIZE = 64
+MAX_MESSAGE_CHARS = 1 << 20
+PREPARE_TIMEOUT = 10.0
 
 
 class Rewriter:
@@ -27,6 +34,43 @@ class Rewriter:
         self._public_url = public_url
         self._codec: TokenCodec | None = None
         self._prepared: OrderedDict[tuple[int, bytes], tuple[PreparedMessage, bool]] = OrderedDict()
+        self._pool: multiprocessing.pool.Pool | None = None
+
+    async def _prepare(self, html: str, text: str | None) -> PreparedMessage:
+        if len(html) + len(text or "") > MAX_MESSAGE_CHARS:
+            raise RewriteError(f"the message is larger than {MAX_MESSAGE_CHARS} characters")
+        if self._pool is None:
+            self._pool = multiprocessing.get_context("spawn").Pool(processes=1)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[PreparedMessage] = loop.create_future()
+
+        def settle(result: PreparedMessage | None, exc: BaseException | None) -> None:
+            if done.done():
+                return
+            if exc is not None:
+                done.set_exception(exc)
+            else:
+                assert result is not None
+                done.set_result(result)
+
+        # The pool calls these from its result thread: hand over to the event loop.
+        def ok(result: PreparedMessage) -> None:
+            loop.call_soon_threadsafe(settle, result, None)
+
+        def failed(exc: BaseException) -> None:
+            loop.call_soon_threadsafe(settle, None, exc)
+
+        self._pool.apply_async(prepare, (html, text), callback=ok, error_callback=failed)
+        try:
+            return await asyncio.wait_for(done, PREPARE_TIMEOUT)
+        except TimeoutError:
+            self.close()  # the stuck tokenizer goes with its process; the next message gets a new one
+            raise RewriteError(f"the HTML could not be tokenized within {PREPARE_TIMEOUT:.0f}s") from None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
 
     def _minter(self) -> TokenCodec:
         if self._codec is None:
@@ -45,8 +89,7 @@ class Rewriter:
         digest = hashlib.sha256(html.encode() + b"\0" + (text or "").encode()).digest()
         cached = self._prepared.get((campaign_id, digest))
         if cached is None:
-            message = prepare(html, text)
-            cached = (message, False)
+            cached = (await self._prepare(html, text), False)
         message, registered = cached
         if not registered:
             await campaigns.register_links(conn, campaign_id, message.links)

@@ -55,6 +55,9 @@ class Deliverer:
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     log.warning("webhook outbox unavailable: %s", exc)
                     busy = False
+                except Exception:  # a task boundary: log, keep delivering the rest
+                    log.exception("webhook delivery failed unexpectedly; continuing")
+                    busy = False
                 if not busy:
                     self.wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -118,9 +121,9 @@ class Deliverer:
         }
         try:
             async with http.post(row["url"], data=body, headers=headers, allow_redirects=False) as resp:
-                await resp.read()
+                await resp.content.read(64 << 10)  # a bounded read: the answer's body is not used
                 if 200 <= resp.status < 300:
                     return None
                 return f"HTTP {resp.status}"
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # whatever one receiver does (or its URL is), it is that row's error alone
             return f"{type(exc).__name__}: {exc}"[:300]

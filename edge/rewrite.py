@@ -15,6 +15,7 @@ decoded before minting. ``data-clickedge-name="Pricing_CTA"`` names a placement 
 from __future__ import annotations
 
 import html
+import html.entities
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -27,6 +28,10 @@ TEXT_URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)  # plain text has
 TEXT_TRAILING = ".,;:!?)]}'\""
 OFF_ATTRIBUTE = "data-clickedge"
 NAME_ATTRIBUTE = "data-clickedge-name"
+
+
+class RewriteError(ValueError):
+    """A message that cannot be rewritten as given (the HTML tokenizer gave up on it)."""
 
 
 class Minter(Protocol):
@@ -94,7 +99,10 @@ class PreparedMessage:
 def prepare(message_html: str, text: str | None = None) -> PreparedMessage:
     """Find every trackable link placement of a message once; render it per recipient."""
     finder = _LinkFinder(message_html)
-    finder.scan()
+    try:
+        finder.scan()
+    except (AssertionError, ValueError) as exc:  # html.parser gives up on a few malformed declarations
+        raise RewriteError(f"the HTML cannot be tokenized: {exc}") from None
     part = _Part()
     pending = []  # the literal text since the last slot
     pos = 0
@@ -121,7 +129,7 @@ def _prepare_text(text: str, next_id: int, skipped: list[Skipped]) -> _Part:
     part = _Part(chunks=[""])
     pos = 0
     for match in TEXT_URL.finditer(text):
-        url = match.group(0).rstrip(TEXT_TRAILING)
+        url = _trim_text_url(match.group(0))
         start, end = match.start(), match.start() + len(url)
         reason = _untrackable(url)
         if reason:
@@ -134,6 +142,34 @@ def _prepare_text(text: str, next_id: int, skipped: list[Skipped]) -> _Part:
         pos = end
     part.chunks[-1] += text[pos:]
     return part
+
+
+def _trim_text_url(url: str) -> str:
+    """Drop sentence punctuation after a URL in prose, but keep a closing bracket the URL opened."""
+    while url and url[-1] in TEXT_TRAILING:
+        if url[-1] == ")" and url.count("(") >= url.count(")"):
+            break
+        url = url[:-1]
+    return url
+
+
+_CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;?)")
+
+
+def unescape_attribute(value: str) -> str:
+    """Decode character references the way a browser does inside an attribute value: a named reference
+    without its ';' stays as written when a letter, digit or '=' follows it (``?a=1&region=eu`` keeps its
+    ``&region``, where ``html.unescape`` would turn it into ``®ion``)."""
+
+    def decode(match: re.Match[str]) -> str:
+        ref = match.group(1)
+        if ref.startswith("#"):
+            return html.unescape(match.group(0))
+        if ref in html.entities.html5 and (ref.endswith(";") or value[match.end() : match.end() + 1] != "="):
+            return html.entities.html5[ref]  # &amp; or a legacy reference such as &copy standing alone
+        return match.group(0)  # no such name, or a legacy name with letters, digits or '=' right after it
+
+    return _CHARREF.sub(decode, value)
 
 
 def _untrackable(url: str) -> str | None:
@@ -186,13 +222,15 @@ class _LinkFinder(HTMLParser):
         if off is not None and raw[off.value_start : off.value_end].strip().lower() == "off":
             self.edits.append((self.base + start + off.attr_start, self.base + start + off.attr_end, "remove", None))
             return
-        value = html.unescape(raw[href.value_start : href.value_end]).strip()
+        value = unescape_attribute(raw[href.value_start : href.value_end]).strip()
         reason = _untrackable(value)
         if reason:
             self.skipped.append(Skipped(value, reason))
             return
         named = spans.get(NAME_ATTRIBUTE)
-        name = html.unescape(raw[named.value_start : named.value_end]).strip()[:200] if named else ""
+        name = ""
+        if named is not None:
+            name = unescape_attribute(raw[named.value_start : named.value_end]).replace("\x00", "").strip()[:200]
         destination = validate_destination(value)
         self.edits.append(
             (

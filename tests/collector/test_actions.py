@@ -292,3 +292,33 @@ async def test_two_links_with_the_same_list_clicked_in_one_batch(
     assert (await collectors[0].post("/v1/clicks", data=body, headers=INGEST)).status == 200
     assert (await state(db, contact))["lists"] == [("offers", True)]
     assert (await state(db, contact))["events"] == 2
+
+
+async def test_one_unusable_webhook_does_not_stop_the_others(
+    collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    receiver = Receiver(failures=0)
+    async with TestServer(receiver.app) as server:
+        # A row no validation would let in today (an older version's, or written by hand) comes first.
+        await db.execute(
+            "INSERT INTO webhook_outbox (idempotency_key, url, body, next_attempt_at) "
+            "VALUES ($1, 'http://a..b/hook', '{}', now() - interval '1 minute')",
+            uuid.uuid4(),
+        )
+        await setup_link(db, campaign_id, [{"type": "webhook", "url": f"http://127.0.0.1:{server.port}/hook"}])
+        contact = campaign_id * 10
+        assert (
+            await collectors[0].post("/v1/clicks", data=clicks(campaign_id, [contact]), headers=INGEST)
+        ).status == 200
+
+        async def delivered() -> bool:
+            return len(receiver.requests) == 1
+
+        await eventually(delivered, timeout=15)
+    error = await db.fetchval("SELECT last_error FROM webhook_outbox WHERE url = 'http://a..b/hook'")
+    assert error  # recorded against that row alone
+
+
+def test_a_garbled_signature_is_refused_not_an_error() -> None:
+    assert not signing.verify(b"k", b"{}", "t=1,v1=\u00e9\u00e9")
+    assert not signing.verify(b"k", b"{}", "t=soon,v1=00")

@@ -3,11 +3,14 @@ registration, link actions with their audit log, and the OpenAPI document."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -171,3 +174,51 @@ async def test_openapi_describes_every_route(api: TestClient[Any, Any]) -> None:
         operation = doc["paths"][path][method.lower()]
         assert operation["x-scope"] == handler.scope  # type: ignore[attr-defined]
         assert {"400", "401", "403"} <= set(operation["responses"])
+
+
+async def test_hostile_input_gets_a_4xx_not_a_500(
+    api: TestClient[Any, Any], keyring: dict[str, str], campaign_id: int
+) -> None:
+    write = auth(keyring["write"])
+    url = f"/v1/campaigns/{campaign_id}"
+    cases: list[tuple[str, str, dict[str, Any], int]] = [
+        ("POST", f"{url}/rewrite", {"html": "<a href='https://x.example.com/'>x</a><![x]>"}, 400),
+        ("POST", f"{url}/rewrite", {"html": "x" * (1 << 20) + "y"}, 400),
+        ("POST", f"{url}/rewrite", {"html": "<p>\x00</p>"}, 400),
+        ("PUT", url, {"name": "a\x00b"}, 400),
+    ]
+    for method, path, body, status in cases:
+        resp = await api.request(method, path, data=io.BytesIO(orjson.dumps(body)), headers=write)
+        assert resp.status == status, (path, await resp.text())
+        assert "error" in await resp.json()
+    # A key with bytes that are not UTF-8 is simply not a key.
+    resp = await api.put(url, json={"name": "x"}, headers={"Authorization": "Bearer ck_\xff\xfe_x"})
+    assert resp.status == 401
+    await api.post(f"{url}/rewrite", json={"html": "<a href='https://x.example.com/'>x</a>"}, headers=write)
+    for action in (
+        {"type": "webhook", "url": "http://a..b/"},
+        {"type": "webhook", "url": "http://[::1"},
+        {"type": "add_tag", "tag": "a\x00"},
+    ):
+        resp = await api.put(f"{url}/links/1/actions", json=[action], headers=write)
+        assert resp.status == 400, action
+
+
+async def test_csv_exports_neutralise_formulas(
+    api: TestClient[Any, Any], db: asyncpg.Connection, keyring: dict[str, str], campaign_id: int
+) -> None:
+    from clickedge.events import EventIds
+
+    write = auth(keyring["write"])
+    html = '<a href="https://x.example.com/" data-clickedge-name="=HYPERLINK(&quot;http://evil&quot;)">x</a>'
+    await api.put(f"/v1/campaigns/{campaign_id}", json={"name": "+cmd|calc"}, headers=write)
+    await api.post(f"/v1/campaigns/{campaign_id}/rewrite", json={"html": html}, headers=write)
+    contact = campaign_id
+    ids = EventIds()
+    click = [ids.next(1_790_000_000_000), 1_790_000_000_000_000, campaign_id, 1, contact, 0, 1, "192.0.2.1", "u", "GET"]
+    body = orjson.dumps({"v": 1, "edge": "e", "clicks": [click]})
+    assert (await api.post("/v1/clicks", data=body, headers={"Authorization": f"Bearer {INGEST_SECRET}"})).status == 200
+    resp = await api.get(f"/v1/reports/contacts/{contact}/timeline?format=csv", headers=write)
+    row = next(csv.DictReader(io.StringIO(await resp.text())))
+    assert row["campaign"] == "'+cmd|calc"
+    assert row["link"] == '\'=HYPERLINK("http://evil")'

@@ -171,3 +171,33 @@ def test_anonymous_rendering_has_no_contact() -> None:
     out, _ = render('<a href="https://x.example.com/">x</a>', contact=None)
     token = out.split(LINK_PATH, 1)[1].split('"', 1)[0]
     assert CODEC.decode(token).contact_id is None
+
+
+@pytest.mark.parametrize(
+    ("href", "destination"),
+    [
+        ("https://x.example.com/?id=1&region=us&current=2", "https://x.example.com/?id=1&region=us&current=2"),
+        ("https://x.example.com/?a=1&amp;b=2", "https://x.example.com/?a=1&b=2"),
+        ("https://x.example.com/?a=1&#x26;b=2&#38;c=3", "https://x.example.com/?a=1&b=2&c=3"),
+        ("https://x.example.com/?copy=1&copy2=2", "https://x.example.com/?copy=1&copy2=2"),
+        ("https://x.example.com/?a&lt=3", "https://x.example.com/?a&lt=3"),
+    ],
+)
+def test_character_references_are_decoded_as_browsers_do_in_attributes(href: str, destination: str) -> None:
+    out, _ = render(f'<a href="{href}">x</a>')
+    assert tracked_links(out) == [(1, destination)]
+
+
+def test_html_the_tokenizer_rejects_is_a_clear_error() -> None:
+    from edge.rewrite import RewriteError
+
+    with pytest.raises(RewriteError, match="cannot be tokenized"):
+        prepare('<a href="https://x.example.com/">x</a><![x]>')
+
+
+def test_a_url_in_brackets_keeps_its_own_closing_bracket() -> None:
+    message = prepare("", "See https://en.example.org/wiki/Foo_(bar) and (https://x.example.com/a).")
+    assert [s.destination for s in message.links] == [
+        "https://en.example.org/wiki/Foo_(bar)",
+        "https://x.example.com/a",
+    ]
