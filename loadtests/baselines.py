@@ -1,0 +1,92 @@
+"""Baseline servers the harness measures the edge against, in the same run on the same machine.
+
+- ``bare``: aiohttp's low-level ``web.Server`` on uvloop answering a fixed 302: the ceiling for any
+  aiohttp edge.
+- ``peer``: the design of listmonk, Mautic and Shlink: decode the link (here: our token, so the work
+  compares like with like), INSERT the click into PostgreSQL with asyncpg, then answer.
+
+    python -m loadtests.baselines bare --port 9001
+    python -m loadtests.baselines peer --port 9002 --database-url postgresql://... --data-dir .clickedge
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import uvloop
+from aiohttp import web
+from aiohttp.web_request import BaseRequest
+
+from edge import keys
+from edge.token import LINK_PATH, TokenError
+
+FIXED = "https://example.com/"
+INSERT = """INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id, client_ip,
+                                user_agent, method, edge)
+            VALUES ($1, now(), $2, $3, $4, to_timestamp($5), $6, $7, $8, $9, 'peer')"""
+
+
+async def serve(handler: web.Server, port: int) -> None:
+    runner = web.ServerRunner(handler, handle_signals=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=2048).start()
+    print(f"listening on {port}", flush=True)
+    await asyncio.Event().wait()
+
+
+async def bare(port: int) -> None:
+    async def handle(request: BaseRequest) -> web.StreamResponse:
+        return web.Response(status=302, headers={"Location": FIXED})
+
+    await serve(web.Server(handle, access_log=None), port)
+
+
+async def peer(port: int, dsn: str, data_dir: Path) -> None:
+    codec = keys.load(data_dir / "keys.json").codec()
+    pool = await asyncpg.create_pool(dsn, min_size=8, max_size=8)
+
+    async def handle(request: BaseRequest) -> web.StreamResponse:
+        try:
+            link = codec.decode(request.raw_path[len(LINK_PATH) :])
+        except TokenError:
+            return web.Response(status=404)
+        await pool.execute(
+            INSERT,
+            link.contact_id or 0,
+            uuid.uuid4(),
+            link.campaign_id,
+            link.link_id,
+            link.sent_at,
+            link.key_id,
+            request.remote,
+            request.headers.get("User-Agent", "")[:512],
+            request.method,
+        )
+        return web.Response(status=302, headers={"Location": link.destination, "Cache-Control": "no-store"})
+
+    await serve(web.Server(handle, access_log=None), port)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=["bare", "peer"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--database-url")
+    parser.add_argument("--data-dir", type=Path, default=Path(".clickedge"))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    coro = bare(args.port) if args.kind == "bare" else peer(args.port, args.database_url, args.data_dir)
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(coro)
+    return 0 if time.perf_counter() > started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
