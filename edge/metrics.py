@@ -8,10 +8,11 @@ for it.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from clickedge.metrics import new_registry
@@ -42,16 +43,11 @@ class EdgeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, restarts: int = 0) -> None:
         self.registry = registry or new_registry()
         r = self.registry
-        requests = Counter(
-            "clickedge_edge_requests", "Requests to tracked-link paths by outcome", ["outcome"], registry=r
-        )
-        self.outcome = {name: requests.labels(name) for name in OUTCOMES}
-        self.handler_seconds = Histogram(
-            "clickedge_edge_handler_seconds",
-            "Time spent in the redirect handler",
-            buckets=HANDLER_BUCKETS,
-            registry=r,
-        )
+        # Touched by every redirect: plain integers, read by the registry at scrape time. prometheus-client's
+        # Counter.inc and Histogram.observe take a lock and cost about 7 % of the edge's throughput.
+        self.outcome = {name: FastCounter() for name in OUTCOMES}
+        self.handler_seconds = FastHistogram(HANDLER_BUCKETS)
+        r.register(_RequestCollector(self.outcome, self.handler_seconds))
         batches = Counter("clickedge_edge_batches", "Batches sent to the collector by outcome", ["outcome"], registry=r)
         self.batch_shipped = batches.labels("shipped")
         self.batch_failed = batches.labels("failed")
@@ -87,6 +83,60 @@ class EdgeMetrics:
 
     def watch_spool(self, spool: Spool, oldest_unacked_us: Callable[[], int | None]) -> None:
         self.registry.register(_SpoolCollector(spool, oldest_unacked_us))
+
+
+class FastCounter:
+    """A counter for one event loop: no lock, no label lookup; exported by a collector."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
+class FastHistogram:
+    """A histogram for one event loop: a bisect and two additions per observation."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative, out = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), float(cumulative)))
+        return out
+
+
+class _RequestCollector(Collector):
+    def __init__(self, outcome: dict[str, FastCounter], handler: FastHistogram) -> None:
+        self._outcome = outcome
+        self._handler = handler
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        requests = CounterMetricFamily(
+            "clickedge_edge_requests", "Requests to tracked-link paths by outcome", labels=["outcome"]
+        )
+        for name, counter in self._outcome.items():
+            requests.add_metric([name], counter.value)
+        yield requests
+        yield HistogramMetricFamily(
+            "clickedge_edge_handler_seconds",
+            "Time spent in the redirect handler",
+            buckets=self._handler.buckets(),
+            sum_value=self._handler.sum,
+        )
 
 
 class _SpoolCollector(Collector):

@@ -126,7 +126,7 @@ async def test_invalid_links_never_redirect(
     outcome: str,
 ) -> None:
     async with run_edge() as edge:
-        before = edge.edge.metrics.outcome[outcome]._value.get()
+        before = edge.edge.metrics.outcome[outcome].value
         url = f"http://127.0.0.1:{edge.port}{make_path(mint(data_dir))}"
         async with http.get(url, allow_redirects=False) as resp:
             assert resp.status == status
@@ -136,7 +136,7 @@ async def test_invalid_links_never_redirect(
             if outcome != "not_found":
                 assert "not valid" in await resp.text()
         assert spooled(edge) == []
-        assert edge.edge.metrics.outcome[outcome]._value.get() == before + 1
+        assert edge.edge.metrics.outcome[outcome].value == before + 1
 
 
 async def test_retired_key_link_is_not_valid(run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path) -> None:
