@@ -81,6 +81,37 @@ def redacted(config: object) -> dict[str, Any]:
     return out
 
 
+# Settings several services share: one definition each, so their flag, variable and parsing agree.
+
+
+def data_dir_setting(help: str) -> Any:
+    return setting(Path(".clickedge"), flag="--data-dir", env="CLICKEDGE_DATA_DIR", parse=path, help=help)
+
+
+def keys_file_setting() -> Any:
+    return setting(
+        None,
+        flag="--keys-file",
+        env="CLICKEDGE_KEYS_FILE",
+        parse=path,
+        help="link key file (default DATA_DIR/keys.json)",
+    )
+
+
+def ingest_secret_setting(help: str) -> Any:
+    return setting("", flag="--ingest-secret", env="CLICKEDGE_INGEST_SECRET", parse=text, secret=True, help=help)
+
+
+def log_level_setting() -> Any:
+    return setting(
+        "INFO",
+        flag="--log-level",
+        env="CLICKEDGE_LOG_LEVEL",
+        parse=log_level,
+        help="log level: debug, info, warning, error",
+    )
+
+
 # Parsers: each raises ValueError with a message a user can act on.
 
 

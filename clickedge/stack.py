@@ -30,13 +30,7 @@ log = logging.getLogger("clickedge.up")
 
 @dataclass(frozen=True)
 class UpConfig:
-    data_dir: Path = s.setting(
-        Path(".clickedge"),
-        flag="--data-dir",
-        env="CLICKEDGE_DATA_DIR",
-        parse=s.path,
-        help="directory for keys, secrets and the embedded database",
-    )
+    data_dir: Path = s.data_dir_setting("directory for keys, secrets and the embedded database")
     edge_port: int = s.setting(8080, flag="--edge-port", env="CLICKEDGE_EDGE_PORT", parse=s.port, help="edge HTTP port")
     collector_port: int = s.setting(
         8081,

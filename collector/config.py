@@ -35,14 +35,7 @@ class CollectorConfig:
         help="PostgreSQL DSN; `up` starts an embedded server when empty",
         secret=True,
     )
-    ingest_secret: str = s.setting(
-        "",
-        flag="--ingest-secret",
-        env="CLICKEDGE_INGEST_SECRET",
-        parse=s.text,
-        secret=True,
-        help="shared secret edges present to ship clicks (at least 16 chars)",
-    )
+    ingest_secret: str = s.ingest_secret_setting("shared secret edges present to ship clicks (at least 16 chars)")
     pool_size: int = s.setting(
         8,
         flag="--pool-size",
@@ -78,20 +71,8 @@ class CollectorConfig:
         parse=s.non_negative_float,
         help="then: seconds in-flight batches may take to finish",
     )
-    data_dir: Path = s.setting(
-        Path(".clickedge"),
-        flag="--data-dir",
-        env="CLICKEDGE_DATA_DIR",
-        parse=s.path,
-        help="directory with the link keys (for the rewrite API) and the webhook secret",
-    )
-    keys_file: Path | None = s.setting(
-        None,
-        flag="--keys-file",
-        env="CLICKEDGE_KEYS_FILE",
-        parse=s.path,
-        help="link key file (default DATA_DIR/keys.json)",
-    )
+    data_dir: Path = s.data_dir_setting("directory with the link keys (for the rewrite API) and the webhook secret")
+    keys_file: Path | None = s.keys_file_setting()
     public_url: str = s.setting(
         "http://127.0.0.1:8080",
         flag="--public-url",
@@ -107,13 +88,7 @@ class CollectorConfig:
         secret=True,
         help="key that signs webhooks (default: DATA_DIR/webhook.secret, created if missing)",
     )
-    log_level: str = s.setting(
-        "INFO",
-        flag="--log-level",
-        env="CLICKEDGE_LOG_LEVEL",
-        parse=s.log_level,
-        help="log level: debug, info, warning, error",
-    )
+    log_level: str = s.log_level_setting()
 
     @property
     def key_path(self) -> Path:

@@ -9,6 +9,7 @@ redelivered batch therefore changes nothing, and the caller answers 200 only aft
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import orjson
@@ -131,11 +132,9 @@ async def prepare_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(CREATE_STAGE)
 
 
-async def ingest(conn: asyncpg.Connection, edge: str, clicks: list[Click]) -> IngestResult:
-    """Write one batch exactly once. Returns after COMMIT; raises on any database error (nothing kept)."""
-    if not clicks:
-        return IngestResult(0, 0)
-    records = [
+def stage_records(edge: str, clicks: list[Click]) -> list[tuple[Any, ...]]:
+    """The rows COPY writes for a batch, in STAGE_COLUMNS order (contact 0: anonymous)."""
+    return [
         (
             c.contact_id or 0,
             c.clicked_at,
@@ -151,6 +150,13 @@ async def ingest(conn: asyncpg.Connection, edge: str, clicks: list[Click]) -> In
         )
         for c in clicks
     ]
+
+
+async def ingest(conn: asyncpg.Connection, edge: str, clicks: list[Click]) -> IngestResult:
+    """Write one batch exactly once. Returns after COMMIT; raises on any database error (nothing kept)."""
+    if not clicks:
+        return IngestResult(0, 0)
+    records = stage_records(edge, clicks)
     async with conn.transaction():
         await conn.copy_records_to_table("click_stage", records=records, columns=STAGE_COLUMNS)
         row = await conn.fetchrow(MOVE_STAGED)

@@ -42,20 +42,8 @@ class EdgeConfig:
         parse=s.positive_int,
         help="edge worker processes sharing the port (SO_REUSEPORT)",
     )
-    data_dir: Path = s.setting(
-        Path(".clickedge"),
-        flag="--data-dir",
-        env="CLICKEDGE_DATA_DIR",
-        parse=s.path,
-        help="directory for keys, secrets and local state",
-    )
-    keys_file: Path | None = s.setting(
-        None,
-        flag="--keys-file",
-        env="CLICKEDGE_KEYS_FILE",
-        parse=s.path,
-        help="link key file (default DATA_DIR/keys.json)",
-    )
+    data_dir: Path = s.data_dir_setting("directory for keys, secrets and local state")
+    keys_file: Path | None = s.keys_file_setting()
     collector_url: str = s.setting(
         "http://127.0.0.1:8081",
         flag="--collector-url",
@@ -63,14 +51,7 @@ class EdgeConfig:
         parse=s.http_url,
         help="base URL of the collector the edge ships clicks to",
     )
-    ingest_secret: str = s.setting(
-        "",
-        flag="--ingest-secret",
-        env="CLICKEDGE_INGEST_SECRET",
-        parse=s.text,
-        secret=True,
-        help="shared secret for the collector (default: DATA_DIR/ingest.secret)",
-    )
+    ingest_secret: str = s.ingest_secret_setting("shared secret for the collector (default: DATA_DIR/ingest.secret)")
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = s.setting(
         (),
         flag="--trusted-proxies",
@@ -141,13 +122,7 @@ class EdgeConfig:
         parse=s.port,
         help="this worker's number; picks its spool (set by --workers)",
     )
-    log_level: str = s.setting(
-        "INFO",
-        flag="--log-level",
-        env="CLICKEDGE_LOG_LEVEL",
-        parse=s.log_level,
-        help="log level: debug, info, warning, error",
-    )
+    log_level: str = s.log_level_setting()
 
     @property
     def key_path(self) -> Path:

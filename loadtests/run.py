@@ -260,25 +260,7 @@ async def ingest_ratio(dsn: str, rows: int) -> dict[str, float]:
         await ingest.prepare_connection(conn)
         await conn.execute("CREATE TABLE IF NOT EXISTS copy_baseline (LIKE clicks INCLUDING ALL)")
         await conn.execute("TRUNCATE copy_baseline")
-        records = [
-            [
-                (
-                    c.contact_id or 0,
-                    c.clicked_at,
-                    c.event_id,
-                    c.campaign_id,
-                    c.link_id,
-                    c.sent_at,
-                    c.key_id,
-                    c.client_ip,
-                    c.user_agent,
-                    c.method,
-                    "load",
-                )
-                for c in batch
-            ]
-            for batch in batches
-        ]
+        records = [ingest.stage_records("load", batch) for batch in batches]
         started = time.perf_counter()
         for batch_records in records:
             await conn.copy_records_to_table("copy_baseline", records=batch_records, columns=ingest.STAGE_COLUMNS)
