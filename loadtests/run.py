@@ -139,9 +139,17 @@ async def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def wrk(url: str, tokens: Path, duration: float, connections: int, cpu: int | None) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        *pin(cpu),
+async def wrk(
+    url: str, tokens: Path, duration: float, connections: int, cpu: int | None, delay_ms: float | None = None
+) -> dict[str, Any]:
+    script = HERE / "clicks.lua"
+    if delay_ms is not None:
+        # A pause after each response, per connection: C connections then send about C * 1000 / pause
+        # requests/s, for latency at a chosen load. wrk looks for delay() when it loads the script.
+        paced = tokens.with_suffix(".paced.lua")
+        paced.write_text(script.read_text() + f"\nfunction delay()\n  return {delay_ms:.0f}\nend\n")
+        script = paced
+    argv = [
         "wrk",
         "-t1",
         f"-c{connections}",
@@ -149,12 +157,13 @@ async def wrk(url: str, tokens: Path, duration: float, connections: int, cpu: in
         "--timeout",
         "5s",
         "-s",
-        str(HERE / "clicks.lua"),
+        str(script),
         url,
         "--",
         str(tokens),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *pin(cpu), *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await proc.communicate()
     for line in out.decode().splitlines():
@@ -165,11 +174,17 @@ async def wrk(url: str, tokens: Path, duration: float, connections: int, cpu: in
 
 
 async def measure(
-    name: str, url: str, pids: list[int], tokens: Path, args: argparse.Namespace, client_cpu: int | None
+    name: str,
+    url: str,
+    pids: list[int],
+    tokens: Path,
+    args: argparse.Namespace,
+    client_cpu: int | None,
+    delay_ms: float | None = None,
 ) -> Result:
-    await wrk(url, tokens, 1, args.connections, client_cpu)  # warm-up
+    await wrk(url, tokens, 1, args.connections, client_cpu, delay_ms)  # warm-up
     before = cpu_seconds(pids)
-    data = await wrk(url, tokens, args.duration, args.connections, client_cpu)
+    data = await wrk(url, tokens, args.duration, args.connections, client_cpu, delay_ms)
     cpu = cpu_seconds(pids) - before
     seconds = data["duration_us"] / 1e6
     errors = data["connect"] + data["read"] + data["write"] + data["status"] + data["timeout"]
@@ -297,7 +312,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         procs.append(collector)
         await wait_http(f"http://127.0.0.1:{cport}/readyz")
-        campaigns = {"edge1": 4_000_000_101, "edgeN": 4_000_000_102, "peer": 4_000_000_103}
+        campaigns = {"edge1": 4_000_000_101, "edgeN": 4_000_000_102, "peer": 4_000_000_103, "edgeHalf": 4_000_000_104}
         token_files = {}
         for name, campaign in campaigns.items():
             token_files[name] = root / f"tokens-{name}.txt"
@@ -342,7 +357,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             notes.append("nginx is not installed: no nginx baseline in this run")
 
-        async def edge(name: str, workers: int, campaign_key: str, cpu: int | None) -> Result:
+        async def edge(
+            name: str, workers: int, campaign_key: str, cpu: int | None, half_of: float | None = None
+        ) -> Result:
             port = free_port()
             argv = [
                 sys.executable,
@@ -368,9 +385,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             procs.append(proc)
             try:
                 await wait_http(f"http://127.0.0.1:{port}/readyz")
-                result = await measure(
-                    name, f"http://127.0.0.1:{port}", [proc.pid], token_files[campaign_key], args, client_cpu
-                )
+                # At half of a measured maximum: each connection pauses so that the total is about half.
+                delay_ms = 1000 * args.connections / (half_of / 2) if half_of else None
+                url = f"http://127.0.0.1:{port}"
+                result = await measure(name, url, [proc.pid], token_files[campaign_key], args, client_cpu, delay_ms)
             finally:
                 await stop(proc)  # drains: ships what it can, the rest stays in the spool
             rows = await count_arrived(pg.dsn, campaigns[campaign_key], result.answered, 0)
@@ -383,7 +401,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result.clicks_lost = max(0, result.answered - rows)
             return result
 
-        results.append(await edge("clickedge edge, 1 worker", 1, "edge1", server_cpu))
+        one = await edge("clickedge edge, 1 worker", 1, "edge1", server_cpu)
+        results.append(one)
+        results.append(
+            await edge("clickedge edge, 1 worker, at half of that", 1, "edgeHalf", server_cpu, one.requests_per_s)
+        )
         if cores >= 4:
             results.append(await edge(f"clickedge edge, {cores - 1} workers", cores - 1, "edgeN", None))
         else:
@@ -442,14 +464,14 @@ def _cpu_model() -> str:
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        f"{'configuration':<36} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU %':>6} {'RSS MB':>7} "
+        f"{'configuration':<44} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU %':>6} {'RSS MB':>7} "
         f"{'vs bare':>8} {'vs nginx':>9} {'vs peer':>8} {'lost':>5}",
     ]
     for r in report["results"]:
         lost = "" if r["clicks_lost"] is None else str(r["clicks_lost"])
         ratios = r["ratios"]
         lines.append(
-            f"{r['name']:<36} {r['requests_per_s']:>9,.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+            f"{r['name']:<44} {r['requests_per_s']:>9,.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
             f"{r['cpu_pct']:>6.0f} {r['rss_mb'] or 0:>7.1f} {ratios.get('vs_bare', 0):>8.3f} "
             f"{ratios.get('vs_nginx', 0):>9.3f} {ratios.get('vs_peer', 0):>8.2f} {lost:>5}"
         )
