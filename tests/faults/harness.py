@@ -203,6 +203,10 @@ async def drive(
 
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5)) as http:
+        # aiohttp resends an idempotent request once when a kept-alive connection breaks (as browsers do).
+        # When the worker died after spooling the first attempt, that is a second, genuine click for the
+        # same token at the server, which would look like a duplicate here: one attempt per token.
+        http._retry_connection = False
         tasks = [asyncio.create_task(worker(http)) for _ in range(concurrency)]
         if stop_when_not_ready:
             tasks.append(asyncio.create_task(watch()))
