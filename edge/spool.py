@@ -33,7 +33,6 @@ import fcntl
 import os
 import struct
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -477,11 +476,6 @@ class Spool:
             if fd >= 0:
                 os.close(fd)
         self._ack_fd = self._lock_fd = -1
-
-    def records_in(self, seg: int) -> Iterator[tuple[bytes, bytes]]:
-        """Every readable record of one segment (for inspection and tests)."""
-        records, _, _ = parse((self.directory / _name(seg)).read_bytes(), final=True)
-        yield from records
 
 
 def _name(seg: int) -> str:
