@@ -67,6 +67,16 @@ def campaign_id() -> int:
     return next(_campaigns)
 
 
+def require(available: bool, what: str) -> None:
+    """A test that needs something from the machine: in CI (CI=true, where .ci/run installs it) its absence
+    fails the test; on a developer's machine without it, the test is skipped and says what to install."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required in CI")
+    pytest.skip(f"needs {what}")
+
+
 async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.02) -> T:
     """Poll ``check`` until it returns a truthy value or the deadline passes (then fail)."""
     loop = asyncio.get_running_loop()

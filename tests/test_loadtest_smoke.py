@@ -9,11 +9,12 @@ import shutil
 import pytest
 
 from loadtests import run
+from tests.conftest import require
 
 
 @pytest.mark.timeout(300)
 async def test_harness_runs_and_loses_no_click() -> None:
-    assert shutil.which("wrk"), "wrk is needed (.ci/run installs it)"
+    require(bool(shutil.which("wrk")), "wrk (apt-get install wrk)")
     args = argparse.Namespace(duration=1, connections=8, tokens=500, ingest_rows=2000)
     report = await run.run(args)
     names = [r["name"] for r in report["results"]]

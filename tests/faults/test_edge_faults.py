@@ -23,7 +23,7 @@ import pytest
 
 from clickedge.events import EventIds, click_payload
 from edge.spool import HEADER_SIZE, Spool, frame, parse
-from tests.conftest import eventually
+from tests.conftest import eventually, require
 from tests.faults.harness import (
     CollectorProc,
     EdgeProc,
@@ -134,6 +134,7 @@ async def test_truncated_and_bit_flipped_spool_segments_at_start(
 
 @contextlib.contextmanager
 def tiny_filesystem(size_kib: int) -> Iterator[Path]:
+    require(os.geteuid() == 0 and bool(shutil.which("mount")), "root, to mount a tiny tmpfs")
     mount = Path(tempfile.mkdtemp(prefix="clickedge-tinyfs-"))
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(mount)], check=True)
     try:
