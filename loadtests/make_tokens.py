@@ -9,10 +9,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from edge import keys
-from edge.server import TOKEN_PREFIX
+from edge.token import LINK_PATH, TokenCodec
+
+
+def token_paths(codec: TokenCodec, campaign: int, count: int, links: int = 20, sent_at: int = 0) -> Iterator[str]:
+    """``count`` tracked-link paths, each a distinct contact x link, for destinations of about 100 characters."""
+    for i in range(count):
+        contact, link = divmod(i, links)
+        url = f"https://shop.example.com/products/item-{link}?utm_source=newsletter&utm_campaign=load&c={contact}"
+        token = codec.mint(url[:100], campaign_id=campaign, link_id=link, contact_id=contact + 1, sent_at=sent_at)
+        yield f"{LINK_PATH}{token}\n"
 
 
 def main() -> int:
@@ -23,13 +33,7 @@ def main() -> int:
     parser.add_argument("--links", type=int, default=20, help="link placements per contact")
     args = parser.parse_args()
     codec = keys.load(args.data_dir / "keys.json").codec()
-    sent_at = int(time.time())
-    out = sys.stdout
-    for i in range(args.count):
-        contact, link = divmod(i, args.links)
-        url = f"https://shop.example.com/products/item-{link}?utm_source=newsletter&utm_campaign=load#c{contact}"
-        token = codec.mint(url, campaign_id=args.campaign, link_id=link, contact_id=contact + 1, sent_at=sent_at)
-        out.write(f"{TOKEN_PREFIX}{token}\n")
+    sys.stdout.writelines(token_paths(codec, args.campaign, args.count, args.links, int(time.time())))
     return 0
 
 

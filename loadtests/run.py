@@ -40,7 +40,7 @@ from clickedge.pgembed import EmbeddedPostgres, free_port
 from collector import ingest
 from collector.schema import migrate_dsn
 from edge import keys
-from edge.token import LINK_PATH
+from loadtests.make_tokens import token_paths
 
 HERE = Path(__file__).resolve().parent
 SECRET = "loadtest-ingest-secret-0123456789"  # noqa: S105 - a throwaway stack's
@@ -203,11 +203,7 @@ async def measure(
 def write_tokens(data_dir: Path, path: Path, campaign: int, count: int) -> None:
     codec = keys.load(data_dir / "keys.json").codec()
     with open(path, "w") as f:
-        for i in range(count):
-            contact, link = divmod(i, 20)
-            url = f"https://shop.example.com/products/item-{link}?utm_source=newsletter&utm_campaign=load&c={contact}"
-            token = codec.mint(url[:100], campaign_id=campaign, link_id=link, contact_id=contact + 1, sent_at=0)
-            f.write(f"{LINK_PATH}{token}\n")
+        f.writelines(token_paths(codec, campaign, count))
 
 
 async def rows_for(dsn: str, campaign: int) -> int:
