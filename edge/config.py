@@ -115,6 +115,13 @@ class EdgeConfig:
         parse=s.non_negative_float,
         help="seconds to finish requests and ship spooled clicks on stop",
     )
+    keepalive_timeout: float = s.setting(
+        60.0,
+        flag="--keepalive-timeout",
+        env="CLICKEDGE_KEEPALIVE_TIMEOUT",
+        parse=s.positive_float,
+        help="seconds a connection may go without completing a request before it is closed",
+    )
     worker_index: int = s.setting(
         0,
         flag="--worker-index",

@@ -11,8 +11,6 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from clickedge.settings import ConfigError
 from clickedge.supervise import (
     CONFIG_ERROR_EXIT,
@@ -25,8 +23,9 @@ from clickedge.supervise import (
 from edge import keys
 from edge.clientip import ClientIP
 from edge.config import EdgeConfig
+from edge.http import HttpServer
 from edge.metrics import EdgeMetrics
-from edge.server import Edge, make_server
+from edge.server import Edge
 from edge.shipper import Shipper
 from edge.spool import Spool, SpoolLockedError
 from edge.syncer import Syncer
@@ -55,7 +54,7 @@ class RunningEdge:
     spool: Spool
     syncer: Syncer
     shipper: Shipper
-    runner: web.ServerRunner
+    http: HttpServer
     port: int
     tasks: set[asyncio.Task[None]]
 
@@ -101,21 +100,13 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         on_batch_ready=shipper.wake.set,
         batch_size=config.batch_size,
     )
-    # aiohttp may take up to twice this to close connections; a quarter of the stop budget leaves the
-    # rest for shipping what is spooled.
-    runner = web.ServerRunner(
-        make_server(edge), handle_signals=False, shutdown_timeout=max(0.5, config.shutdown_timeout / 4)
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_port=reuse_port, backlog=2048)
+    http = HttpServer(edge, keepalive_timeout=config.keepalive_timeout)
     try:
-        await site.start()
+        port = await http.listen(config.host, config.port, reuse_port=reuse_port)
     except OSError as exc:
-        await runner.cleanup()
         spool.close()
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
-    port = int(runner.addresses[0][1])
-    running = RunningEdge(edge, spool, syncer, shipper, runner, port, set())
+    running = RunningEdge(edge, spool, syncer, shipper, http, port, set())
     _spawn(running, syncer.run(), "spool-sync")
     _spawn(running, shipper.run(), "shipper")
     _spawn(running, _count_backlog(spool), "count-backlog")
@@ -148,12 +139,15 @@ async def shutdown(running: RunningEdge, *, grace: float, timeout: float) -> int
     accepting and finish in-flight requests, then ship what can be shipped within ``timeout``. What is
     left stays in the spool for the next start. Returns the clicks left unshipped."""
     running.edge.draining = True
+    running.http.draining = True  # answers say Connection: close, so clients reconnect to other edges
     if grace > 0:
         log.info("draining: /readyz answers 503; serving for %.1fs more", grace)
         await asyncio.sleep(grace)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    await running.runner.cleanup()  # bounded by the runner's own share of the timeout (see start)
+    # Answers are written as soon as requests are read, so a quarter of the budget is plenty for clients
+    # to read theirs; the rest is for shipping what is spooled.
+    await running.http.stop(max(0.5, timeout / 4))
     for task in list(running.tasks):
         task.cancel()
     await asyncio.gather(*running.tasks, return_exceptions=True)

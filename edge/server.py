@@ -1,9 +1,9 @@
 """The redirect edge: decode a token in memory, spool the click, answer 302. No awaited I/O on the hot path.
 
-Built on aiohttp's low-level ``web.Server`` with one raw handler (the router and raised HTTP exceptions
-cost a quarter to a half of the throughput; see shared/FIELD.md). Responses that never change are built
-once; a redirect only adds its Location. The one system call per click is the spool's write(), which
-returns as soon as the bytes are in the page cache.
+The HTTP side is edge/http.py (aiohttp's parser under a small protocol); this module decides what each
+request gets. Answers that never change are built once, as bytes; a redirect only adds its Location. The
+clicks of all requests read in one event-loop pass are written to the spool with one write(), which
+returns as soon as the bytes are in the page cache, before any of those requests is answered.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 
-from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import CIMultiDictProxy
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clickedge.events import MAX_USER_AGENT, EventIds, click_payload
 from edge.clientip import ClientIP
+from edge.http import Answer
 from edge.metrics import EdgeMetrics
 from edge.spool import Spool
 from edge.syncer import Syncer
@@ -29,8 +29,7 @@ from edge.token import INVALID, LINK_PATH, MALFORMED, OVERSIZED, TokenCodec, Tok
 log = logging.getLogger("clickedge.edge")
 
 TOKEN_PREFIX = LINK_PATH
-# Long enough that every oversized token still reaches the handler and gets its 414 page.
-MAX_LINE_SIZE = 16384
+_TOKEN_START = len(TOKEN_PREFIX)
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
@@ -38,11 +37,23 @@ _PAGE = """<!doctype html>
 <body style="font-family:sans-serif;max-width:32em;margin:4em auto;padding:0 1em">
 <h1>{title}</h1><p>{text}</p></body></html>
 """
-_NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+_NO_STORE = b"Cache-Control: no-store\r\nReferrer-Policy: no-referrer\r\n"
+_HTML = "text/html; charset=utf-8"
+_TEXT = "text/plain; charset=utf-8"
+_REDIRECT_HEAD = b"HTTP/1.1 302 Found\r\nLocation: "
+_REDIRECT_TAIL = b"\r\n" + _NO_STORE + b"Content-Length: 0\r\n"
 
 
-def _page(status: int, title: str, text: str) -> tuple[int, bytes]:
-    return status, _PAGE.format(title=title, text=text).encode()
+def answer(status: int, body: bytes = b"", content_type: str = _TEXT, extra: bytes = _NO_STORE) -> Answer:
+    """A complete answer but for Date and Connection, which edge/http.py adds."""
+    head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode() + extra
+    if body:
+        head += f"Content-Type: {content_type}\r\n".encode()
+    return head + f"Content-Length: {len(body)}\r\n".encode(), body, False
+
+
+def _page(status: int, title: str, text: str) -> Answer:
+    return answer(status, _PAGE.format(title=title, text=text).encode(), _HTML)
 
 
 _INVALID_TEXT = "This link is not valid. It may have been copied incompletely or altered."
@@ -52,6 +63,12 @@ PAGES = {
     OVERSIZED: _page(414, "Link not valid", "This link is too long to be a valid tracked link."),
     "not_found": _page(404, "Not found", "There is nothing here."),
 }
+_METHOD_NOT_ALLOWED = answer(405, extra=b"Allow: GET, HEAD\r\n" + _NO_STORE)
+_SERVER_ERROR = _page(500, "Something went wrong", "The link could not be followed. Please try again.")
+_READY = answer(200, b"ready\n")
+_DRAINING = answer(503, b"draining\n")
+_SPOOL_FULL = answer(503, b"spool full: clicks are not being made durable\n")
+_SPOOL_FAILING = answer(503, b"spool cannot write: clicks are not being made durable\n")
 
 
 class Edge:
@@ -78,38 +95,32 @@ class Edge:
         self._batch_size = batch_size
         self._since_wake = 0
         self._ids = EventIds()
-        self._health = f"ok pid={os.getpid()}\n"  # which worker answered: SO_REUSEPORT spreads connections
+        self._always = syncer.always
+        self._redirects = metrics.outcome["redirect"]
+        self._method_not_allowed = metrics.outcome["method_not_allowed"]
+        # Which worker answered: SO_REUSEPORT spreads connections.
+        self._health = answer(200, f"ok pid={os.getpid()}\n".encode())
         self._pages = {
-            kind: (status, body, metrics.outcome.get(kind, metrics.outcome["not_found"]))
-            for kind, (status, body) in PAGES.items()
+            kind: (page, metrics.outcome.get(kind, metrics.outcome["not_found"])) for kind, page in PAGES.items()
         }
 
-    async def handle(self, request: BaseRequest) -> web.StreamResponse:
-        path = request.raw_path
+    def respond(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
         if path.startswith(TOKEN_PREFIX):
-            response = self.redirect(request, path)
-            if self.syncer.always and response.status == 302:
-                # fsync=always: answer only once the click is on disk (the spool groups concurrent waits).
-                await self.syncer.wait()
-            return response
+            return self.redirect(method, path, headers, peer)
         if path == "/healthz":
-            return web.Response(text=self._health, headers=_NO_STORE)
+            return self._health
         if path == "/readyz":
             return self.readyz()
         if path == "/metrics":
-            return web.Response(
-                body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-            )
+            return answer(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
         return self.error_page("not_found")
 
-    def redirect(self, request: BaseRequest, path: str) -> web.Response:
+    def redirect(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
         started = time.perf_counter()
-        metrics = self.metrics
-        method = request.method
         if method != "GET" and method != "HEAD":
-            metrics.outcome["method_not_allowed"].inc()
-            return web.Response(status=405, headers={"Allow": "GET, HEAD", **_NO_STORE})
-        token = path[len(TOKEN_PREFIX) :]
+            self._method_not_allowed.value += 1
+            return _METHOD_NOT_ALLOWED
+        token = path[_TOKEN_START:]
         query = token.find("?")
         if query >= 0:
             token = token[:query]
@@ -117,8 +128,6 @@ class Edge:
             link = self.codec.decode(token)
         except TokenError as exc:
             return self.error_page(exc.kind)
-        headers = request.headers
-        peer = request.remote or ""
         if self.client_ip.enabled:
             # A proxy may add its own header line rather than extend the client's: read them all.
             forwarded = headers.getall("X-Forwarded-For", ())
@@ -137,69 +146,42 @@ class Edge:
             headers.get("User-Agent", "")[:MAX_USER_AGENT],
             method,
         )
-        # Written before the answer: once the recipient has been redirected, the click is in the kernel.
-        # If it cannot be written (spool full, disk failing) the recipient still lands; it is counted.
-        if self.spool.append(self._ids.next_bytes(now_us // 1000), payload):
+        # Written before the answer (see before_send): once the recipient has been redirected, the click is
+        # in the kernel. If it cannot be kept (spool full, disk failing) the recipient still lands; it is
+        # counted.
+        if self.spool.add(self._ids.next_bytes(now_us // 1000), payload):
             self._since_wake += 1
             if self._since_wake >= self._batch_size:
                 self._since_wake = 0
                 self._on_batch_ready()
-        response = web.Response(status=302, headers={"Location": link.destination, **_NO_STORE})
-        metrics.outcome["redirect"].inc()
-        metrics.handler_seconds.observe(time.perf_counter() - started)
-        return response
+        self._redirects.value += 1
+        self.metrics.handler_seconds.observe(time.perf_counter() - started)
+        # fsync=always: the answer waits until the click is on disk (the syncer groups concurrent waits).
+        return _REDIRECT_HEAD + link.destination.encode() + _REDIRECT_TAIL, b"", self._always
 
-    def readyz(self) -> web.Response:
+    def readyz(self) -> Answer:
         if self.draining:
-            return web.Response(status=503, text="draining\n", headers=_NO_STORE)
+            return _DRAINING
         if not self.spool.healthy:
-            why = "spool full" if self.spool.full else "spool cannot write"
-            return web.Response(status=503, text=f"{why}: clicks are not being made durable\n", headers=_NO_STORE)
-        return web.Response(text="ready\n", headers=_NO_STORE)
+            return _SPOOL_FULL if self.spool.full else _SPOOL_FAILING
+        return _READY
 
-    def error_page(self, kind: str) -> web.Response:
-        status, body, counter = self._pages[kind]
+    def error_page(self, kind: str) -> Answer:
+        page, counter = self._pages[kind]
         counter.inc()
-        return web.Response(status=status, body=body, content_type="text/html", charset="utf-8", headers=_NO_STORE)
+        return page
 
+    def bad_request(self, exc: HttpProcessingError, *, line_too_long: bool) -> Answer:
+        # An absurdly long request line is an oversized token; anything else unparsable is malformed.
+        # Counted, and logged only at debug level: the open internet sends plenty of garbage.
+        return self.error_page(OVERSIZED if line_too_long else MALFORMED)
 
-class _EdgeRequestHandler(RequestHandler):
-    """Answers requests that fail to parse with the edge's own pages instead of aiohttp's text ones.
+    def before_send(self) -> None:
+        # One write() for the clicks of every request read in this event-loop pass, before any is answered.
+        self.spool.flush()
 
-    A request line longer than MAX_LINE_SIZE (an absurdly long token) gets the 414 page; any other
-    unparsable request the 400 page. Either is counted, and logged only at debug level: the open
-    internet sends plenty of garbage, and an error log line for each would be a cheap flood.
-    """
+    def server_error(self) -> Answer:
+        return _SERVER_ERROR
 
-    edge: Edge
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if not isinstance(exc, BadHttpMessage) or request.writer.output_size > 0:
-            return super().handle_error(request, status, exc, message)
-        self.logger.debug("unparsable request from %s: %s", request.remote, exc)
-        line_too_long = isinstance(exc, LineTooLong) and exc.args[1] == MAX_LINE_SIZE
-        response = self.edge.error_page(OVERSIZED if line_too_long else MALFORMED)
-        response.force_close()
-        return response
-
-
-class _EdgeServer(web.Server):
-    def __init__(self, edge: Edge) -> None:
-        # No access log: a log line per click costs more than the redirect itself.
-        super().__init__(edge.handle, max_line_size=MAX_LINE_SIZE, max_field_size=8190, access_log=None)
-        self._edge = edge
-
-    def __call__(self) -> RequestHandler:
-        handler = _EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
-        handler.edge = self._edge
-        return handler
-
-
-def make_server(edge: Edge) -> web.Server:
-    return _EdgeServer(edge)
+    async def wait_durable(self) -> None:
+        await self.syncer.wait()

@@ -1,7 +1,9 @@
 """The edge's durable click spool: append-only segment files and an acknowledged position. Pure.
 
-Every click is written here (one ``write()``) before its redirect is answered, so a crash of the edge
-process loses nothing that was answered: the bytes are in the kernel's page cache. ``sync()`` makes them
+Every click is written here before its redirect is answered, so a crash of the edge process loses
+nothing that was answered: the bytes are in the kernel's page cache. ``add`` buffers a record and
+``flush`` writes all buffered ones with one ``write()``: the edge adds the clicks of one event-loop pass
+and flushes once before sending their answers. ``sync()`` makes them
 survive a machine crash as well; the edge calls it on a timer (group fsync) or, in ``always`` mode,
 before each answer.
 
@@ -147,6 +149,8 @@ class Spool:
         self._unsynced = False
         self._bytes = 0  # unacknowledged bytes
         self._since_sync = 0  # records appended since the last sync started
+        self._pending = bytearray()  # framed records add()ed and not yet written by flush()
+        self._pending_records = 0
         self.read_chunk = READ_CHUNK
         self._sizes: dict[int, int] = {}  # segment -> bytes, for every segment not yet deleted
 
@@ -242,34 +246,48 @@ class Spool:
 
     # -- writing --------------------------------------------------------------------------------------
 
-    def append(self, event_id: bytes, payload: bytes) -> bool:
-        """Write one record. False when it could not be kept (cap reached, disk full or failing)."""
-        if self._bytes >= self.max_bytes:
+    def add(self, event_id: bytes, payload: bytes) -> bool:
+        """Buffer one record for the next ``flush()``. False when it cannot be kept (the cap is reached)."""
+        if self._bytes + len(self._pending) >= self.max_bytes:
             self.full = True
             return self._refuse()
+        self._pending += frame(event_id, payload)
+        self._pending_records += 1
+        return True
+
+    def flush(self) -> bool:
+        """Write the buffered records with one write(). False when they could not be kept (disk full or
+        failing); they are counted as undurable."""
+        records = self._pending_records
+        if not records:
+            return True
+        data, self._pending, self._pending_records = self._pending, bytearray(), 0
         if (self._rotate_next or self._size >= self.segment_bytes) and not self._rotate():
-            return self._refuse()
-        data = frame(event_id, payload)
+            return self._refuse(records)
         try:
             written = os.write(self._fd, data)
         except OSError:
-            return self._refuse()
+            return self._refuse(records)
         if written != len(data):
-            # A partial record (the disk filled mid-write): cut it off, or leave this segment behind.
+            # A partial write (the disk filled mid-write): cut it off, or leave this segment behind.
             try:
                 os.ftruncate(self._fd, self._size)
             except OSError:
                 self._rotate_next = True
-            return self._refuse()
+            return self._refuse(records)
         self._size += written
         self._bytes += written
         self._sizes[self._segment] = self._size
-        self.stats.appended += 1
-        self._since_sync += 1
+        self.stats.appended += records
+        self._since_sync += records
         self._unsynced = True
         self.healthy = True
         self.full = False
         return True
+
+    def append(self, event_id: bytes, payload: bytes) -> bool:
+        """Write one record now (with any buffered before it). False when it could not be kept."""
+        return self.add(event_id, payload) and self.flush()
 
     def probe(self) -> bool:
         """After a refused append: is there room again? Writes and removes one page-sized file, so a
@@ -294,8 +312,8 @@ class Spool:
             self.full = False
         return self.healthy
 
-    def _refuse(self) -> bool:
-        self.stats.undurable += 1
+    def _refuse(self, records: int = 1) -> bool:
+        self.stats.undurable += records
         self.healthy = False
         return False
 
@@ -324,9 +342,10 @@ class Spool:
 
     @property
     def needs_sync(self) -> bool:
-        return self._unsynced or bool(self._retired_fds)
+        return self._unsynced or bool(self._retired_fds) or self._pending_records > 0
 
     def sync_targets(self) -> tuple[list[int], int]:
+        self.flush()
         """The descriptors a sync must cover and how many records it makes durable (call on the loop)."""
         targets = [*self._retired_fds, self._fd]
         records, self._since_sync = self._since_sync, 0
@@ -466,6 +485,8 @@ class Spool:
         )
 
     def close(self) -> None:
+        if self._fd >= 0:
+            self.flush()
         for fd in [*self._retired_fds, self._fd]:
             if fd >= 0:
                 with contextlib.suppress(OSError):

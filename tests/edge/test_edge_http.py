@@ -238,3 +238,126 @@ async def test_fsync_always_answers_after_the_click_is_synced(
         # The 302 was sent only after a sync that covered the click (there is no timer in this mode).
         assert not edge.spool.needs_sync
         assert syncs(edge) >= before + 1
+
+
+# -- HTTP/1.1 on a raw socket: pipelining, keep-alive and close, bodies, idle clients ---------------------
+
+
+async def read_answer(reader: asyncio.StreamReader, *, head: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP answer: status, headers (lower-case names), body."""
+    lines = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if line)
+    headers = {name.lower(): value for name, value in headers.items()}
+    length = 0 if head else int(headers.get("content-length", "0"))
+    body = await asyncio.wait_for(reader.readexactly(length), 5)
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+async def closed_by_server(reader: asyncio.StreamReader, timeout: float = 5) -> bool:
+    return await asyncio.wait_for(reader.read(), timeout) == b""
+
+
+async def test_pipelined_requests_are_answered_in_order(run_edge: RunEdge, data_dir: Path) -> None:
+    async with run_edge() as edge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        first, second = mint(data_dir, contact=1), mint(data_dir, contact=2)
+        writer.write(
+            f"GET /c/{first} HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"
+            f"HEAD /c/{second} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
+        status, headers, _ = await read_answer(reader)
+        assert (status, headers["location"]) == (302, URL)
+        assert "date" in headers and "connection" not in headers  # kept alive
+        status, _, body = await read_answer(reader)
+        assert status == 404 and b"nothing here" in body
+        status, headers, _ = await read_answer(reader, head=True)
+        assert (status, headers["location"]) == (302, URL)
+        writer.close()
+        assert [(row[4], row[9]) for row in spooled(edge)] == [(1, "GET"), (2, "HEAD")]
+
+
+async def test_http_1_0_is_closed_unless_it_asks_for_keep_alive(run_edge: RunEdge, data_dir: Path) -> None:
+    async with run_edge() as edge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        writer.write(f"GET /c/{mint(data_dir)} HTTP/1.0\r\n\r\n".encode())
+        status, headers, _ = await read_answer(reader)
+        assert (status, headers["connection"]) == (302, "close")
+        assert await closed_by_server(reader)
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        for _ in range(2):
+            writer.write(f"GET /c/{mint(data_dir)} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode())
+            status, headers, _ = await read_answer(reader)
+            assert (status, headers["connection"]) == (302, "keep-alive")
+        writer.close()
+        assert len(spooled(edge)) == 3
+
+
+async def test_a_request_with_a_body_is_answered_then_the_connection_closed(run_edge: RunEdge, data_dir: Path) -> None:
+    async with run_edge() as edge:
+        for method, status in (("POST", 405), ("GET", 302)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+            writer.write(
+                f"{method} /c/{mint(data_dir)} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode()
+                + b"x" * 1000
+            )
+            got, headers, _ = await read_answer(reader)
+            assert (got, headers["connection"]) == (status, "close")
+            assert await closed_by_server(reader)  # the rest of the body is never read
+            writer.close()
+        assert [row[9] for row in spooled(edge)] == ["GET"]
+
+
+async def test_idle_and_trickling_connections_are_closed(run_edge: RunEdge, data_dir: Path) -> None:
+    async with run_edge(keepalive_timeout=0.3) as edge:
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        # A slow client sends a request a byte at a time and never finishes it within the timeout.
+        slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        request = f"GET /c/{mint(data_dir)} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        closed = asyncio.create_task(closed_by_server(slow_reader, timeout=10))
+        for byte in request[:-1]:
+            if closed.done():
+                break
+            slow_writer.write(bytes([byte]))
+            await asyncio.sleep(0.02)  # the client's pace, not a synchronisation
+        assert await closed
+        assert await closed_by_server(idle_reader)
+        idle_writer.close()
+        slow_writer.close()
+        assert spooled(edge) == []
+
+
+async def test_while_draining_answers_close_the_connection(run_edge: RunEdge, data_dir: Path) -> None:
+    async with run_edge() as edge:
+        edge.http.draining = True
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        writer.write(f"GET /c/{mint(data_dir)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, headers, _ = await read_answer(reader)
+        assert (status, headers["connection"]) == (302, "close")
+        assert await closed_by_server(reader)
+        writer.close()
+
+
+async def test_a_handler_bug_gets_the_500_page_and_the_edge_keeps_serving(
+    run_edge: RunEdge, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Broken:
+        def decode(self, token: str) -> None:
+            raise RuntimeError("bug")
+
+    async with run_edge() as edge:
+        codec = edge.edge.codec
+        monkeypatch.setattr(edge.edge, "codec", Broken())
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        writer.write(f"GET /c/{mint(data_dir)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, headers, body = await read_answer(reader)
+        assert (status, headers["connection"]) == (500, "close") and b"went wrong" in body
+        assert await closed_by_server(reader)
+        writer.close()
+        monkeypatch.setattr(edge.edge, "codec", codec)
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        writer.write(f"GET /c/{mint(data_dir)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert (await read_answer(reader))[0] == 302
+        writer.close()

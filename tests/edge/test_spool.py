@@ -183,11 +183,13 @@ class SpoolMachine(RuleBasedStateMachine):
         self.appended: list[int] = []
         self.delivered: set[int] = set()
         self.pending: Position | None = None
+        self.buffered: list[int] = []  # add()ed, not yet flush()ed
 
     def teardown(self) -> None:
         self.spool.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    @precondition(lambda self: not self.buffered)
     @rule(count=st.integers(1, 12))
     def append(self, count: int) -> None:
         for _ in range(count):
@@ -196,8 +198,23 @@ class SpoolMachine(RuleBasedStateMachine):
             if self.spool.append(eid(n), payload(n)):
                 self.appended.append(n)
 
+    @rule(count=st.integers(1, 12))
+    def add(self, count: int) -> None:
+        for _ in range(count):
+            n = self.next_id
+            self.next_id += 1
+            if self.spool.add(eid(n), payload(n)):
+                self.buffered.append(n)
+
+    @rule()
+    def flush(self) -> None:
+        if self.spool.flush():
+            self.appended.extend(self.buffered)
+        self.buffered = []
+
     @rule()
     def sync(self) -> None:
+        self.flush()  # a sync writes what is buffered first
         self.spool.sync()
 
     @rule(limit=st.integers(1, 20), acknowledge=st.booleans())
@@ -213,6 +230,7 @@ class SpoolMachine(RuleBasedStateMachine):
 
     @rule(torn=st.booleans())
     def crash_and_restart(self, torn: bool) -> None:
+        self.flush()  # buffered records were never answered; the edge flushes before it answers
         position = self.spool.position
         self.spool.close()
         if torn:  # the process died in the middle of a write()
@@ -221,7 +239,7 @@ class SpoolMachine(RuleBasedStateMachine):
         self.spool = opened(self.dir, segment_bytes=300, max_bytes=10_000)
         assert self.spool.stats.corrupt == 0
 
-    @precondition(lambda self: len(self.appended) > 0)
+    @precondition(lambda self: len(self.appended) > 0 and not self.buffered)
     @rule()
     def drain_all(self) -> None:
         got = drain(self.spool, batch=5)
@@ -256,6 +274,43 @@ def test_records_across_read_chunks_and_a_corrupt_stretch_at_a_boundary(tmp_path
     got = drain(again, batch=50)
     assert got == [n for n in range(400) if not 100 <= n < 103]
     assert again.stats.corrupt == 1  # one corrupt stretch, counted once however it was read
+
+
+def test_added_records_are_written_together_by_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = opened(tmp_path)
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", counting)
+    for n in range(3):
+        assert spool.add(eid(n), payload(n))
+    assert spool.read(10).records == [] and spool.position == Position(1, 0)  # nothing written yet
+    assert spool.needs_sync  # a sync must write them first
+    assert spool.flush()
+    assert writes == [sum(len(frame(eid(n), payload(n))) for n in range(3))]
+    assert drain(spool) == [0, 1, 2]
+    assert spool.flush() and len(writes) == 1  # nothing buffered: no write
+    assert spool.stats.appended == 3
+
+
+def test_a_failed_flush_counts_every_buffered_click(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = opened(tmp_path)
+    for n in range(4):
+        assert spool.add(eid(n), payload(n))
+
+    def failing(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", failing)
+    assert not spool.flush()
+    assert not spool.healthy and spool.stats.undurable == 4 and spool.stats.appended == 0
+    monkeypatch.undo()
+    assert spool.append(eid(9), payload(9)) and spool.healthy
+    assert drain(spool) == [9]
 
 
 def test_a_failed_fsync_counts_its_clicks_as_not_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
