@@ -319,7 +319,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         procs.append(collector)
         await wait_http(f"http://127.0.0.1:{cport}/readyz")
-        campaigns = {"edge1": 4_000_000_101, "edgeN": 4_000_000_102, "peer": 4_000_000_103, "edgeHalf": 4_000_000_104}
+        campaigns = {
+            "edge1": 4_000_000_101,
+            "edgeN": 4_000_000_102,
+            "peer": 4_000_000_103,
+            "edgeHalf": 4_000_000_104,
+            "edgeLive": 4_000_000_105,
+        }
         token_files = {}
         for name, campaign in campaigns.items():
             token_files[name] = root / f"tokens-{name}.txt"
@@ -365,7 +371,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             notes.append("nginx is not installed: no nginx baseline in this run")
 
         async def edge(
-            name: str, workers: int, campaign_key: str, cpu: int | None, half_of: float | None = None
+            name: str,
+            workers: int,
+            campaign_key: str,
+            cpu: int | None,
+            half_of: float | None = None,
+            *,
+            collector_paused: bool = False,
         ) -> Result:
             port = free_port()
             argv = [
@@ -395,7 +407,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 # At half of a measured maximum: each connection pauses so that the total is about half.
                 delay_ms = 1000 * args.connections / (half_of / 2) if half_of else None
                 url = f"http://127.0.0.1:{port}"
-                result = await measure(name, url, [proc.pid], token_files[campaign_key], args, client_cpu, delay_ms)
+                if collector_paused:  # as in a collector outage: clicks wait in the spool, shipped after
+                    collector.send_signal(signal.SIGSTOP)
+                try:
+                    result = await measure(name, url, [proc.pid], token_files[campaign_key], args, client_cpu, delay_ms)
+                finally:
+                    collector.send_signal(signal.SIGCONT)
             finally:
                 await stop(proc)  # drains: ships what it can, the rest stays in the spool
             rows = await count_arrived(pg.dsn, campaigns[campaign_key], result.answered, 0)
@@ -443,8 +460,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"edge runs: the collector and PostgreSQL shared wrk's CPU {client_cpu} at nice 19; "
                 "clicks they had not ingested by the end of a run drained afterwards and were counted"
             )
-        one = await edge("clickedge edge, 1 worker", 1, "edge1", server_cpu)
+        # Two views of one worker. With the collector paused for the measured seconds the edge does all of its
+        # request path (verify, spool, metrics, client address) and its shipper waits, as in a collector
+        # outage; the clicks ship when it resumes and are counted. Shipping live, on this machine the
+        # collector and PostgreSQL share the load generator's core, which costs throughput both sides show
+        # as idle time (the README says what was measured).
+        one = await edge("clickedge edge, 1 worker", 1, "edge1", server_cpu, collector_paused=True)
         results.append(one)
+        results.append(await edge("clickedge edge, 1 worker, shipping live", 1, "edgeLive", server_cpu))
         results.append(
             await edge("clickedge edge, 1 worker, at half of that", 1, "edgeHalf", server_cpu, one.requests_per_s)
         )
