@@ -191,11 +191,20 @@ async def measure(
     tokens: Path,
     args: argparse.Namespace,
     client_cpu: int | None,
-    delay_ms: float | None = None,
+    target_rps: float | None = None,
 ) -> Result:
-    await wrk(url, tokens, 1, args.connections, client_cpu, delay_ms)  # warm-up
+    delay_ms, connections = None, args.connections
+    if target_rps:
+        # Paced: each connection pauses 1 ms after each answer (wrk's delay() has whole milliseconds), so a
+        # connection's cycle is that pause plus the time a request takes. A warm-up measures the cycle, and
+        # the number of connections is chosen to hit the target.
+        delay_ms = 1.0
+        warm = await wrk(url, tokens, 2, connections, client_cpu, delay_ms)
+        cycle_ms = 1000 * connections / (warm["requests"] / (warm["duration_us"] / 1e6))
+        connections = max(1, round(target_rps * cycle_ms / 1000))
+    await wrk(url, tokens, 1, connections, client_cpu, delay_ms)  # warm-up
     before = cpu_seconds(pids)
-    data = await wrk(url, tokens, args.duration, args.connections, client_cpu, delay_ms)
+    data = await wrk(url, tokens, args.duration, connections, client_cpu, delay_ms)
     cpu = cpu_seconds(pids) - before
     seconds = data["duration_us"] / 1e6
     errors = data["connect"] + data["read"] + data["write"] + data["status"] + data["timeout"]
@@ -208,6 +217,7 @@ async def measure(
         errors=errors,
         answered=data["requests"] - data["status"],
         rss_mb=round(rss_mb(pids), 1),
+        note=f"{connections} connections, each pausing {delay_ms:.0f} ms after an answer" if delay_ms else "",
     )
 
 
@@ -404,13 +414,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             procs.append(proc)
             try:
                 await wait_http(f"http://127.0.0.1:{port}/readyz")
-                # At half of a measured maximum: each connection pauses so that the total is about half.
-                delay_ms = 1000 * args.connections / (half_of / 2) if half_of else None
                 url = f"http://127.0.0.1:{port}"
                 if collector_paused:  # as in a collector outage: clicks wait in the spool, shipped after
                     collector.send_signal(signal.SIGSTOP)
+                target = half_of / 2 if half_of else None
                 try:
-                    result = await measure(name, url, [proc.pid], token_files[campaign_key], args, client_cpu, delay_ms)
+                    result = await measure(name, url, [proc.pid], token_files[campaign_key], args, client_cpu, target)
                 finally:
                     collector.send_signal(signal.SIGCONT)
             finally:
@@ -469,7 +478,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results.append(one)
         results.append(await edge("clickedge edge, 1 worker, shipping live", 1, "edgeLive", server_cpu))
         results.append(
-            await edge("clickedge edge, 1 worker, at half of that", 1, "edgeHalf", server_cpu, one.requests_per_s)
+            await edge(
+                "clickedge edge, 1 worker, at half of that",
+                1,
+                "edgeHalf",
+                server_cpu,
+                one.requests_per_s,
+                collector_paused=True,
+            )
         )
         if cores >= 4:
             results.append(await edge(f"clickedge edge, {cores - 1} workers", cores - 1, "edgeN", None))
@@ -522,6 +538,7 @@ def table(report: dict[str, Any]) -> str:
         f"collector ingest {ing['ingest_rows_per_s']:,.0f} rows/s vs raw COPY {ing['copy_rows_per_s']:,.0f} rows/s: "
         f"ratio {ing['ratio']:.2f}"
     )
+    lines += [f"note: {r['name']}: {r['note']}" for r in report["results"] if r["note"]]
     lines += [f"note: {n}" for n in report["notes"]]
     m = report["machine"]
     lines.append(f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}")
