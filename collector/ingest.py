@@ -61,10 +61,12 @@ WITH inserted AS (
         SET first_click = least(lc.first_click, EXCLUDED.first_click),
             last_click = greatest(lc.last_click, EXCLUDED.last_click),
             clicks = lc.clicks + EXCLUDED.clicks
-    RETURNING campaign_id, link_id, (xmax = 0) AS is_new
+    RETURNING campaign_id, link_id, contact_id, first_click, (xmax = 0) AS is_new
 ), clickers AS (
+    -- A contact who already had a row for this link is already a clicker of the campaign (both tables are
+    -- written together, here only), so only new pairs can add one.
     INSERT INTO campaign_clickers (campaign_id, contact_id, first_click)
-    SELECT campaign_id, contact_id, min(clicked_at) FROM inserted WHERE contact_id <> 0
+    SELECT campaign_id, contact_id, min(first_click) FROM pairs WHERE is_new
     GROUP BY campaign_id, contact_id ORDER BY campaign_id, contact_id
     ON CONFLICT DO NOTHING
     RETURNING campaign_id
