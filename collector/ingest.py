@@ -1,6 +1,7 @@
 """The collector's write path: one batch, one transaction, exactly-once effects.
 
-Rows are copied in binary into a per-connection temporary staging table, then moved into ``clicks`` with
+Rows are copied in binary (encoded by collector/copy_binary.py) into a per-connection temporary
+staging table, then moved into ``clicks`` with
 ``ON CONFLICT DO NOTHING RETURNING``; everything derived from a click (report counters, first clicks,
 link actions, webhooks to send) is derived from the returned rows only, in the same transaction. A
 redelivered batch therefore changes nothing, and the caller answers 200 only after COMMIT.
@@ -9,13 +10,13 @@ redelivered batch therefore changes nothing, and the caller answers 200 only aft
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import orjson
 
 from clickedge.events import Click
 from collector import actions
+from collector.copy_binary import encode_stage_rows
 from collector.rules import QUALIFYING_CLICK
 
 STAGE_COLUMNS = (
@@ -134,33 +135,14 @@ async def prepare_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(CREATE_STAGE)
 
 
-def stage_records(edge: str, clicks: list[Click]) -> list[tuple[Any, ...]]:
-    """The rows COPY writes for a batch, in STAGE_COLUMNS order (contact 0: anonymous)."""
-    return [
-        (
-            c.contact_id or 0,
-            c.clicked_at,
-            c.event_id,
-            c.campaign_id,
-            c.link_id,
-            c.sent_at,
-            c.key_id,
-            c.client_ip,
-            c.user_agent,
-            c.method,
-            edge,
-        )
-        for c in clicks
-    ]
-
-
 async def ingest(conn: asyncpg.Connection, edge: str, clicks: list[Click]) -> IngestResult:
     """Write one batch exactly once. Returns after COMMIT; raises on any database error (nothing kept)."""
     if not clicks:
         return IngestResult(0, 0)
-    records = stage_records(edge, clicks)
+    rows = encode_stage_rows(edge, clicks)
     async with conn.transaction():
-        await conn.copy_records_to_table("click_stage", records=records, columns=STAGE_COLUMNS)
+        # A memoryview: asyncpg would take bytes for a file name.
+        await conn.copy_to_table("click_stage", source=memoryview(rows), columns=STAGE_COLUMNS, format="binary")
         row = await conn.fetchrow(MOVE_STAGED)
         assert row is not None
         applied = orjson.loads(row["applied"])

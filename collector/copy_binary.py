@@ -1,0 +1,77 @@
+"""PostgreSQL's binary COPY format for the collector's staging rows. Pure: no framework imports.
+
+asyncpg's ``copy_records_to_table`` sends every value through its general codec machinery: about 5.5 µs
+a row for the staging rows, 27 ms of client CPU for a 5,000-click batch, as much as the database spends
+on the batch's inserts. These rows have one fixed shape (``ingest.STAGE_COLUMNS``), so the stream is
+built here with one ``struct.pack`` per row and a few byte strings.
+
+Format (PostgreSQL documentation, "COPY", binary format): a signature, flags and header extension; then
+per row a 16-bit field count and each field as a 32-bit length (-1 for NULL) followed by its value in
+the type's binary send format; then a 16-bit -1.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from clickedge.events import Click
+
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+HEADER = SIGNATURE + struct.pack(">ii", 0, 0)
+TRAILER = struct.pack(">h", -1)
+FIELDS = 11
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # timestamptz is microseconds since this instant
+_MICROSECOND = timedelta(microseconds=1)
+# contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id: each as (length, value)
+_FIXED = struct.Struct(">h" + "iq" * 2 + "i16s" + "iq" * 3 + "ii")
+_LENGTH = struct.Struct(">i").pack
+_NULL = _LENGTH(-1)
+# inet: family (PGSQL_AF_INET 2, PGSQL_AF_INET6 3), prefix bits, is_cidr, address length, address
+_INET4 = struct.pack(">iBBBB", 8, 2, 32, 0, 4)
+_INET6 = struct.pack(">iBBBB", 20, 3, 128, 0, 16)
+
+
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return _LENGTH(len(data)) + data
+
+
+def encode_stage_rows(edge: str, clicks: Iterable[Click]) -> bytes:
+    """The binary COPY stream of ``clicks`` in ``ingest.STAGE_COLUMNS`` order (contact 0: anonymous)."""
+    pack = _FIXED.pack
+    edge_field = _text(edge)
+    methods: dict[str, bytes] = {}
+    parts = [HEADER]
+    append = parts.append
+    for c in clicks:
+        ip = c.client_ip
+        method = methods.get(c.method)
+        if method is None:
+            method = methods[c.method] = _text(c.method)
+        append(
+            pack(
+                FIELDS,
+                8,
+                c.contact_id or 0,
+                8,
+                (c.clicked_at - _PG_EPOCH) // _MICROSECOND,
+                16,
+                c.event_id.bytes,
+                8,
+                c.campaign_id,
+                8,
+                c.link_id,
+                8,
+                (c.sent_at - _PG_EPOCH) // _MICROSECOND,
+                4,
+                c.key_id,
+            )
+        )
+        append(_NULL if ip is None else (_INET4 if ip.version == 4 else _INET6) + ip.packed)
+        append(_text(c.user_agent))
+        append(method)
+        append(edge_field)
+    append(TRAILER)
+    return b"".join(parts)

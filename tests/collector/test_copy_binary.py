@@ -1,0 +1,91 @@
+"""The collector's binary COPY encoder: what PostgreSQL reads back is exactly what was encoded."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clickedge.events import METHODS, Click, EventIds, decode_batch
+from collector import ingest
+from collector.copy_binary import HEADER, TRAILER, encode_stage_rows
+
+_ids = EventIds()
+
+
+def clicks(rows: list[tuple[int | None, str, str, str]]) -> list[Click]:
+    at = 1_790_000_000_000_000
+    wire = [
+        [_ids.next(at // 1000), at + n * 7, 4_000_000_000 + n, n % 5, contact, n, 65535, ip, ua, method]
+        for n, (contact, ip, ua, method) in enumerate(rows)
+    ]
+    return decode_batch({"v": 1, "edge": "edge-é", "clicks": wire})[1]
+
+
+def test_stream_framing() -> None:
+    data = encode_stage_rows("e", clicks([(5, "192.0.2.1", "ua", "GET")]))
+    assert data.startswith(HEADER) and data.endswith(TRAILER)
+    assert struct.unpack_from(">h", data, len(HEADER))[0] == len(ingest.STAGE_COLUMNS)
+    assert encode_stage_rows("e", []) == HEADER + TRAILER
+
+
+row = st.tuples(
+    st.one_of(st.none(), st.integers(1, 2**63 - 1)),
+    st.sampled_from(["", "192.0.2.1", "0.0.0.0", "2001:db8::1", "::ffff:192.0.2.9", "fe80::1"]),
+    st.text(max_size=40).map(lambda s: s.replace("\x00", "")),
+    st.sampled_from(sorted(METHODS)),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.lists(row, max_size=20))
+def test_postgresql_reads_back_every_value(database_url: str, rows: list[tuple[int | None, str, str, str]]) -> None:
+    asyncio.run(_round_trip(database_url, clicks(rows)))
+
+
+async def _round_trip(database_url: str, batch: list[Click]) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await ingest.prepare_connection(conn)
+            data = encode_stage_rows("edge-é", batch)
+            await conn.copy_to_table(
+                "click_stage", source=memoryview(data), columns=ingest.STAGE_COLUMNS, format="binary"
+            )
+            columns = ", ".join(ingest.STAGE_COLUMNS)  # constant names
+            got = await conn.fetch(f"SELECT {columns} FROM click_stage ORDER BY event_id")  # noqa: S608
+    finally:
+        await conn.close()
+    expected = sorted(
+        (
+            (
+                c.contact_id or 0,
+                c.clicked_at,
+                c.event_id,
+                c.campaign_id,
+                c.link_id,
+                c.sent_at,
+                c.key_id,
+                c.client_ip,
+                c.user_agent,
+                c.method,
+                "edge-é",
+            )
+            for c in batch
+        ),
+        key=lambda r: r[2],
+    )
+    assert [tuple(r) for r in got] == expected
+
+
+def test_timestamps_before_and_after_postgresqls_epoch() -> None:
+    # timestamptz is microseconds from 2000-01-01: a 1970 send time is negative, and must stay exact.
+    [c] = clicks([(1, "", "", "GET")])
+    data = encode_stage_rows("e", [c])
+    fields = struct.unpack_from(">h" + "iq" * 2, data, len(HEADER))
+    assert fields[4] == (c.clicked_at - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    assert c.sent_at < datetime(2000, 1, 1, tzinfo=UTC)
