@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -33,6 +34,12 @@ def test_valid_batch_decodes() -> None:
     assert clicks[0].clicked_at.timestamp() == 1_790_000_000
 
 
+@pytest.mark.parametrize("text", ["203.0.113.9", "0.0.0.0", "2001:db8::1", "::ffff:192.0.2.9", "fe80::1%eth0", "::"])
+def test_client_addresses_parse_as_ipaddress_does(text: str) -> None:
+    [click] = decode_batch({"v": 1, "edge": "e", "clicks": [row(client_ip=text)]})[1]
+    assert click.client_ip == ipaddress.ip_address(text)
+
+
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
@@ -42,6 +49,14 @@ def test_valid_batch_decodes() -> None:
         ({"v": 1, "edge": "e", "clicks": {}}, "'clicks' must be an array"),
         ({"v": 1, "edge": "e", "clicks": [[1, 2]]}, r"clicks\[0\] must be an array of 10"),
         ({"v": 1, "edge": "e", "clicks": [row(event_id="xyz")]}, r"clicks\[0\].event_id"),
+        ({"v": 1, "edge": "e", "clicks": [row(event_id="0" * 30 + " 1")]}, r"clicks\[0\].event_id"),
+        ({"v": 1, "edge": "e", "clicks": [row(event_id="0x" + "0" * 30)]}, r"clicks\[0\].event_id"),
+        ({"v": 1, "edge": "e", "clicks": [row(event_id="g" * 32)]}, r"clicks\[0\].event_id"),
+        ({"v": 1, "edge": "e", "clicks": [row(event_id=12)]}, r"clicks\[0\].event_id"),
+        ({"v": 1, "edge": "e", "clicks": [row(key_id=65536)]}, r"clicks\[0\].key_id"),
+        ({"v": 1, "edge": "e", "clicks": [row(clicked_at_us=2**32 * 10**6)]}, r"clicks\[0\].clicked_at_us"),
+        ({"v": 1, "edge": "e", "clicks": [row(client_ip="1.2.3")]}, r"clicks\[0\].client_ip"),
+        ({"v": 1, "edge": "e", "clicks": [row(client_ip=" 1.2.3.4")]}, r"clicks\[0\].client_ip"),
         ({"v": 1, "edge": "e", "clicks": [row(), row(campaign_id=-1)]}, r"clicks\[1\].campaign_id"),
         ({"v": 1, "edge": "e", "clicks": [row(link_id="3")]}, r"clicks\[0\].link_id"),
         ({"v": 1, "edge": "e", "clicks": [row(contact_id=0)]}, r"clicks\[0\].contact_id"),
