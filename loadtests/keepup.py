@@ -1,0 +1,169 @@
+"""Does the collector keep up? Two edge workers at full load, shipping live to one collector, all on this
+machine; the edges' unshipped backlog is sampled from their spools on disk while wrk runs. Then the load
+stops, the backlog drains, and every answered click is checked in PostgreSQL.
+
+    .venv/bin/python -m loadtests.keepup [--seconds 60] [--workers 2] [--json out.json]
+
+Nothing is pinned: wrk, the edge workers, the collector and PostgreSQL share the machine's cores, as they
+would on one small host. A backlog that stays flat means ingest keeps up; one that grows all through the
+run means it does not, and the drain time afterwards says by how much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from clickedge.pgembed import EmbeddedPostgres, free_port
+from collector.schema import migrate_dsn
+from edge import keys
+from loadtests.run import SECRET, count_arrived, start, stop, wait_http, write_tokens, wrk
+
+CAMPAIGN = 4_000_000_301
+INSERTED = "clickedge_collector_clicks_inserted_total"
+
+
+def spool_backlog_bytes(spool_root: Path) -> int:
+    """Unacknowledged bytes in every worker's spool, read from the files without taking their locks."""
+    total = 0
+    for worker in spool_root.glob("worker-*"):
+        try:
+            ack_segment, ack_offset = (int(v) for v in (worker / "ack").read_text().split()[:2])
+        except (FileNotFoundError, ValueError):
+            ack_segment, ack_offset = 0, 0
+        for segment in worker.glob("*.seg"):
+            number = int(segment.stem)
+            try:
+                size = segment.stat().st_size
+            except FileNotFoundError:  # acknowledged and deleted meanwhile
+                continue
+            if number > ack_segment:
+                total += size
+            elif number == ack_segment:
+                total += max(0, size - ack_offset)
+    return total
+
+
+async def inserted_total(http: aiohttp.ClientSession, url: str) -> float:
+    async with http.get(url) as resp:
+        for line in (await resp.text()).splitlines():
+            if line.startswith(INSERTED + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def run(seconds: float, workers: int, connections: int) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="clickedge-keepup-"))
+    pg = EmbeddedPostgres(root / "pg", free_port())
+    pg.init()
+    await pg.start()
+    procs = []
+    try:
+        await migrate_dsn(pg.dsn)
+        data = root / "data"
+        keys.load_or_create(data / "keys.json")
+        tokens = root / "tokens.txt"
+        write_tokens(data, tokens, CAMPAIGN, 50_000)
+        env = {"CLICKEDGE_INGEST_SECRET": SECRET, "CLICKEDGE_DATABASE_URL": pg.dsn, "CLICKEDGE_LOG_LEVEL": "ERROR"}
+        cport, eport = free_port(), free_port()
+        spool = root / "spool"
+        collector = await start(
+            [sys.executable, "-m", "clickedge", "collector", "--collector-port", str(cport), "--data-dir", str(data)],
+            env,
+        )
+        procs.append(collector)
+        await wait_http(f"http://127.0.0.1:{cport}/readyz")
+        edge_argv = [
+            sys.executable,
+            "-m",
+            "clickedge",
+            "edge",
+            "--edge-port",
+            str(eport),
+            "--workers",
+            str(workers),
+            "--data-dir",
+            str(data),
+            "--spool-dir",
+            str(spool),
+            "--collector-url",
+            f"http://127.0.0.1:{cport}",
+            "--drain-grace",
+            "0",
+        ]
+        edge = await start(edge_argv, env)
+        procs.append(edge)
+        await wait_http(f"http://127.0.0.1:{eport}/readyz")
+        samples: list[dict[str, float]] = []
+        metrics = f"http://127.0.0.1:{cport}/metrics"
+        async with aiohttp.ClientSession() as http:
+            before = await inserted_total(http, metrics)
+            started = time.monotonic()
+            load = asyncio.create_task(wrk(f"http://127.0.0.1:{eport}", tokens, seconds, connections, None))
+            while not load.done():
+                await asyncio.wait({load}, timeout=2)  # the sampling interval, not a synchronisation
+                samples.append(
+                    {
+                        "t": round(time.monotonic() - started, 1),
+                        "backlog_mb": round(spool_backlog_bytes(spool) / 1e6, 2),
+                        "inserted": await inserted_total(http, metrics) - before,
+                    }
+                )
+            result = load.result()
+        answered = result["requests"] - result["status"]
+        drain_started = time.monotonic()
+        rows = await count_arrived(pg.dsn, CAMPAIGN, answered, timeout=600)
+        drain_seconds = time.monotonic() - drain_started
+    finally:
+        for proc in procs:
+            await stop(proc)
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    run_seconds = result["duration_us"] / 1e6
+    during = [s for s in samples if s["t"] <= run_seconds]
+    return {
+        "seconds": run_seconds,
+        "workers": workers,
+        "requests_per_s": round(answered / run_seconds),
+        "ingested_per_s_during_load": round(during[-1]["inserted"] / during[-1]["t"]) if during else None,
+        "backlog_mb_at_quarter": during[len(during) // 4]["backlog_mb"] if during else None,
+        "backlog_mb_at_end": during[-1]["backlog_mb"] if during else None,
+        "drain_seconds_after_load": round(drain_seconds, 1),
+        "answered": answered,
+        "rows": rows,
+        "clicks_lost": max(0, answered - rows),
+        "errors": result["connect"] + result["read"] + result["write"] + result["status"] + result["timeout"],
+        "samples": samples,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    report = asyncio.run(run(args.seconds, args.workers, args.connections))
+    print(orjson.dumps({k: v for k, v in report.items() if k != "samples"}, option=orjson.OPT_INDENT_2).decode())
+    print(
+        "t s, backlog MB, inserted: "
+        + "; ".join(f"{s['t']}, {s['backlog_mb']}, {s['inserted']:.0f}" for s in report["samples"])
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return 1 if report["clicks_lost"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
