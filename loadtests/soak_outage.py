@@ -2,7 +2,10 @@
 is down, so every click piles up in the spool on disk. Then the collector comes back and the backlog
 drains; the harness reports clicks lost (must be 0).
 
-    .venv/bin/python -m loadtests.soak_outage [--minutes 10] [--rate 5000] [--json out.json]
+    .venv/bin/python -m loadtests.soak_outage [--minutes 10] [--rate 5000 | --rate 0] [--json out.json]
+
+``--rate 0`` drives the edge at full load (no pacing; wrk and the edge on one core each) with a spool cap
+large enough for the whole outage.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ CAMPAIGN = 4_000_000_201
 
 
 async def run(minutes: float, rate: int, connections: int = 64) -> dict[str, Any]:
+    full_load = rate <= 0
     root = Path(tempfile.mkdtemp(prefix="clickedge-soak-"))
     pg = EmbeddedPostgres(root / "pg", free_port())
     pg.init()
@@ -56,6 +60,9 @@ async def run(minutes: float, rate: int, connections: int = 64) -> dict[str, Any
                 "0",
                 "--shutdown-timeout",
                 "1",
+                # Room on disk for the whole outage at full load (about 190 bytes a click).
+                "--spool-max-bytes",
+                str(64 << 30 if full_load else 1 << 30),
             ],
             env,
             1,
@@ -65,7 +72,14 @@ async def run(minutes: float, rate: int, connections: int = 64) -> dict[str, Any
         samples: list[tuple[float, float]] = []
         started = time.monotonic()
         load = asyncio.create_task(
-            wrk(f"http://127.0.0.1:{eport}", tokens, minutes * 60, connections, 0, 1000 * connections / rate)
+            wrk(
+                f"http://127.0.0.1:{eport}",
+                tokens,
+                minutes * 60,
+                connections,
+                0,
+                None if full_load else 1000 * connections / rate,
+            )
         )
         while not load.done():
             samples.append((round(time.monotonic() - started), round(rss_mb([edge.pid]), 1)))
@@ -104,7 +118,7 @@ async def run(minutes: float, rate: int, connections: int = 64) -> dict[str, Any
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10)
-    parser.add_argument("--rate", type=int, default=5000, help="about this many clicks/s (paced wrk)")
+    parser.add_argument("--rate", type=int, default=5000, help="about this many clicks/s (paced wrk); 0: full load")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     report = asyncio.run(run(args.minutes, args.rate))

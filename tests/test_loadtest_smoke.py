@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from pathlib import Path
 
 import pytest
 
-from loadtests import run
+from edge.spool import Spool
+from loadtests import keepup, run
 from tests.conftest import require
 
 
@@ -26,3 +28,25 @@ async def test_harness_runs_and_loses_no_click() -> None:
             assert result["clicks_lost"] == 0, result
     assert report["ingest"]["ratio"] > 0
     assert "clickedge edge, 1 worker" in run.table(report)
+
+
+@pytest.mark.timeout(300)
+async def test_keepup_runs_and_loses_no_click() -> None:
+    require(bool(shutil.which("wrk")), "wrk (apt-get install wrk)")
+    report = await keepup.run(seconds=2, workers=2, connections=8)
+    assert report["answered"] > 0 and report["errors"] == 0
+    assert report["clicks_lost"] == 0 and report["rows"] >= report["answered"]
+    assert report["samples"] and all(s["backlog_mb"] >= 0 for s in report["samples"])
+
+
+def test_spool_backlog_is_read_from_the_files(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "worker-0")
+    spool.open()
+    try:
+        for n in range(10):
+            assert spool.append(n.to_bytes(16, "big"), b'["payload"]')
+        batch = spool.read(4)
+        spool.ack(batch.end, len(batch.records))
+        assert keepup.spool_backlog_bytes(tmp_path) == spool.unacknowledged_bytes > 0
+    finally:
+        spool.close()
