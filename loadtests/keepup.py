@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from clickedge.pgembed import EmbeddedPostgres, free_port
-from collector.schema import migrate_dsn
-from edge import keys
-from loadtests.run import SECRET, count_arrived, start, stop, wait_http, write_tokens, wrk
+from clickedge.pgembed import free_port
+from loadtests.run import collector_command, count_arrived, edge_command, scratch, start, stop, wait_http, wrk
 
 CAMPAIGN = 4_000_000_301
 INSERTED = "clickedge_collector_clicks_inserted_total"
@@ -62,72 +58,45 @@ async def inserted_total(http: aiohttp.ClientSession, url: str) -> float:
 
 
 async def run(seconds: float, workers: int, connections: int) -> dict[str, Any]:
-    root = Path(tempfile.mkdtemp(prefix="clickedge-keepup-"))
-    pg = EmbeddedPostgres(root / "pg", free_port())
-    pg.init()
-    await pg.start()
     procs = []
-    try:
-        await migrate_dsn(pg.dsn)
-        data = root / "data"
-        keys.load_or_create(data / "keys.json")
-        tokens = root / "tokens.txt"
-        write_tokens(data, tokens, CAMPAIGN, 50_000)
-        env = {"CLICKEDGE_INGEST_SECRET": SECRET, "CLICKEDGE_DATABASE_URL": pg.dsn, "CLICKEDGE_LOG_LEVEL": "ERROR"}
-        cport, eport = free_port(), free_port()
-        spool = root / "spool"
-        collector = await start(
-            [sys.executable, "-m", "clickedge", "collector", "--collector-port", str(cport), "--data-dir", str(data)],
-            env,
-        )
-        procs.append(collector)
-        await wait_http(f"http://127.0.0.1:{cport}/readyz")
-        edge_argv = [
-            sys.executable,
-            "-m",
-            "clickedge",
-            "edge",
-            "--edge-port",
-            str(eport),
-            "--workers",
-            str(workers),
-            "--data-dir",
-            str(data),
-            "--spool-dir",
-            str(spool),
-            "--collector-url",
-            f"http://127.0.0.1:{cport}",
-            "--drain-grace",
-            "0",
-        ]
-        edge = await start(edge_argv, env)
-        procs.append(edge)
-        await wait_http(f"http://127.0.0.1:{eport}/readyz")
-        samples: list[dict[str, float]] = []
-        metrics = f"http://127.0.0.1:{cport}/metrics"
-        async with aiohttp.ClientSession() as http:
-            before = await inserted_total(http, metrics)
-            started = time.monotonic()
-            load = asyncio.create_task(wrk(f"http://127.0.0.1:{eport}", tokens, seconds, connections, None))
-            while not load.done():
-                await asyncio.wait({load}, timeout=2)  # the sampling interval, not a synchronisation
-                samples.append(
-                    {
-                        "t": round(time.monotonic() - started, 1),
-                        "backlog_mb": round(spool_backlog_bytes(spool) / 1e6, 2),
-                        "inserted": await inserted_total(http, metrics) - before,
-                    }
-                )
-            result = load.result()
-        answered = result["requests"] - result["status"]
-        drain_started = time.monotonic()
-        rows = await count_arrived(pg.dsn, CAMPAIGN, answered, timeout=600)
-        drain_seconds = time.monotonic() - drain_started
-    finally:
-        for proc in procs:
-            await stop(proc)
-        pg.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    async with scratch("clickedge-keepup-", CAMPAIGN) as stack:
+        data, tokens, env, pg = stack.data, stack.tokens, stack.env, stack.pg
+        try:
+            cport, eport = free_port(), free_port()
+            spool = stack.root / "spool"
+            collector = await start(
+                collector_command(cport, data),
+                env,
+            )
+            procs.append(collector)
+            await wait_http(f"http://127.0.0.1:{cport}/readyz")
+            edge_argv = edge_command(eport, data, cport, "--workers", str(workers), "--spool-dir", str(spool))
+            edge = await start(edge_argv, env)
+            procs.append(edge)
+            await wait_http(f"http://127.0.0.1:{eport}/readyz")
+            samples: list[dict[str, float]] = []
+            metrics = f"http://127.0.0.1:{cport}/metrics"
+            async with aiohttp.ClientSession() as http:
+                before = await inserted_total(http, metrics)
+                started = time.monotonic()
+                load = asyncio.create_task(wrk(f"http://127.0.0.1:{eport}", tokens, seconds, connections, None))
+                while not load.done():
+                    await asyncio.wait({load}, timeout=2)  # the sampling interval, not a synchronisation
+                    samples.append(
+                        {
+                            "t": round(time.monotonic() - started, 1),
+                            "backlog_mb": round(spool_backlog_bytes(spool) / 1e6, 2),
+                            "inserted": await inserted_total(http, metrics) - before,
+                        }
+                    )
+                result = load.result()
+            answered = result["requests"] - result["status"]
+            drain_started = time.monotonic()
+            rows = await count_arrived(pg.dsn, CAMPAIGN, answered, timeout=600)
+            drain_seconds = time.monotonic() - drain_started
+        finally:
+            for proc in procs:
+                await stop(proc)
     run_seconds = result["duration_us"] / 1e6
     during = [s for s in samples if s["t"] <= run_seconds]
     return {

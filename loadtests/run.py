@@ -28,6 +28,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,49 @@ async def measure(
     )
 
 
+@dataclass
+class Scratch:
+    """A throwaway stack's parts: an embedded PostgreSQL with the schema, a data dir with a key, and a
+    token file for one campaign."""
+
+    root: Path
+    pg: EmbeddedPostgres
+    data: Path
+    tokens: Path
+    env: dict[str, str]
+
+
+@contextlib.asynccontextmanager
+async def scratch(prefix: str, campaign: int, tokens: int = TOKENS) -> AsyncIterator[Scratch]:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    pg = EmbeddedPostgres(root / "pg", free_port())
+    pg.init()
+    await pg.start()
+    try:
+        await migrate_dsn(pg.dsn)
+        data = root / "data"
+        keys.load_or_create(data / "keys.json")
+        token_file = root / "tokens.txt"
+        write_tokens(data, token_file, campaign, tokens)
+        env = {"CLICKEDGE_INGEST_SECRET": SECRET, "CLICKEDGE_DATABASE_URL": pg.dsn, "CLICKEDGE_LOG_LEVEL": "ERROR"}
+        yield Scratch(root, pg, data, token_file, env)
+    finally:
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def collector_command(port: int, data: Path) -> list[str]:
+    return [sys.executable, "-m", "clickedge", "collector", "--collector-port", str(port), "--data-dir", str(data)]
+
+
+def edge_command(port: int, data: Path, collector_port: int, *options: str) -> list[str]:
+    """One edge (with ``--workers``, several) shipping to the collector on ``collector_port``."""
+    return [
+        *[sys.executable, "-m", "clickedge", "edge", "--edge-port", str(port), "--data-dir", str(data)],
+        *["--collector-url", f"http://127.0.0.1:{collector_port}", "--drain-grace", "0", *options],
+    ]
+
+
 def write_tokens(data_dir: Path, path: Path, campaign: int, count: int) -> None:
     codec = keys.load(data_dir / "keys.json").codec()
     with open(path, "w") as f:
@@ -361,7 +405,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         env = {"CLICKEDGE_INGEST_SECRET": SECRET, "CLICKEDGE_DATABASE_URL": pg.dsn, "CLICKEDGE_LOG_LEVEL": "WARNING"}
         cport = free_port()
         collector = await start(
-            [sys.executable, "-m", "clickedge", "collector", "--collector-port", str(cport), "--data-dir", str(data)],
+            collector_command(cport, data),
             env,
         )
         procs.append(collector)
@@ -427,26 +471,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             collector_paused: bool = False,
         ) -> Result:
             port = free_port()
-            argv = [
-                sys.executable,
-                "-m",
-                "clickedge",
-                "edge",
-                "--edge-port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--data-dir",
-                str(data),
-                "--spool-dir",
-                str(root / f"spool-{campaign_key}"),
-                "--collector-url",
-                f"http://127.0.0.1:{cport}",
-                "--trusted-proxies",
-                "10.0.0.0/8",
-                "--drain-grace",
-                "0",
-            ]
+            argv = edge_command(
+                port,
+                data,
+                cport,
+                *["--workers", str(workers), "--spool-dir", str(root / f"spool-{campaign_key}")],
+                *["--trusted-proxies", "10.0.0.0/8"],
+            )
             proc = await start(argv, env, cpu)
             procs.append(proc)
             try:

@@ -12,93 +12,63 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from clickedge.pgembed import EmbeddedPostgres, free_port
-from collector.schema import migrate_dsn
-from edge import keys
-from loadtests.run import SECRET, count_arrived, rss_mb, start, stop, wait_http, write_tokens, wrk
+from clickedge.pgembed import free_port
+from loadtests.run import collector_command, count_arrived, edge_command, rss_mb, scratch, start, stop, wait_http, wrk
 
 CAMPAIGN = 4_000_000_201
 
 
 async def run(minutes: float, rate: int, connections: int = 64) -> dict[str, Any]:
     full_load = rate <= 0
-    root = Path(tempfile.mkdtemp(prefix="clickedge-soak-"))
-    pg = EmbeddedPostgres(root / "pg", free_port())
-    pg.init()
-    await pg.start()
     procs = []
-    try:
-        await migrate_dsn(pg.dsn)
-        data = root / "data"
-        keys.load_or_create(data / "keys.json")
-        tokens = root / "tokens.txt"
-        write_tokens(data, tokens, CAMPAIGN, 50_000)
-        env = {"CLICKEDGE_INGEST_SECRET": SECRET, "CLICKEDGE_DATABASE_URL": pg.dsn, "CLICKEDGE_LOG_LEVEL": "ERROR"}
-        cport, eport = free_port(), free_port()
-        edge = await start(
-            [
-                sys.executable,
-                "-m",
-                "clickedge",
-                "edge",
-                "--edge-port",
-                str(eport),
-                "--data-dir",
-                str(data),
-                "--collector-url",
-                f"http://127.0.0.1:{cport}",
-                "--drain-grace",
-                "0",
-                "--shutdown-timeout",
-                "1",
-                # Room on disk for the whole outage at full load (about 190 bytes a click).
-                "--spool-max-bytes",
-                str(64 << 30 if full_load else 1 << 30),
-            ],
-            env,
-            1,
-        )
-        procs.append(edge)
-        await wait_http(f"http://127.0.0.1:{eport}/readyz")
-        samples: list[tuple[float, float]] = []
-        started = time.monotonic()
-        load = asyncio.create_task(
-            wrk(
-                f"http://127.0.0.1:{eport}",
-                tokens,
-                minutes * 60,
-                connections,
-                0,
-                None if full_load else 1000 * connections / rate,
+    async with scratch("clickedge-soak-", CAMPAIGN) as stack:
+        data, tokens, env, pg = stack.data, stack.tokens, stack.env, stack.pg
+        try:
+            cport, eport = free_port(), free_port()
+            # Room on disk for the whole outage at full load (about 190 bytes a click).
+            spool_cap = str(64 << 30 if full_load else 1 << 30)
+            edge = await start(
+                edge_command(eport, data, cport, "--shutdown-timeout", "1", "--spool-max-bytes", spool_cap),
+                env,
+                1,
             )
-        )
-        while not load.done():
-            samples.append((round(time.monotonic() - started), round(rss_mb([edge.pid]), 1)))
-            await asyncio.wait({load}, timeout=10)
-        result = load.result()
-        answered = result["requests"] - result["status"]
-        collector = await start(
-            [sys.executable, "-m", "clickedge", "collector", "--collector-port", str(cport), "--data-dir", str(data)],
-            env,
-        )
-        procs.append(collector)
-        drain_started = time.monotonic()
-        rows = await count_arrived(pg.dsn, CAMPAIGN, answered, timeout=1800)
-        drain_seconds = time.monotonic() - drain_started
-    finally:
-        for proc in procs:
-            await stop(proc)
-        pg.stop()
-        shutil.rmtree(root, ignore_errors=True)
+            procs.append(edge)
+            await wait_http(f"http://127.0.0.1:{eport}/readyz")
+            samples: list[tuple[float, float]] = []
+            started = time.monotonic()
+            load = asyncio.create_task(
+                wrk(
+                    f"http://127.0.0.1:{eport}",
+                    tokens,
+                    minutes * 60,
+                    connections,
+                    0,
+                    None if full_load else 1000 * connections / rate,
+                )
+            )
+            while not load.done():
+                samples.append((round(time.monotonic() - started), round(rss_mb([edge.pid]), 1)))
+                await asyncio.wait({load}, timeout=10)
+            result = load.result()
+            answered = result["requests"] - result["status"]
+            collector = await start(
+                collector_command(cport, data),
+                env,
+            )
+            procs.append(collector)
+            drain_started = time.monotonic()
+            rows = await count_arrived(pg.dsn, CAMPAIGN, answered, timeout=1800)
+            drain_seconds = time.monotonic() - drain_started
+        finally:
+            for proc in procs:
+                await stop(proc)
     rss = [mb for _, mb in samples]
     return {
         "minutes": minutes,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from clickedge.events import METHODS, Click, EventIds, decode_batch
 from collector import ingest
 from collector.copy_binary import HEADER, TRAILER, encode_stage_rows
+from loadtests.run import stage_records
 
 _ids = EventIds()
 
@@ -60,25 +61,8 @@ async def _round_trip(database_url: str, batch: list[Click]) -> None:
             got = await conn.fetch(f"SELECT {columns} FROM click_stage ORDER BY event_id")  # noqa: S608
     finally:
         await conn.close()
-    expected = sorted(
-        (
-            (
-                c.contact_id or 0,
-                c.clicked_at,
-                c.event_id,
-                c.campaign_id,
-                c.link_id,
-                c.sent_at,
-                c.key_id,
-                c.client_ip,
-                c.user_agent,
-                c.method,
-                "edge-é",
-            )
-            for c in batch
-        ),
-        key=lambda r: r[2],
-    )
+    # What asyncpg's own COPY would have been given for these clicks, as Python values.
+    expected = sorted(stage_records("edge-é", batch), key=lambda r: r[2])
     assert [tuple(r) for r in got] == expected
 
 
