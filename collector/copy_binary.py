@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
 
 from clickedge.events import Click
 
@@ -22,8 +21,8 @@ SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HEADER = SIGNATURE + struct.pack(">ii", 0, 0)
 TRAILER = struct.pack(">h", -1)
 FIELDS = 11
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # timestamptz is microseconds since this instant
-_MICROSECOND = timedelta(microseconds=1)
+_PG_EPOCH_US = 946_684_800_000_000  # timestamptz counts microseconds from 2000-01-01 UTC
+_PG_EPOCH_S = _PG_EPOCH_US // 1_000_000
 # contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id: each as (length, value)
 _FIXED = struct.Struct(">h" + "iq" * 2 + "i16s" + "iq" * 3 + "ii")
 _LENGTH = struct.Struct(">i").pack
@@ -56,20 +55,20 @@ def encode_stage_rows(edge: str, clicks: Iterable[Click]) -> bytes:
                 8,
                 c.contact_id or 0,
                 8,
-                (c.clicked_at - _PG_EPOCH) // _MICROSECOND,
+                c.clicked_at_us - _PG_EPOCH_US,
                 16,
-                c.event_id.bytes,
+                c.event_id,
                 8,
                 c.campaign_id,
                 8,
                 c.link_id,
                 8,
-                (c.sent_at - _PG_EPOCH) // _MICROSECOND,
+                (c.sent_at - _PG_EPOCH_S) * 1_000_000,
                 4,
                 c.key_id,
             )
         )
-        append(_NULL if ip is None else (_INET4 if ip.version == 4 else _INET6) + ip.packed)
+        append(_NULL if ip is None else (_INET4 if len(ip) == 4 else _INET6) + ip)
         append(_text(c.user_agent))
         append(method)
         append(edge_field)

@@ -22,7 +22,17 @@ import aiohttp
 import orjson
 
 from clickedge.pgembed import free_port
-from loadtests.run import collector_command, count_arrived, edge_command, scratch, start, stop, wait_http, wrk
+from loadtests.run import (
+    collector_command,
+    count_arrived,
+    cpu_seconds,
+    edge_command,
+    scratch,
+    start,
+    stop,
+    wait_http,
+    wrk,
+)
 
 CAMPAIGN = 4_000_000_301
 INSERTED = "clickedge_collector_clicks_inserted_total"
@@ -78,6 +88,9 @@ async def run(seconds: float, workers: int, connections: int) -> dict[str, Any]:
             metrics = f"http://127.0.0.1:{cport}/metrics"
             async with aiohttp.ClientSession() as http:
                 before = await inserted_total(http, metrics)
+                assert pg.process is not None
+                groups = {"edges": [edge.pid], "collector": [collector.pid], "postgresql": [pg.process.pid]}
+                cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items()}
                 started = time.monotonic()
                 load = asyncio.create_task(wrk(f"http://127.0.0.1:{eport}", tokens, seconds, connections, None))
                 while not load.done():
@@ -90,6 +103,7 @@ async def run(seconds: float, workers: int, connections: int) -> dict[str, Any]:
                         }
                     )
                 result = load.result()
+                cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in groups.items()}
             answered = result["requests"] - result["status"]
             drain_started = time.monotonic()
             rows = await count_arrived(pg.dsn, CAMPAIGN, answered, timeout=600)
@@ -111,6 +125,8 @@ async def run(seconds: float, workers: int, connections: int) -> dict[str, Any]:
         "rows": rows,
         "clicks_lost": max(0, answered - rows),
         "errors": result["connect"] + result["read"] + result["write"] + result["status"] + result["timeout"],
+        # CPU per answered click during the load, by process group: what each side costs.
+        "cpu_us_per_click": {name: round(1e6 * seconds / answered, 1) for name, seconds in cpu.items()},
         "samples": samples,
     }
 

@@ -22,14 +22,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,7 @@ from loadtests.make_tokens import token_paths
 HERE = Path(__file__).resolve().parent
 SECRET = "loadtest-ingest-secret-0123456789"  # noqa: S105 - a throwaway stack's
 TOKENS = 50_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -369,17 +373,18 @@ async def ingest_ratio(dsn: str, rows: int) -> dict[str, float]:
 
 
 def stage_records(edge: str, clicks: list[Click]) -> list[tuple[Any, ...]]:
-    """The staging rows as Python values, in ingest.STAGE_COLUMNS order, for copy_records_to_table."""
+    """The staging rows as the Python objects asyncpg's copy_records_to_table takes, in
+    ingest.STAGE_COLUMNS order."""
     return [
         (
             c.contact_id or 0,
-            c.clicked_at,
-            c.event_id,
+            _EPOCH + timedelta(microseconds=c.clicked_at_us),
+            uuid.UUID(bytes=c.event_id),
             c.campaign_id,
             c.link_id,
-            c.sent_at,
+            _EPOCH + timedelta(seconds=c.sent_at),
             c.key_id,
-            c.client_ip,
+            None if c.client_ip is None else ipaddress.ip_address(c.client_ip),
             c.user_agent,
             c.method,
             edge,

@@ -31,13 +31,13 @@ def test_valid_batch_decodes() -> None:
     edge, clicks = decode_batch({"v": 1, "edge": "e1", "clicks": [row(), row(contact_id=None, client_ip="")]})
     assert edge == "e1"
     assert clicks[0].contact_id == 42 and clicks[1].contact_id is None and clicks[1].client_ip is None
-    assert clicks[0].clicked_at.timestamp() == 1_790_000_000
+    assert clicks[0].clicked_at_us == 1_790_000_000_000_000 and clicks[0].event_id == bytes(15) + b"\x01"
 
 
 @pytest.mark.parametrize("text", ["203.0.113.9", "0.0.0.0", "2001:db8::1", "::ffff:192.0.2.9", "fe80::1%eth0", "::"])
 def test_client_addresses_parse_as_ipaddress_does(text: str) -> None:
     [click] = decode_batch({"v": 1, "edge": "e", "clicks": [row(client_ip=text)]})[1]
-    assert click.client_ip == ipaddress.ip_address(text)
+    assert click.client_ip == ipaddress.ip_address(text).packed
 
 
 @pytest.mark.parametrize(

@@ -71,5 +71,6 @@ def test_timestamps_before_and_after_postgresqls_epoch() -> None:
     [c] = clicks([(1, "", "", "GET")])
     data = encode_stage_rows("e", [c])
     fields = struct.unpack_from(">h" + "iq" * 2, data, len(HEADER))
-    assert fields[4] == (c.clicked_at - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-    assert c.sent_at < datetime(2000, 1, 1, tzinfo=UTC)
+    since_2000 = datetime.fromtimestamp(c.clicked_at_us / 1e6, UTC) - datetime(2000, 1, 1, tzinfo=UTC)
+    assert fields[4] == round(since_2000 / timedelta(microseconds=1))
+    assert c.sent_at < datetime(2000, 1, 1, tzinfo=UTC).timestamp()
