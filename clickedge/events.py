@@ -186,7 +186,7 @@ def _row(i: int, row: Any) -> Click:
         raise _bad(i, "client_ip", "is not an IP address") from None
     if type(ua) is not str or len(ua) > MAX_USER_AGENT:
         raise _bad(i, "user_agent", f"must be a string of at most {MAX_USER_AGENT} characters")
-    if method not in METHODS:
+    if type(method) is not str or method not in METHODS:
         raise _bad(i, "method", f"must be one of {sorted(METHODS)}")
     return Click(
         eid,

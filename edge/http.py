@@ -14,7 +14,10 @@ Per connection:
   unparsable request or a handler error, the answer is sent and the connection closed.
 - A handler may ask for its answer to wait (``Answer``'s ``wait``): the connection's answers are then held,
   in order, until ``Handler.wait_durable`` returns, and no more requests are read meanwhile.
-- While the client does not read its answers, the connection stops reading requests (flow control).
+- While the client does not read its answers, the connection stops reading requests (flow control); it
+  also stops within an event-loop pass once it has answers waiting to be written, and a client that
+  pipelines more than ``MAX_ANSWER_BYTES`` of answers into one read gets those and is disconnected. A
+  connection asked to close that is still there a timeout later (its client reads nothing) is aborted.
 - A connection that completes no request for ``keepalive_timeout`` seconds is closed: idle ones, and
   ones that trickle a request in a byte at a time.
 """
@@ -40,6 +43,7 @@ MAX_LINE_SIZE = 16384
 MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 128
 READ_LIMIT = 2**16
+MAX_ANSWER_BYTES = 1 << 20  # answers to one read of pipelined requests, before the connection is closed
 
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
@@ -101,7 +105,9 @@ class HttpServer:
     def _sweep(self) -> None:
         idle_since = self._loop.time() - self.keepalive_timeout
         for connection in list(self.connections):
-            if connection.last_request < idle_since and not connection.held:
+            if connection.closed_at and connection.closed_at < idle_since:
+                connection.abort()  # asked to close a timeout ago and still here: the client reads nothing
+            elif connection.last_request < idle_since and not connection.held:
                 connection.close()
         self._timers["sweep"] = self._loop.call_later(max(0.05, self.keepalive_timeout / 4), self._sweep)
 
@@ -147,13 +153,16 @@ class HttpServer:
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_closing",
+        "_deferred",
         "_handler",
         "_parser",
+        "_paused_for_send",
         "_pauses",
         "_peer",
         "_server",
         "_transport",
         "_waiter",
+        "closed_at",
         "held",
         "last_request",
     )
@@ -165,7 +174,10 @@ class _Connection(asyncio.Protocol):
         self._parser: HttpRequestParser | None = None
         self._peer = ""
         self._closing = False
-        self._pauses = 0  # reasons not to read: the client reads no answers, answers are held
+        self._pauses = 0  # reasons not to read: the client reads no answers, answers are held or deferred
+        self._deferred = False  # answers of this event-loop pass wait for HttpServer._send_deferred
+        self._paused_for_send = False
+        self.closed_at = 0.0  # when close() was asked for
         self._waiter: asyncio.Task[None] | None = None
         self.held: list[bytes] = []
         self.last_request = 0.0
@@ -220,17 +232,26 @@ class _Connection(asyncio.Protocol):
         except HttpProcessingError as exc:
             line_too_long = isinstance(exc, LineTooLong) and exc.args[1] == MAX_LINE_SIZE
             log.debug("unparsable request from %s: %s", self._peer, exc)
-            self._send(
-                [self._finish(handler.bad_request(exc, line_too_long=line_too_long), "", close=True)], close=True
-            )
+            answer = handler.bad_request(exc, line_too_long=line_too_long)
+            self._closing = True  # read nothing more; answers deferred before this one still go first
+            self._defer([self._finish(answer, "", close=True)], True, False)
             return
         if not messages:
             return
         out: list[bytes] = []
         wait = False
         close = False
+        size = 0
         for message, payload in messages:
-            close = message.should_close or payload is not EMPTY_PAYLOAD or message.upgrade or self._server.draining
+            # A client that pipelines more answers into one read than MAX_ANSWER_BYTES is not a browser
+            # or a load balancer: it gets those, and the connection is closed.
+            close = (
+                message.should_close
+                or payload is not EMPTY_PAYLOAD
+                or message.upgrade
+                or self._server.draining
+                or size >= MAX_ANSWER_BYTES
+            )
             try:
                 answer = handler.respond(message.method, message.path, message.headers, self._peer)
             except Exception:
@@ -238,6 +259,7 @@ class _Connection(asyncio.Protocol):
                 answer, close = handler.server_error(), True
             head, body, wait_here = answer
             wait = wait or wait_here
+            size += len(head) + len(body)
             if close:
                 out.append(self._finish(answer, message.method, close=True))
                 break
@@ -250,15 +272,28 @@ class _Connection(asyncio.Protocol):
         if close:
             self._closing = True
         self.last_request = asyncio.get_running_loop().time()
+        self._defer(out, close, wait)
+
+    def _defer(self, out: list[bytes], close: bool, wait: bool) -> None:
+        if self._deferred and not self._paused_for_send:
+            # A second read in one event-loop pass (uvloop reads on while data is there): read no more
+            # until these answers are written, so a client that sends without reading is bounded.
+            self._paused_for_send = True
+            self._pause()
+        self._deferred = True
         self._server.defer(self, out, close, wait)
 
     def send(self, out: list[bytes], close: bool, wait: bool) -> None:
+        self._deferred = False
         if self._transport is None or self._transport.is_closing():
             return
         if wait or self.held:
             self._hold(out, close)
         else:
             self._send(out, close)
+        if self._paused_for_send:
+            self._paused_for_send = False
+            self._resume()
 
     def _finish(self, answer: Answer, method: str, *, close: bool, keep_alive: bool = False) -> bytes:
         head, body, _ = answer
@@ -310,6 +345,8 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         """Close once the answers written so far are sent; held answers are sent first."""
         self._closing = True
+        if not self.closed_at:
+            self.closed_at = asyncio.get_running_loop().time()
         if self._waiter is None and self._transport is not None:
             self._transport.close()
 

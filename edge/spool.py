@@ -281,8 +281,9 @@ class Spool:
         self.stats.appended += records
         self._since_sync += records
         self._unsynced = True
-        self.healthy = True
-        self.full = False
+        if self._bytes < self.max_bytes:  # the disk takes writes again; a cap reached meanwhile still holds
+            self.healthy = True
+            self.full = False
         return True
 
     def append(self, event_id: bytes, payload: bytes) -> bool:
@@ -345,8 +346,9 @@ class Spool:
         return self._unsynced or bool(self._retired_fds) or self._pending_records > 0
 
     def sync_targets(self) -> tuple[list[int], int]:
+        """The descriptors a sync must cover and how many records it makes durable (call on the loop);
+        buffered records are written first."""
         self.flush()
-        """The descriptors a sync must cover and how many records it makes durable (call on the loop)."""
         targets = [*self._retired_fds, self._fd]
         records, self._since_sync = self._since_sync, 0
         self._unsynced = False

@@ -63,6 +63,7 @@ def test_client_addresses_parse_as_ipaddress_does(text: str) -> None:
         ({"v": 1, "edge": "e", "clicks": [row(client_ip="999.1.1.1")]}, r"clicks\[0\].client_ip"),
         ({"v": 1, "edge": "e", "clicks": [row(user_agent="x" * 513)]}, r"clicks\[0\].user_agent"),
         ({"v": 1, "edge": "e", "clicks": [row(method="POST")]}, r"clicks\[0\].method"),
+        ({"v": 1, "edge": "e", "clicks": [row(method=["GET"])]}, r"clicks\[0\].method"),
         ({"v": 1, "edge": "e", "clicks": [row(sent_at=True)]}, r"clicks\[0\].sent_at"),
         ({"v": 1, "edge": "e", "clicks": [row()] * (MAX_BATCH_CLICKS + 1)}, "at most 10000"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -361,3 +362,38 @@ async def test_a_handler_bug_gets_the_500_page_and_the_edge_keeps_serving(
         writer.write(f"GET /c/{mint(data_dir)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert (await read_answer(reader))[0] == 302
         writer.close()
+
+
+async def test_an_unparsable_request_after_pipelined_ones_comes_after_their_answers(run_edge: RunEdge) -> None:
+    async with run_edge() as edge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        count = 2000
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+        statuses = [(await read_answer(reader))[0]]  # the server is answering them
+        writer.write(b"GET /c/x HTTP/1.1\r\nBad Header\r\n\r\n")
+        while statuses[-1] == 200:
+            statuses.append((await read_answer(reader))[0])
+        # Every answer before the 400 is one of the pipelined requests', in order; none comes after it.
+        assert statuses == [200] * (len(statuses) - 1) + [400] and len(statuses) <= count + 1
+        assert await closed_by_server(reader)
+        writer.close()
+
+
+async def test_a_client_pipelining_without_bound_is_cut_off(run_edge: RunEdge, data_dir: Path) -> None:
+    async with run_edge() as edge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        requests = 40_000  # about 1.4 MB of requests, 20 MB of 404 pages if all were answered
+        writer.write(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n" * requests)
+        answered = 0
+        # Cut off after about 1 MiB of answers to one read: the rest may be lost to the reset.
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                status, _, _ = await read_answer(reader)
+                assert status == 404
+                answered += 1
+        assert answered < requests
+        writer.close()
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}"
+            async with http.get(url, allow_redirects=False) as resp:
+                assert resp.status == 302  # everyone else is served as before

@@ -313,6 +313,16 @@ def test_a_failed_flush_counts_every_buffered_click(tmp_path: Path, monkeypatch:
     assert drain(spool) == [9]
 
 
+def test_a_cap_reached_within_one_pass_still_says_full_after_the_flush(tmp_path: Path) -> None:
+    record = len(frame(eid(0), payload(0)))
+    spool = opened(tmp_path, segment_bytes=record, max_bytes=record)
+    assert spool.add(eid(0), payload(0))  # fills the cap once written
+    assert not spool.add(eid(1), payload(1))  # refused: no room once the first is counted
+    assert spool.flush()
+    assert spool.full and not spool.healthy and spool.stats.undurable == 1
+    assert drain(spool) == [0]
+
+
 def test_a_failed_fsync_counts_its_clicks_as_not_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spool = opened(tmp_path)
     fill(spool, 0, 3)

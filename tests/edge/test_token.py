@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import os
+import struct
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -277,3 +279,18 @@ def test_random_keys_give_distinct_tokens() -> None:
     a = TokenCodec({1: os.urandom(32)}, 1)
     b = TokenCodec({1: os.urandom(32)}, 1)
     assert mint(a) != mint(b)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://a.example/\r\nSet-Cookie: x=1", "https://a.example/ x", "https://a.example/é"]
+)
+def test_a_destination_that_validation_would_refuse_never_decodes(url: str) -> None:
+    # Only a minter that skips validate_destination (and holds the key) could make one: the edge writes
+    # the destination into a header, so it must not redirect with it.
+    cipher = AESSIV(KEY_1)
+    clear = struct.pack(">BH", 1, 1)
+    plain = struct.pack(">IIQIB", 7, 3, 42, 1_790_000_000, 1) + url.encode()
+    token = encode(clear + cipher.encrypt(plain, [clear]))
+    with pytest.raises(TokenError) as caught:
+        TokenCodec({1: KEY_1}, 1).decode(token)
+    assert caught.value.kind == INVALID
