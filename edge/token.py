@@ -60,7 +60,6 @@ _UNUSED_BITS = {2: 0x0F, 3: 0x03}
 _PAD = {0: b"", 2: b"==", 3: b"="}
 # Everything printable in ASCII except space stays as written; the rest is percent-encoded as UTF-8.
 _URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
-_URL_BYTES = _URL_SAFE.encode()
 
 
 class TokenError(ValueError):
@@ -209,15 +208,21 @@ class TokenCodec:
         except InvalidTag:
             raise TokenError("authentication tag does not match: altered or forged token", kind=INVALID) from None
         url = plain[_FIELDS_SIZE:]
-        if url.translate(None, _URL_BYTES):
-            # Only a minter that skipped validate_destination can get here; the URL goes into a header.
-            raise TokenError("destination holds bytes a URL may not", kind=INVALID)
+        # Only a minter that skipped validate_destination (and holds the key) could put a line break or
+        # non-ASCII here; the destination goes into a header line. (Integer membership is a memchr: 40 ns
+        # for both, where b"\n" in url takes 150 ns each.)
+        if 10 in url or 13 in url:
+            raise TokenError("destination holds a line break", kind=INVALID)
+        try:
+            destination = url.decode("ascii")
+        except UnicodeDecodeError:
+            raise TokenError("destination is not ASCII", kind=INVALID) from None
         campaign_id, link_id, contact_id, sent_at, flags = _unpack_fields(plain)
         # tuple.__new__ skips the NamedTuple's Python-level __new__: a fifth of a microsecond per click.
         return _new_tuple(
             Link,
             (
-                url.decode("ascii"),
+                destination,
                 campaign_id,
                 link_id,
                 contact_id if flags & _FLAG_CONTACT else None,
