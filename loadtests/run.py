@@ -108,8 +108,11 @@ def _descendants(pid: int) -> list[int]:
 def background(pids: list[int], cpu: int) -> None:
     """Every thread of these processes and their descendants: onto ``cpu``, at nice 19."""
     for pid in {p for root in pids for p in (root, *_descendants(root))}:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            tid = int(task.name)
+        try:
+            tids = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+        except FileNotFoundError:  # a backend that exited since it was listed
+            continue
+        for tid in tids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.setpriority(os.PRIO_PROCESS, tid, 19)
                 os.sched_setaffinity(tid, {cpu})
