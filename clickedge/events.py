@@ -15,7 +15,6 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import count
 from typing import Any
 
@@ -43,7 +42,6 @@ _MAX_BIGINT = 2**63 - 1
 _MAX_U16 = 2**16 - 1
 _MAX_CLICKED_US = _MAX_U32 * 1_000_000
 _NFIELDS = len(FIELDS)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class EventIds:

@@ -57,6 +57,8 @@ Answer = tuple[bytes, bytes, bool]
 
 
 class Handler(Protocol):
+    draining: bool  # while set, answers say Connection: close, so clients move to other nodes
+
     def respond(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
         """Answer one request. Must not raise for anything a client can send."""
 
@@ -79,7 +81,6 @@ class HttpServer:
     def __init__(self, handler: Handler, *, keepalive_timeout: float) -> None:
         self.handler = handler
         self.keepalive_timeout = keepalive_timeout
-        self.draining = False  # answer with Connection: close, so clients move to other nodes
         self.connections: set[_Connection] = set()
         self.date_line = b""
         self.date_crlf = b""  # b"Date: ...\r\n\r\n", the end of every kept-alive answer
@@ -249,7 +250,7 @@ class _Connection(asyncio.Protocol):
                 message.should_close
                 or payload is not EMPTY_PAYLOAD
                 or message.upgrade
-                or self._server.draining
+                or handler.draining
                 or size >= MAX_ANSWER_BYTES
             )
             try:

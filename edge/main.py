@@ -138,8 +138,7 @@ async def shutdown(running: RunningEdge, *, grace: float, timeout: float) -> int
     """Drain in order: not ready at once, keep serving for ``grace`` (the load balancer notices), stop
     accepting and finish in-flight requests, then ship what can be shipped within ``timeout``. What is
     left stays in the spool for the next start. Returns the clicks left unshipped."""
-    running.edge.draining = True
-    running.http.draining = True  # answers say Connection: close, so clients reconnect to other edges
+    running.edge.draining = True  # /readyz 503; answers say Connection: close, so clients reconnect elsewhere
     if grace > 0:
         log.info("draining: /readyz answers 503; serving for %.1fs more", grace)
         await asyncio.sleep(grace)

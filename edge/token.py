@@ -192,11 +192,7 @@ class TokenCodec:
         last = data[-1]
         if (tail and _B64_VALUE[last] & _UNUSED_BITS[tail]) or last == _EQUALS:
             raise TokenError("token is not canonical base64url", kind=MALFORMED)
-        return self.decode_bytes(raw)
-
-    def decode_bytes(self, raw: bytes) -> Link:
-        if len(raw) < MIN_TOKEN_BYTES:
-            raise TokenError(f"token is {len(raw)} bytes; the shortest valid is {MIN_TOKEN_BYTES}", kind=MALFORMED)
+        # At least MIN_TOKEN_CHARS characters: raw holds at least MIN_TOKEN_BYTES.
         version, key_id = _unpack_clear(raw)
         if version != FORMAT_VERSION:
             raise TokenError(f"unknown token format version {version}", kind=INVALID)

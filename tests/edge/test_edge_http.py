@@ -332,7 +332,7 @@ async def test_idle_and_trickling_connections_are_closed(run_edge: RunEdge, data
 
 async def test_while_draining_answers_close_the_connection(run_edge: RunEdge, data_dir: Path) -> None:
     async with run_edge() as edge:
-        edge.http.draining = True
+        edge.edge.draining = True
         reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
         writer.write(f"GET /c/{mint(data_dir)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         status, headers, _ = await read_answer(reader)
