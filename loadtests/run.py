@@ -396,10 +396,24 @@ def stage_records(edge: str, clicks: list[Click]) -> list[tuple[Any, ...]]:
     ]
 
 
+async def token_decode(root: Path, cpu: int | None, number: int) -> dict[str, float]:
+    """loadtests.bench_decode in a process of its own on the server's core, before anything else runs."""
+    out = root / "decode.json"
+    argv = [sys.executable, "-m", "loadtests.bench_decode", "--number", str(number), "--json", str(out)]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, *(["--cpu", str(cpu)] if cpu is not None else []), stdout=asyncio.subprocess.DEVNULL
+    )
+    if await proc.wait() != 0:
+        raise RuntimeError(f"loadtests.bench_decode exited with {proc.returncode}")
+    result: dict[str, float] = orjson.loads(out.read_bytes())
+    return result
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     server_cpu, client_cpu = (1, 0) if cores >= 2 else (None, None)
     root = Path(tempfile.mkdtemp(prefix="clickedge-loadtest-"))
+    decode_result = await token_decode(root, server_cpu, args.decode_number)
     pg = EmbeddedPostgres(root / "pg", free_port())
     pg.init()
     await pg.start()
@@ -589,6 +603,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {"duration_s": args.duration, "connections": args.connections, "tokens": args.tokens},
         "results": [asdict(r) for r in results],
         "ingest": ingest_result,
+        "token_decode": decode_result,
         "notes": notes,
     }
 
@@ -622,6 +637,12 @@ def table(report: dict[str, Any]) -> str:
         f"rows/s (asyncpg records): ratio {ing['ratio']:.2f}; vs {ing['copy_encoded_rows_per_s']:,.0f} rows/s "
         f"(COPY with the collector's encoder): ratio {ing['ratio_same_encoder']:.2f}"
     )
+    dec = report["token_decode"]
+    lines.append(
+        f"token decode + verify, {dec['url_chars']}-character URL: median {dec['decode_median_us']:.2f} µs "
+        f"(format version 1: {dec['decode_version_1_median_us']:.2f} µs; AES-SIV open alone: "
+        f"{dec['aes_siv_open_median_us']:.2f} µs)"
+    )
     lines += [f"note: {r['name']}: {r['note']}" for r in report["results"] if r["note"]]
     lines += [f"note: {n}" for n in report["notes"]]
     m = report["machine"]
@@ -635,6 +656,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=TOKENS, help="distinct tokens cycled per configuration")
     parser.add_argument("--ingest-rows", type=int, default=200_000)
+    parser.add_argument("--decode-number", type=int, default=20_000, help="token decodes per timing sample")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if not shutil.which("wrk"):

@@ -17,7 +17,7 @@ from tests.conftest import require
 @pytest.mark.timeout(300)
 async def test_harness_runs_and_loses_no_click() -> None:
     require(bool(shutil.which("wrk")), "wrk (apt-get install wrk)")
-    args = argparse.Namespace(duration=1, connections=8, tokens=500, ingest_rows=2000)
+    args = argparse.Namespace(duration=1, connections=8, tokens=500, ingest_rows=2000, decode_number=200)
     report = await run.run(args)
     names = [r["name"] for r in report["results"]]
     assert names[0] == "aiohttp bare fixed 302" and "clickedge edge, 1 worker" in names
@@ -27,6 +27,7 @@ async def test_harness_runs_and_loses_no_click() -> None:
         if result["clicks_lost"] is not None:
             assert result["clicks_lost"] == 0, result
     assert report["ingest"]["ratio"] > 0
+    assert report["token_decode"]["token_chars"] == 187 and report["token_decode"]["decode_median_us"] > 0
     assert "clickedge edge, 1 worker" in run.table(report)
 
 

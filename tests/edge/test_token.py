@@ -12,12 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.token import (
+    FORMAT_VERSION,
     INVALID,
     MALFORMED,
     MAX_TOKEN_CHARS,
     MAX_URL_BYTES,
     OVERHEAD_BYTES,
     OVERSIZED,
+    VERSION_1,
     DestinationError,
     TokenCodec,
     TokenError,
@@ -44,6 +46,14 @@ def raw(token: str) -> bytes:
 
 def encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def seal(version: int, url: str, key: bytes = KEY_1, key_id: int = 1) -> str:
+    """A token sealed by hand as the given format version seals it, skipping destination validation."""
+    clear = struct.pack(">BH", version, key_id)
+    plain = struct.pack(">IIQIB", 7, 3, 42, 1_790_000_000, 1) + url.encode()
+    associated = [clear] if version == VERSION_1 else None
+    return encode(clear + AESSIV(key).encrypt(plain, associated))
 
 
 path_chars = st.text(
@@ -146,6 +156,7 @@ def test_error_kinds(codec: TokenCodec) -> None:
         "A" * (MAX_TOKEN_CHARS + 1): OVERSIZED,
         token[:20] + "!" + token[21:]: MALFORMED,
         token[:20] + "+" + token[21:]: MALFORMED,  # standard base64, not base64url
+        token[:20] + "/" + token[21:]: MALFORMED,
         token[:20] + "é" + token[21:]: MALFORMED,
         token + "A" * ((1 - len(token)) % 4): MALFORMED,  # a length base64 cannot have
         "": MALFORMED,
@@ -281,16 +292,39 @@ def test_random_keys_give_distinct_tokens() -> None:
     assert mint(a) != mint(b)
 
 
+@pytest.mark.parametrize("version", [FORMAT_VERSION, VERSION_1])
 @pytest.mark.parametrize(
     "url", ["https://a.example/\r\nSet-Cookie: x=1", "https://a.example/\nx", "https://a.example/é"]
 )
-def test_a_destination_that_validation_would_refuse_never_decodes(url: str) -> None:
+def test_a_destination_that_validation_would_refuse_never_decodes(url: str, version: int) -> None:
     # Only a minter that skips validate_destination (and holds the key) could make one: the edge writes
     # the destination into a header, so it must not redirect with it.
-    cipher = AESSIV(KEY_1)
-    clear = struct.pack(">BH", 1, 1)
-    plain = struct.pack(">IIQIB", 7, 3, 42, 1_790_000_000, 1) + url.encode()
-    token = encode(clear + cipher.encrypt(plain, [clear]))
     with pytest.raises(TokenError) as caught:
-        TokenCodec({1: KEY_1}, 1).decode(token)
+        TokenCodec({1: KEY_1}, 1).decode(seal(version, url))
+    assert caught.value.kind == INVALID
+
+
+def test_links_already_sent_in_format_version_1_still_verify(codec: TokenCodec) -> None:
+    link = codec.decode(seal(VERSION_1, URL))
+    assert (link.destination, link.campaign_id, link.link_id, link.contact_id) == (URL, 7, 3, 42)
+    assert link.sent_at == 1_790_000_000 and link.key_id == 1
+    assert raw(mint(codec))[0] == FORMAT_VERSION == 2  # what is minted now
+
+
+@pytest.mark.parametrize(("sealed_as", "relabelled"), [(FORMAT_VERSION, VERSION_1), (VERSION_1, FORMAT_VERSION)])
+def test_a_token_relabelled_to_the_other_format_version_never_verifies(
+    codec: TokenCodec, sealed_as: int, relabelled: int
+) -> None:
+    data = bytearray(raw(seal(sealed_as, URL)))
+    data[0] = relabelled
+    with pytest.raises(TokenError, match="authentication") as caught:
+        codec.decode(encode(bytes(data)))
+    assert caught.value.kind == INVALID
+
+
+def test_an_unknown_format_version_is_invalid(codec: TokenCodec) -> None:
+    data = bytearray(raw(mint(codec)))
+    data[0] = 3
+    with pytest.raises(TokenError, match="unknown token format version 3") as caught:
+        codec.decode(encode(bytes(data)))
     assert caught.value.kind == INVALID
