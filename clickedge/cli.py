@@ -13,12 +13,13 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import orjson
 import uvloop
 
-from clickedge import __version__, settings
+from clickedge import __version__, logs, settings
 from clickedge.pgembed import EmbeddedPostgresError
 from clickedge.settings import ConfigError
 from collector.config import CollectorConfig
@@ -28,6 +29,7 @@ from edge.main import SpoolUnavailableError
 from edge.token import FORMAT_VERSION, DestinationError, TokenError
 
 log = logging.getLogger("clickedge")
+T = TypeVar("T")
 
 
 def _data_dir_args(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +54,22 @@ def _key_path(args: argparse.Namespace) -> Path:
     return data_dir / "keys.json"
 
 
+def services() -> dict[str, type]:
+    """The configuration file's tables: one per long-running command."""
+    from clickedge.stack import UpConfig
+
+    return {"edge": EdgeConfig, "collector": CollectorConfig, "up": UpConfig}
+
+
+def load_service(
+    cls: type[T], name: str, args: argparse.Namespace, *, flags: bool = True, sources: dict[str, str] | None = None
+) -> T:
+    """A service's configuration from its flags, the environment and the configuration file's [name]."""
+    path = settings.config_path(args, os.environ)
+    file = settings.read_config_file(path, services()) if path is not None else None
+    return settings.load(cls, args if flags else None, os.environ, file=file, section=name, sources=sources)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from clickedge.stack import UpConfig
 
@@ -60,13 +78,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("up", help="run the whole stack locally (embedded PostgreSQL, collector, edge)")
+    settings.add_config_argument(p)
     settings.add_arguments(p, UpConfig)
 
     p = sub.add_parser("edge", help="run the redirect edge")
+    settings.add_config_argument(p)
     settings.add_arguments(p, EdgeConfig)
 
     p = sub.add_parser("collector", help="run the collector")
+    settings.add_config_argument(p)
     settings.add_arguments(p, CollectorConfig)
+
+    p = sub.add_parser("config", help="check a configuration file and print the effective configuration")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cc = csub.add_parser("check", help="validate the file; print each service's settings, secrets redacted")
+    settings.add_config_argument(cc)
+    cc.add_argument(
+        "--service",
+        choices=["edge", "collector", "up"],
+        action="append",
+        help="check only this service (repeatable; default: the file's tables, or edge and collector)",
+    )
 
     p = sub.add_parser("migrate", help="apply schema.sql to the database (idempotent)")
     p.add_argument("--database-url", default=None, help="PostgreSQL DSN [env CLICKEDGE_DATABASE_URL]")
@@ -142,11 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    # Until a service has read its configuration (which says json or text), and for the one-shot commands.
     level = os.environ.get("CLICKEDGE_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
+    logs.configure(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO", "text")
     try:
         return _dispatch(args, argv)
     except ConfigError as exc:
@@ -168,19 +198,24 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if command == "up":
         from clickedge.stack import UpConfig, up
 
-        return uvloop.run(up(settings.load(UpConfig, args, os.environ)))
+        up_config = load_service(UpConfig, "up", args)
+        logs.configure(up_config.log_level, up_config.log_format)
+        config_file = settings.config_path(args, os.environ)
+        return uvloop.run(up(up_config, config_file.resolve() if config_file else None))
     if command == "edge":
         from edge.main import run
 
-        config = settings.load(EdgeConfig, args, os.environ)
-        logging.getLogger().setLevel(config.log_level)
+        config = load_service(EdgeConfig, "edge", args)
+        logs.configure(config.log_level, config.log_format)
         return uvloop.run(run(config, argv[1:]))
     if command == "collector":
         from collector.main import run as run_collector
 
-        collector_config = settings.load(CollectorConfig, args, os.environ)
-        logging.getLogger().setLevel(collector_config.log_level)
+        collector_config = load_service(CollectorConfig, "collector", args)
+        logs.configure(collector_config.log_level, collector_config.log_format)
         return uvloop.run(run_collector(collector_config))
+    if command == "config":
+        return _config_check(args)
     if command == "migrate":
         from collector.schema import migrate_dsn
 
@@ -203,6 +238,40 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if command == "apikeys":
         return asyncio.run(_apikeys(args))
     raise AssertionError(command)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    path = settings.config_path(args, os.environ)
+    if path is None:
+        raise ConfigError(f"no configuration file: give {settings.CONFIG_FLAG} FILE or set {settings.CONFIG_ENV}")
+    file = settings.read_config_file(path, services())
+    wanted = args.service or [name for name in services() if name in file.sections] or ["edge", "collector"]
+    lines = [
+        f"# {path}: valid. The effective configuration of each service below: the file, with CLICKEDGE_*",
+        "# environment variables applied over it, and defaults for the rest; secrets are redacted.",
+    ]
+    for name in wanted:
+        sources: dict[str, str] = {}
+        config: object = load_service(services()[name], name, args, flags=False, sources=sources)
+        lines += ["", f"[{name}]"]
+        for key, value in settings.redacted(config).items():
+            where = sources[key].removeprefix(f"{path}: ")
+            if value is None:
+                lines.append(f"# {key} is not set ({where})")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}  # {where}")
+    print("\n".join(lines))
+    return 0
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return orjson.dumps(str(value)).decode()  # a JSON string is a TOML basic string
 
 
 def _database_url(args: argparse.Namespace, *, required: bool = True) -> str | None:
@@ -241,7 +310,10 @@ async def _rewrite(args: argparse.Namespace) -> int:
         conn = await asyncpg.connect(dsn)
         try:
             async with conn.transaction():
-                if not await campaigns.ensure_campaign(conn, args.campaign):
+                tracking, tracking_url = await campaigns.ensure_campaign(conn, args.campaign)
+                if tracking_url and not args.public_url:
+                    base = tracking_url  # the campaign's own tracking domain; --public-url still wins
+                if not tracking:
                     sys.stdout.write(html)  # tracking is off for this campaign: the message goes out unchanged
                     if args.text:
                         args.text.with_name(args.text.name + ".tracked").write_text(text or "")

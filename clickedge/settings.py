@@ -1,7 +1,13 @@
-"""Typed configuration from CLI flags and CLICKEDGE_* environment variables (flags win).
+"""Typed configuration from CLI flags, CLICKEDGE_* environment variables and a TOML file.
 
 Each service declares a frozen dataclass whose fields carry their flag, environment variable, parser and
 help text; the same declaration builds the argparse options, the loaded object and the README table.
+A flag wins over the environment, which wins over the configuration file, which wins over the default.
+
+The file (``--config`` or CLICKEDGE_CONFIG) has a table per service, ``[edge]``, ``[collector]`` and
+``[up]``; its keys are the settings' field names (``workers``, ``trusted_proxies``). Keys at the top level
+apply to every service that has that setting. Values go through the same parsers as flags, so a file
+value is checked exactly as the flag would be; a list is read as the comma-separated form.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,8 +59,108 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: frozenset
         )
 
 
-def load(cls: type[T], args: argparse.Namespace | None, environ: Mapping[str, str], **fixed: Any) -> T:
-    """Build ``cls`` from flags (if given), then the environment, then defaults; raise ConfigError."""
+CONFIG_FLAG = "--config"
+CONFIG_ENV = "CLICKEDGE_CONFIG"
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        CONFIG_FLAG,
+        dest="config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"TOML configuration file [env {CONFIG_ENV}]; flags and environment variables win over it",
+    )
+
+
+def config_path(args: argparse.Namespace | None, environ: Mapping[str, str]) -> Path | None:
+    given = getattr(args, "config", None) if args is not None else None
+    if given is None and environ.get(CONFIG_ENV):
+        given = Path(environ[CONFIG_ENV])
+    return Path(given) if given is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFile:
+    """A parsed TOML configuration file: a table per service, and keys shared by all of them."""
+
+    path: Path
+    shared: Mapping[str, Any]
+    sections: Mapping[str, Mapping[str, Any]]
+
+    def values(self, section: str, cls: type) -> dict[str, tuple[Any, str]]:
+        """The file's values for one service: field name -> (value, where it was written)."""
+        names = {f.name for f, _ in specs(cls)}
+        out = {
+            name: (value, f"{self.path}: {name} (top level)") for name, value in self.shared.items() if name in names
+        }
+        for name, value in self.sections.get(section, {}).items():
+            out[name] = (value, f"{self.path}: [{section}] {name}")
+        return out
+
+
+def read_config_file(path: Path, services: Mapping[str, type]) -> ConfigFile:
+    """Parse and check the file's shape: every table a known service, every key a setting it has."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"the configuration file {path} is over {MAX_CONFIG_BYTES} bytes")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    known = {name: {f.name for f, _ in specs(cls)} for name, cls in services.items()}
+    everything = set().union(*known.values())
+    shared: dict[str, Any] = {}
+    sections: dict[str, Mapping[str, Any]] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key not in known:
+                raise ConfigError(f"{path}: unknown table [{key}]; the tables are {_listed(known)}")
+            for name in value:
+                if name not in known[key]:
+                    raise ConfigError(f"{path}: [{key}] has no setting {name!r}; it has {_listed(known[key])}")
+            sections[key] = value
+        elif key in everything:
+            shared[key] = value
+        else:
+            raise ConfigError(f"{path}: unknown setting {key!r} at the top level; settings go in a service's table")
+    return ConfigFile(path, shared, sections)
+
+
+def _listed(names: Any) -> str:
+    return ", ".join(sorted(names))
+
+
+def _from_file(value: Any) -> str:
+    """A TOML value as the text its flag would carry."""
+    if isinstance(value, bool):
+        raise ValueError("expected a string or a number, not true/false")
+    if isinstance(value, str | int | float):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(item, str | int | float) for item in value):
+        return ",".join(str(item) for item in value)
+    raise ValueError(f"expected a string, a number or a list of them, not {type(value).__name__}")
+
+
+def load(
+    cls: type[T],
+    args: argparse.Namespace | None,
+    environ: Mapping[str, str],
+    *,
+    file: ConfigFile | None = None,
+    section: str = "",
+    sources: dict[str, str] | None = None,
+    **fixed: Any,
+) -> T:
+    """Build ``cls`` from flags (if given), then the environment, then the file's ``section``, then
+    defaults; raise ConfigError. ``sources``, when given, is filled with where each value came from."""
+    from_file = file.values(section, cls) if file is not None else {}
     values: dict[str, Any] = {}
     for f, spec in specs(cls):
         if f.name in fixed:
@@ -63,13 +170,23 @@ def load(cls: type[T], args: argparse.Namespace | None, environ: Mapping[str, st
         source = spec.flag
         if raw is None and spec.env in environ:
             raw, source = environ[spec.env], spec.env
+        if raw is None and f.name in from_file:
+            value, source = from_file[f.name]
+            try:
+                raw = _from_file(value)
+            except ValueError as exc:
+                raise ConfigError(f"{source} is not valid: {exc}") from None
         if raw is None:
+            if sources is not None:
+                sources[f.name] = "default"
             continue
         try:
             values[f.name] = spec.parse(raw)
         except (ValueError, TypeError) as exc:
             shown = "<redacted>" if spec.secret else repr(raw)
             raise ConfigError(f"{source}={shown} is not valid: {exc}") from None
+        if sources is not None:
+            sources[f.name] = source
     return cls(**values)
 
 
@@ -109,6 +226,16 @@ def log_level_setting() -> Any:
         env="CLICKEDGE_LOG_LEVEL",
         parse=log_level,
         help="log level: debug, info, warning, error",
+    )
+
+
+def log_format_setting(default: str = "json") -> Any:
+    return setting(
+        default,
+        flag="--log-format",
+        env="CLICKEDGE_LOG_FORMAT",
+        parse=log_format,
+        help="json (one object per line) or text",
     )
 
 
@@ -176,6 +303,20 @@ def check_dsn(dsn: str) -> None:
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
         raise ConfigError("CLICKEDGE_DATABASE_URL has a port that is not a number from 0 to 65535") from None
+
+
+def log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("json", "text"):
+        raise ValueError("must be json or text")
+    return value
+
+
+def fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise ValueError("must be a number from 0 to 1")
+    return value
 
 
 def log_level(raw: str) -> str:

@@ -64,6 +64,8 @@ class UpConfig:
         parse=s.http_url,
         help="base URL of tracked links (default http://127.0.0.1:EDGE_PORT)",
     )
+    log_level: str = s.log_level_setting()
+    log_format: str = s.log_format_setting("text")
 
 
 def ensure_ingest_secret(data_dir: Path) -> str:
@@ -139,12 +141,13 @@ def terminal_foreground() -> Iterator[None]:
         os.close(fd)
 
 
-async def up(config: UpConfig) -> int:
+async def up(config: UpConfig, config_file: Path | None = None) -> int:
+    """Run the stack; ``config_file`` (an absolute path) is passed on to the edge and the collector."""
     with terminal_foreground():
-        return await _up(config)
+        return await _up(config, config_file)
 
 
-async def _up(config: UpConfig) -> int:
+async def _up(config: UpConfig, config_file: Path | None) -> int:
     stop = asyncio.Event()
     supervisor = Supervisor()
     pg: EmbeddedPostgres | None = None
@@ -175,7 +178,16 @@ async def _up(config: UpConfig) -> int:
         write_private(data_dir / "database.url", dsn + "\n")
     try:
         await migrate_dsn(dsn)
-        env = {**os.environ, "CLICKEDGE_DATABASE_URL": dsn, "CLICKEDGE_INGEST_SECRET": secret}
+        env = {
+            **os.environ,
+            "CLICKEDGE_DATABASE_URL": dsn,
+            "CLICKEDGE_INGEST_SECRET": secret,
+            # One stack, one way of logging; the file's [edge] and [collector] tables still apply.
+            "CLICKEDGE_LOG_LEVEL": config.log_level,
+            "CLICKEDGE_LOG_FORMAT": config.log_format,
+        }
+        if config_file is not None:
+            env[s.CONFIG_ENV] = str(config_file)
         base = [sys.executable, "-m", "clickedge"]
         admin_key = await ensure_admin_key(dsn, data_dir)
         collector = Child(

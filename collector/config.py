@@ -89,6 +89,7 @@ class CollectorConfig:
         help="key that signs webhooks (default: DATA_DIR/webhook.secret, created if missing)",
     )
     log_level: str = s.log_level_setting()
+    log_format: str = s.log_format_setting()
 
     @property
     def key_path(self) -> Path:

@@ -129,7 +129,22 @@ class EdgeConfig:
         parse=s.port,
         help="this worker's number; picks its spool (set by --workers)",
     )
+    metrics_port: int = s.setting(
+        0,
+        flag="--metrics-port",
+        env="CLICKEDGE_METRICS_PORT",
+        parse=s.port,
+        help="if set, worker i also serves /metrics on this port + i (0: only on the edge port)",
+    )
+    access_log_sample: float = s.setting(
+        0.0,
+        flag="--access-log-sample",
+        env="CLICKEDGE_ACCESS_LOG_SAMPLE",
+        parse=s.fraction,
+        help="fraction of requests written to the log, 0 to 1 (0: none)",
+    )
     log_level: str = s.log_level_setting()
+    log_format: str = s.log_format_setting()
 
     @property
     def key_path(self) -> Path:
@@ -142,5 +157,9 @@ class EdgeConfig:
     def __post_init__(self) -> None:
         if self.batch_size > 10_000:
             raise s.ConfigError("CLICKEDGE_BATCH_SIZE must be at most 10000 (the collector's batch limit)")
+        if self.metrics_port and self.metrics_port + self.workers - 1 > 65535:
+            raise s.ConfigError("CLICKEDGE_METRICS_PORT + CLICKEDGE_WORKERS - 1 must be at most 65535")
+        if self.metrics_port and self.metrics_port <= self.port < self.metrics_port + self.workers:
+            raise s.ConfigError("CLICKEDGE_METRICS_PORT .. + WORKERS - 1 must not include CLICKEDGE_EDGE_PORT")
         if self.spool_segment_bytes > self.spool_max_bytes:
             raise s.ConfigError("CLICKEDGE_SPOOL_SEGMENT_BYTES must not exceed CLICKEDGE_SPOOL_MAX_BYTES")
