@@ -86,6 +86,9 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         log.error("database error on a batch of %d: %s (sqlstate %s)", len(clicks), exc, exc.sqlstate)
         return json_error(503, "database error; retry later")
     metrics.db_latency.observe(time.perf_counter() - started)
+    if clicks:
+        oldest_us = min(click.clicked_at_us for click in clicks)
+        metrics.ingest_lag.observe(max(0.0, time.time() - oldest_us / 1e6))
     metrics.batch_ok.inc()
     metrics.clicks_received.inc(result.received)
     metrics.clicks_inserted.inc(result.inserted)

@@ -27,11 +27,13 @@ LATENCY_BUCKETS = (
     30.0,
 )
 SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+# 10 ms .. 6 h: a click normally commits within a second; after an outage, edges ship hours of backlog.
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0)
 
 
 class CollectorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, restarts: int = 0) -> None:
-        self.registry = registry or new_registry()
+        self.registry = registry or new_registry("collector")
         r = self.registry
         self.clicks_received = Counter(
             "clickedge_collector_clicks_received", "Clicks received in accepted batches", registry=r
@@ -57,6 +59,12 @@ class CollectorMetrics:
             "Times the supervisor restarted this collector after it died",
             registry=r,
         ).set(restarts)
+        self.ingest_lag = Histogram(
+            "clickedge_collector_ingest_lag_seconds",
+            "Per committed batch: seconds from its oldest click (at the edge) to the commit",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         self.db_latency = Histogram(
             "clickedge_collector_db_seconds",
             "Time to write one batch, COPY to COMMIT",

@@ -25,7 +25,7 @@ from edge.clientip import ClientIP
 from edge.config import EdgeConfig
 from edge.http import HttpServer
 from edge.metrics import EdgeMetrics
-from edge.server import Edge
+from edge.server import Edge, MetricsEndpoint
 from edge.shipper import Shipper
 from edge.spool import Spool, SpoolLockedError
 from edge.syncer import Syncer
@@ -57,6 +57,7 @@ class RunningEdge:
     http: HttpServer
     port: int
     tasks: set[asyncio.Task[None]]
+    metrics_http: HttpServer | None = None
 
 
 async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
@@ -78,7 +79,7 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         raise SpoolUnavailableError(f"cannot open the spool in {config.worker_spool}: {exc}") from None
     if spool.stats.truncated_bytes:
         log.warning("cut a torn record (%d bytes) off the spool's last segment", spool.stats.truncated_bytes)
-    metrics = EdgeMetrics(restarts=int(os.environ.get(RESTARTS_ENV, "0") or 0))
+    metrics = EdgeMetrics(restarts=int(os.environ.get(RESTARTS_ENV, "0") or 0), worker=config.worker_index)
     syncer = Syncer(spool, metrics, config.fsync)
     shipper = Shipper(
         spool,
@@ -100,13 +101,23 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         on_batch_ready=shipper.wake.set,
         batch_size=config.batch_size,
     )
+    if config.access_log_sample > 0:
+        edge.log_a_sample(config.access_log_sample)
     http = HttpServer(edge, keepalive_timeout=config.keepalive_timeout)
+    metrics_http: HttpServer | None = None
+    where = f"{config.host}:{config.port}"
     try:
         port = await http.listen(config.host, config.port, reuse_port=reuse_port)
+        if config.metrics_port:
+            # Each worker's own port, so Prometheus can scrape every worker (the edge port reaches any one).
+            where = f"{config.host}:{config.metrics_port + config.worker_index}"
+            metrics_http = HttpServer(MetricsEndpoint(edge), keepalive_timeout=config.keepalive_timeout)
+            await metrics_http.listen(config.host, config.metrics_port + config.worker_index, reuse_port=False)
     except OSError as exc:
+        await http.stop(0)
         spool.close()
-        raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
-    running = RunningEdge(edge, spool, syncer, shipper, http, port, set())
+        raise ConfigError(f"cannot listen on {where}: {exc.strerror}") from None
+    running = RunningEdge(edge, spool, syncer, shipper, http, port, set(), metrics_http)
     _spawn(running, syncer.run(), "spool-sync")
     _spawn(running, shipper.run(), "shipper")
     _spawn(running, _count_backlog(spool), "count-backlog")
@@ -161,6 +172,8 @@ async def shutdown(running: RunningEdge, *, grace: float, timeout: float) -> int
     except (OSError, TimeoutError) as exc:
         log.error("final spool fsync failed: %r", exc)
     running.spool.close()
+    if running.metrics_http is not None:  # scrapeable until here: the drain shows on the dashboards
+        await running.metrics_http.stop(0.5)
     if left:
         log.warning("stopped with %d clicks still spooled; they ship at the next start", left)
     else:

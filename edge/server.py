@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -27,6 +28,8 @@ from edge.syncer import Syncer
 from edge.token import INVALID, LINK_PATH, MALFORMED, OVERSIZED, TokenCodec, TokenError
 
 log = logging.getLogger("clickedge.edge")
+access = logging.getLogger("clickedge.access")
+_LOGGED_PATH = 3 + 24
 
 TOKEN_PREFIX = LINK_PATH
 _TOKEN_START = len(TOKEN_PREFIX)
@@ -185,3 +188,57 @@ class Edge:
 
     async def wait_durable(self) -> None:
         await self.syncer.wait()
+
+    def log_a_sample(self, fraction: float) -> None:
+        """Write ``fraction`` of requests to the log (the sampled access log); off by default."""
+        respond = self.respond
+        draw = random.random
+
+        def logged(method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
+            answered = respond(method, path, headers, peer)
+            if draw() < fraction:
+                head = answered[0]
+                access.info(
+                    "%s %s %s",
+                    method,
+                    path[:_LOGGED_PATH],
+                    head[9:12].decode(),
+                    extra={
+                        "method": method,
+                        # Enough of a token to find it again, not the whole (it says who clicked).
+                        "path": path[:_LOGGED_PATH],
+                        "status": int(head[9:12]),
+                        "peer": peer,
+                        "user_agent": headers.get("User-Agent", "")[:200],
+                    },
+                )
+            return answered
+
+        self.respond = logged  # type: ignore[method-assign]
+
+
+class MetricsEndpoint:
+    """A worker's own metrics port: /metrics and /healthz, nothing else (see --metrics-port)."""
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        self.draining = False
+
+    def respond(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
+        if path == "/metrics":
+            return answer(200, generate_latest(self.edge.metrics.registry), CONTENT_TYPE_LATEST)
+        if path == "/healthz":
+            return self.edge.respond(method, path, headers, peer)
+        return PAGES["not_found"]
+
+    def bad_request(self, exc: HttpProcessingError, *, line_too_long: bool) -> Answer:
+        return PAGES[MALFORMED]
+
+    def server_error(self) -> Answer:
+        return _SERVER_ERROR
+
+    def before_send(self) -> None:
+        pass
+
+    async def wait_durable(self) -> None:
+        pass

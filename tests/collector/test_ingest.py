@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,9 +28,8 @@ async def client(database_url: str) -> AsyncIterator[TestClient[Any, Any]]:
         yield client
 
 
-def batch(campaign_id: int, n: int, *, contact_base: int = 1) -> dict[str, Any]:
+def batch(campaign_id: int, n: int, *, contact_base: int = 1, at: int = 1_790_000_000_000_000) -> dict[str, Any]:
     ids = EventIds()
-    at = 1_790_000_000_000_000
     ua = "Mozilla/5.0 (test)"
     rows = [
         [
@@ -97,6 +97,21 @@ async def test_redelivered_batch_changes_nothing(
     assert await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id) == before_rows
     assert await db.fetch("SELECT * FROM link_click_counts WHERE campaign_id = $1", campaign_id) == before_counts
     assert await metric(client, "clickedge_collector_clicks_duplicate_total") == duplicates_before + 50
+
+
+async def test_ingest_lag_is_measured_from_the_oldest_click_of_each_batch(
+    client: TestClient[Any, Any], campaign_id: int
+) -> None:
+    count = await metric(client, "clickedge_collector_ingest_lag_seconds_count")
+    lag_sum = await metric(client, "clickedge_collector_ingest_lag_seconds_sum")
+    clicked = time.time() - 120  # two minutes in an edge's spool
+    doc = batch(campaign_id, 20, at=int(clicked * 1e6))
+    assert (await client.post("/v1/clicks", data=orjson.dumps(doc), headers=AUTH)).status == 200
+    assert await metric(client, "clickedge_collector_ingest_lag_seconds_count") == count + 1
+    added = await metric(client, "clickedge_collector_ingest_lag_seconds_sum") - lag_sum
+    assert 120 <= added < time.time() - clicked + 1
+    text = await (await client.get("/metrics")).text()
+    assert 'clickedge_build_info{python="' in text and 'service="collector"' in text
 
 
 async def test_partly_new_batch_applies_only_the_new_rows(

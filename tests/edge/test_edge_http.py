@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -15,6 +16,7 @@ import aiohttp
 import orjson
 import pytest
 
+from clickedge.pgembed import free_port
 from edge import keys
 from edge.config import EdgeConfig
 from edge.main import RunningEdge, shutdown, start
@@ -204,13 +206,54 @@ async def test_health_readiness_and_metrics(run_edge: RunEdge, http: aiohttp.Cli
         # away, and the click that found no room is counted.
         assert (await http.get(f"{base}/readyz")).status == 503
         text = await (await http.get(f"{base}/metrics")).text()
-        assert 'clickedge_edge_requests_total{outcome="redirect"} 3.0' in text
-        assert "clickedge_edge_spool_records 2.0" in text
-        assert "clickedge_edge_clicks_undurable_total 1.0" in text
-        assert "clickedge_edge_spool_healthy 0.0" in text
+        # Every series says which worker it is from.
+        assert 'clickedge_edge_requests_total{outcome="redirect",worker="0"} 3.0' in text
+        assert 'clickedge_edge_spool_records{worker="0"} 2.0' in text
+        assert 'clickedge_edge_clicks_undurable_total{worker="0"} 1.0' in text
+        assert 'clickedge_edge_spool_healthy{worker="0"} 0.0' in text
+        assert 'service="edge",token_format="2"' in text  # clickedge_build_info
+        assert 'process_resident_memory_bytes{worker="0"}' in text
         assert "clickedge_edge_handler_seconds_bucket" in text
         edge.edge.draining = True
         assert (await http.get(f"{base}/readyz")).status == 503
+
+
+async def test_a_worker_serves_its_metrics_on_its_own_port(
+    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
+) -> None:
+    base_port = free_port()
+    async with run_edge(metrics_port=base_port - 2, worker_index=2, workers=3) as edge:
+        async with http.get(f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", allow_redirects=False) as resp:
+            assert resp.status == 302
+        async with http.get(f"http://127.0.0.1:{base_port}/metrics") as resp:
+            assert resp.status == 200
+            assert 'clickedge_edge_requests_total{outcome="redirect",worker="2"} 1.0' in await resp.text()
+        assert (await http.get(f"http://127.0.0.1:{base_port}/healthz")).status == 200
+        async with http.get(f"http://127.0.0.1:{base_port}/c/{mint(data_dir)}", allow_redirects=False) as resp:
+            assert resp.status == 404  # no redirects there: it is for Prometheus only
+
+
+async def test_the_access_log_is_off_by_default_and_samples_when_asked(
+    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = mint(data_dir)
+    caplog.set_level(logging.INFO, logger="clickedge.access")
+    async with run_edge() as edge:
+        for _ in range(5):
+            async with http.get(f"http://127.0.0.1:{edge.port}/c/{token}", allow_redirects=False) as resp:
+                assert resp.status == 302
+    assert not [r for r in caplog.records if r.name == "clickedge.access"]
+    async with run_edge(access_log_sample=1.0) as edge:
+        headers = {"User-Agent": "Mozilla/5.0 (sampled)"}
+        async with http.get(f"http://127.0.0.1:{edge.port}/c/{token}", allow_redirects=False, headers=headers) as r:
+            assert r.status == 302
+        async with http.get(f"http://127.0.0.1:{edge.port}/c/{token}x", allow_redirects=False) as resp:
+            assert resp.status == 400
+    logged = [r.__dict__ for r in caplog.records if r.name == "clickedge.access"]
+    assert [(r["method"], r["status"]) for r in logged] == [("GET", 302), ("GET", 400)]
+    assert logged[0]["user_agent"] == "Mozilla/5.0 (sampled)" and logged[0]["peer"] == "127.0.0.1"
+    # Enough of the token to find it again, never all of it (it stands for one recipient).
+    assert token[:20] in logged[0]["path"] and token not in logged[0]["path"]
 
 
 async def test_unparsable_request_gets_the_400_page_not_a_5xx(run_edge: RunEdge) -> None:
