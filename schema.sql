@@ -10,6 +10,9 @@ CREATE TABLE IF NOT EXISTS campaigns (
 ALTER TABLE campaigns ADD COLUMN IF NOT EXISTS tracking boolean NOT NULL DEFAULT true;
 -- Distinct recipients, kept with campaign_recipients, for click-through rates.
 ALTER TABLE campaigns ADD COLUMN IF NOT EXISTS recipients bigint NOT NULL DEFAULT 0;
+-- The base URL of the campaign's tracked links (a sender's own tracking domain); NULL: the collector's
+-- CLICKEDGE_PUBLIC_URL. Every edge answers on every domain pointed at it.
+ALTER TABLE campaigns ADD COLUMN IF NOT EXISTS tracking_url text CHECK (length(tracking_url) <= 200);
 
 CREATE TABLE IF NOT EXISTS campaign_recipients (
     campaign_id  bigint NOT NULL REFERENCES campaigns (campaign_id),

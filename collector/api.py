@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -125,8 +126,11 @@ def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
 @scope("write")
 async def put_campaign(request: web.Request) -> web.Response:
     campaign_id = _int(request, "campaign_id", MAX_ID)
-    body = _object(await _body(request), {"name", "tracking", "recipients"})
+    body = _object(await _body(request), {"name", "tracking", "recipients", "tracking_url"})
     name, tracking, recipients = body.get("name"), body.get("tracking"), body.get("recipients")
+    tracking_url = body.get("tracking_url")
+    if tracking_url is not None:
+        tracking_url = _tracking_url(tracking_url)
     if name is not None and (not isinstance(name, str) or len(name) > 200 or "\x00" in name):
         raise ApiError(400, "name must be a string of at most 200 characters, without NUL")
     if tracking is not None and not isinstance(tracking, bool):
@@ -135,8 +139,32 @@ async def put_campaign(request: web.Request) -> web.Response:
         raise ApiError(400, "recipients must be a whole number of at least 0")
     async with request.app[POOL].acquire() as conn:
         return json_response(
-            await campaigns.upsert_campaign(conn, campaign_id, name=name, tracking=tracking, recipients=recipients)
+            await campaigns.upsert_campaign(
+                conn, campaign_id, name=name, tracking=tracking, recipients=recipients, tracking_url=tracking_url
+            )
         )
+
+
+def _tracking_url(value: object) -> str:
+    """A campaign's link base URL: scheme and host (a sender's tracking domain), optionally a port and a
+    path prefix; "" goes back to the collector's CLICKEDGE_PUBLIC_URL."""
+    if value == "":
+        return ""
+    problem = (
+        "tracking_url must be an http:// or https:// URL with a host and no query or fragment, at most 200 characters"
+    )
+    if not isinstance(value, str) or len(value) > 200 or not value.isascii():
+        raise ApiError(400, problem)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ApiError(400, problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ApiError(400, problem)
+    if any(ch.isspace() or ord(ch) < 0x21 for ch in value) or "@" in parts.netloc:
+        raise ApiError(400, problem)
+    return value.rstrip("/")
 
 
 @scope("read")

@@ -27,18 +27,22 @@ async def upsert_campaign(
     name: str | None = None,
     tracking: bool | None = None,
     recipients: int | None = None,
+    tracking_url: str | None = None,
 ) -> dict[str, Any]:
+    """Create or update a campaign; None leaves a field as it is, and tracking_url "" clears it."""
     row = await conn.fetchrow(
-        """INSERT INTO campaigns AS c (campaign_id, name, tracking, recipients)
-           VALUES ($1, coalesce($2, ''), coalesce($3, true), coalesce($4, 0))
+        """INSERT INTO campaigns AS c (campaign_id, name, tracking, recipients, tracking_url)
+           VALUES ($1, coalesce($2, ''), coalesce($3, true), coalesce($4, 0), nullif($5, ''))
            ON CONFLICT (campaign_id) DO UPDATE SET
                name = coalesce($2, c.name), tracking = coalesce($3, c.tracking),
-               recipients = coalesce($4, c.recipients)
-           RETURNING campaign_id, name, tracking, recipients, created_at""",
+               recipients = coalesce($4, c.recipients),
+               tracking_url = CASE WHEN $5::text IS NULL THEN c.tracking_url ELSE nullif($5, '') END
+           RETURNING campaign_id, name, tracking, recipients, tracking_url, created_at""",
         campaign_id,
         name,
         tracking,
         recipients,
+        tracking_url,
     )
     assert row is not None
     return _campaign(row)
@@ -46,7 +50,8 @@ async def upsert_campaign(
 
 async def get_campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]:
     row = await conn.fetchrow(
-        "SELECT campaign_id, name, tracking, recipients, created_at FROM campaigns WHERE campaign_id = $1",
+        """SELECT campaign_id, name, tracking, recipients, tracking_url, created_at
+           FROM campaigns WHERE campaign_id = $1""",
         campaign_id,
     )
     if row is None:
@@ -60,18 +65,23 @@ def _campaign(row: asyncpg.Record) -> dict[str, Any]:
         "name": row["name"],
         "tracking": row["tracking"],
         "recipients": row["recipients"],
+        "tracking_url": row["tracking_url"],
         "created_at": row["created_at"].isoformat(),
     }
 
 
-async def ensure_campaign(conn: asyncpg.Connection, campaign_id: int) -> bool:
-    """Create the campaign (tracking on) if it does not exist; return its tracking setting."""
-    tracking: bool = await conn.fetchval(
-        """WITH new AS (INSERT INTO campaigns (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING tracking)
-           SELECT tracking FROM new UNION ALL SELECT tracking FROM campaigns WHERE campaign_id = $1 LIMIT 1""",
+async def ensure_campaign(conn: asyncpg.Connection, campaign_id: int) -> tuple[bool, str | None]:
+    """Create the campaign (tracking on) if it does not exist; return its tracking setting and the base
+    URL of its links (None: the default)."""
+    row = await conn.fetchrow(
+        """WITH new AS (INSERT INTO campaigns (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING
+                        RETURNING tracking, tracking_url)
+           SELECT tracking, tracking_url FROM new
+           UNION ALL SELECT tracking, tracking_url FROM campaigns WHERE campaign_id = $1 LIMIT 1""",
         campaign_id,
     )
-    return tracking
+    assert row is not None
+    return row["tracking"], row["tracking_url"]
 
 
 async def register_links(conn: asyncpg.Connection, campaign_id: int, links: Sequence[LinkSlot]) -> None:

@@ -108,6 +108,12 @@ def document() -> dict[str, Any]:
                             "name": {"type": "string", "maxLength": 200},
                             "tracking": {"type": "boolean"},
                             "recipients": {"type": "integer", "minimum": 0},
+                            "tracking_url": {
+                                "type": "string",
+                                "maxLength": 200,
+                                "description": "Base URL of the campaign's tracked links, e.g. https://t.sender.example "
+                                "(a sender's own tracking domain); empty: the collector's CLICKEDGE_PUBLIC_URL",
+                            },
                         },
                     },
                 ),

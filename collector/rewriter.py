@@ -83,7 +83,7 @@ class Rewriter:
     async def rewrite(
         self, conn: asyncpg.Connection, campaign_id: int, html: str, text: str | None, contact: int | None, sent_at: int
     ) -> dict[str, Any]:
-        tracking = await campaigns.ensure_campaign(conn, campaign_id)
+        tracking, tracking_url = await campaigns.ensure_campaign(conn, campaign_id)
         if not tracking:
             return {"html": html, "text": text, "tracking": False, "links": []}
         digest = hashlib.sha256(html.encode() + b"\0" + (text or "").encode()).digest()
@@ -100,7 +100,11 @@ class Rewriter:
         if contact is not None:
             await campaigns.record_recipient(conn, campaign_id, contact)
         out_html, out_text = message.render(
-            self._minter(), base_url=self._public_url, campaign_id=campaign_id, contact_id=contact, sent_at=sent_at
+            self._minter(),
+            base_url=tracking_url or self._public_url,
+            campaign_id=campaign_id,
+            contact_id=contact,
+            sent_at=sent_at,
         )
         return {
             "html": out_html,

@@ -134,6 +134,29 @@ async def test_rewrite_registers_links_once_and_counts_each_recipient_once(
     assert (await resp.json())["html"] == MESSAGE  # tracking off: unchanged
 
 
+async def test_a_campaign_mints_on_its_own_tracking_domain(
+    api: TestClient[Any, Any], data_dir: Path, keyring: dict[str, str], campaign_id: int
+) -> None:
+    write = auth(keyring["write"])
+    campaign, rewrite = f"/v1/campaigns/{campaign_id}", f"/v1/campaigns/{campaign_id}/rewrite"
+    resp = await api.put(campaign, json={"tracking_url": "https://click.sender.example/"}, headers=write)
+    assert resp.status == 200 and (await resp.json())["tracking_url"] == "https://click.sender.example"
+    resp = await api.put(campaign, json={"name": "Black Friday"}, headers=write)
+    assert (await resp.json())["tracking_url"] == "https://click.sender.example"  # unchanged unless given
+    body = await (await api.post(rewrite, json={"html": MESSAGE, "contact_id": 1}, headers=write)).json()
+    token = body["html"].split('href="https://click.sender.example' + LINK_PATH, 1)[1].split('"', 1)[0]
+    assert keys.load(data_dir / "keys.json").codec().decode(token).campaign_id == campaign_id
+    assert "t.example.net" not in body["html"]
+    # "" goes back to the collector's CLICKEDGE_PUBLIC_URL.
+    resp = await api.put(campaign, json={"tracking_url": ""}, headers=write)
+    assert (await resp.json())["tracking_url"] is None
+    body = await (await api.post(rewrite, json={"html": MESSAGE, "contact_id": 2}, headers=write)).json()
+    assert 'href="https://t.example.net' + LINK_PATH in body["html"]
+    for bad in ("ftp://x.example", "https://", "https://a.example/?q=1", "https://u@a.example", "x" * 201, 5):
+        resp = await api.put(campaign, json={"tracking_url": bad}, headers=write)
+        assert resp.status == 400 and "tracking_url must be" in (await resp.json())["error"], bad
+
+
 async def test_actions_are_validated_stored_and_audited(
     api: TestClient[Any, Any], keyring: dict[str, str], campaign_id: int
 ) -> None:
