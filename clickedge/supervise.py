@@ -154,18 +154,28 @@ def check_port_free(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def install_stop_handlers(stop: asyncio.Event, on_force: Callable[[], None] | None = None) -> None:
+def install_stop_handlers(
+    stop: asyncio.Event, on_force: Callable[[], None] | None = None, *, same_stop_seconds: float = 0.0
+) -> None:
     """First SIGTERM/SIGINT asks for a graceful stop; a second one exits at once, after ``on_force``
-    (which kills what must not outlive this process)."""
+    (which kills what must not outlive this process). A supervised worker passes ``same_stop_seconds``:
+    signals that soon after the first are the same request, because a service manager that signals the
+    whole control group (systemd's default KillMode) and the supervisor passing the signal on reach it
+    twice at once, and that must not skip its drain."""
     loop = asyncio.get_running_loop()
+    first: list[float] = []
 
     def on_signal(signum: int) -> None:
+        if stop.is_set() and first and loop.time() - first[0] < same_stop_seconds:
+            log.info("%s again: already stopping", signal.Signals(signum).name)
+            return
         if stop.is_set():
             log.warning("second %s: exiting now", signal.Signals(signum).name)
             if on_force is not None:
                 on_force()
             os._exit(128 + signum)
         log.info("%s received: stopping", signal.Signals(signum).name)
+        first.append(loop.time())
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

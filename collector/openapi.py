@@ -111,8 +111,9 @@ def document() -> dict[str, Any]:
                             "tracking_url": {
                                 "type": "string",
                                 "maxLength": 200,
-                                "description": "Base URL of the campaign's tracked links, e.g. https://t.sender.example "
-                                "(a sender's own tracking domain); empty: the collector's CLICKEDGE_PUBLIC_URL",
+                                "description": "Base URL of the campaign's tracked links, e.g. "
+                                "https://t.sender.example (a sender's own tracking domain); "
+                                "empty: the collector's CLICKEDGE_PUBLIC_URL",
                             },
                         },
                     },

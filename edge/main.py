@@ -32,6 +32,7 @@ from edge.syncer import Syncer
 
 log = logging.getLogger("clickedge.edge")
 REUSE_PORT_ENV = "CLICKEDGE_REUSE_PORT"  # set by `edge --workers N` for its own workers only
+SAME_STOP_SECONDS = 2.0  # a worker's SIGTERMs this close together are one stop (see install_stop_handlers)
 
 
 class SpoolUnavailableError(RuntimeError):
@@ -191,8 +192,9 @@ async def run(config: EdgeConfig, argv: Sequence[str]) -> int:
     """The `clickedge edge` command: one worker in this process, or N supervised worker processes."""
     stop = asyncio.Event()
     if config.workers == 1:
-        install_stop_handlers(stop)
-        await serve(config, stop, reuse_port=os.environ.get(REUSE_PORT_ENV) == "1")
+        supervised = os.environ.get(REUSE_PORT_ENV) == "1"
+        install_stop_handlers(stop, same_stop_seconds=SAME_STOP_SECONDS if supervised else 0.0)
+        await serve(config, stop, reuse_port=supervised)
         return 0
     # Check what every worker needs here, so a bad configuration stops start-up instead of a restart loop.
     try:

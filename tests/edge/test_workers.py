@@ -111,3 +111,55 @@ async def test_workers_share_the_port_and_are_restarted(
             code = await proc.wait()
         await collector.close()
     assert code == 0
+
+
+async def test_a_stop_signalled_to_every_process_at_once_still_drains(data_dir: Path) -> None:
+    # systemd's default KillMode signals every process of the unit, and the supervisor passes the signal
+    # on too, so each worker gets two SIGTERMs in quick succession. They are one request to stop: the
+    # drain still runs, and every worker exits 0.
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "clickedge",
+        "edge",
+        "--workers",
+        "2",
+        "--edge-port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--collector-url",
+        "http://127.0.0.1:9",
+        "--drain-grace",
+        "1",
+        "--shutdown-timeout",
+        "1",
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    async def both_ready() -> bool:
+        pids = set()
+        for _ in range(20):
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as resp:
+                    pids.add(await resp.text())
+            except aiohttp.ClientError:
+                return False
+        return len(pids) == 2
+
+    try:
+        await eventually(both_ready, timeout=30)
+        for pid in children(proc.pid):
+            os.kill(pid, signal.SIGTERM)
+
+        async def draining() -> bool:
+            async with aiohttp.ClientSession() as http, http.get(f"{base}/readyz") as resp:
+                return resp.status == 503  # still serving, and telling the balancer to go away
+
+        await eventually(draining, timeout=5)
+        proc.send_signal(signal.SIGTERM)  # ...which the supervisor passes on: a second SIGTERM each
+    finally:
+        async with asyncio.timeout(30):
+            code = await proc.wait()
+    assert code == 0  # every worker drained and exited 0, none was cut short
