@@ -6,7 +6,8 @@ from pathlib import Path
 
 import asyncpg
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+# In the source tree collector/schema.sql links to the root schema.sql; a built wheel carries a copy.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.sql"
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('clickedge.schema'))"
 
 
