@@ -113,19 +113,30 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+async def database_problem(app: web.Application) -> str | None:
+    """None if PostgreSQL answers within a second, else what went wrong."""
+    try:
+        async with asyncio.timeout(1.0), app[POOL].acquire() as conn:
+            await conn.fetchval("SELECT 1")
+    except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        return exc.__class__.__name__
+    return None
+
+
 async def readyz(request: web.Request) -> web.Response:
     if request.app[DRAINING].is_set():
         return web.Response(status=503, text="draining\n")
-    try:
-        async with asyncio.timeout(1.0), request.app[POOL].acquire() as conn:
-            await conn.fetchval("SELECT 1")
-    except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
-        return web.Response(status=503, text=f"database unreachable: {exc.__class__.__name__}\n")
+    problem = await database_problem(request.app)
+    if problem is not None:
+        return web.Response(status=503, text=f"database unreachable: {problem}\n")
     return web.Response(text="ready\n")
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    # The same check as /readyz, so an outage shows even while no batch arrives.
+    metrics = request.app[METRICS]
+    metrics.database_up.set(0 if await database_problem(request.app) else 1)
+    body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

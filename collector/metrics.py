@@ -59,6 +59,11 @@ class CollectorMetrics:
             "Times the supervisor restarted this collector after it died",
             registry=r,
         ).set(restarts)
+        self.database_up = Gauge(
+            "clickedge_collector_database_up",
+            "1 if PostgreSQL answered SELECT 1 within a second at this scrape, else 0",
+            registry=r,
+        )
         self.ingest_lag = Histogram(
             "clickedge_collector_ingest_lag_seconds",
             "Per committed batch: seconds from its oldest click (at the edge) to the commit",

@@ -102,6 +102,7 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         on_batch_ready=shipper.wake.set,
         batch_size=config.batch_size,
     )
+    metrics.watch_ready(lambda: not edge.draining and spool.healthy)
     if config.access_log_sample > 0:
         edge.log_a_sample(config.access_log_sample)
     http = HttpServer(edge, keepalive_timeout=config.keepalive_timeout)

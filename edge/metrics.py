@@ -85,6 +85,10 @@ class EdgeMetrics:
     def watch_spool(self, spool: Spool, oldest_unacked_us: Callable[[], int | None]) -> None:
         self.registry.register(_SpoolCollector(spool, oldest_unacked_us))
 
+    def watch_ready(self, ready: Callable[[], bool]) -> None:
+        """Export what /readyz says, read when scraped: a draining worker shows on the dashboards."""
+        self.registry.register(_ReadyCollector(ready))
+
 
 class FastCounter:
     """A counter for one event loop: no lock, no label lookup; exported by a collector."""
@@ -140,6 +144,18 @@ class _RequestCollector(Collector):
         )
 
 
+class _ReadyCollector(Collector):
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        self._ready = ready
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "clickedge_edge_ready",
+            "1 while /readyz answers 200; 0 while draining or while the spool refuses clicks",
+            value=1.0 if self._ready() else 0.0,
+        )
+
+
 class _SpoolCollector(Collector):
     def __init__(self, spool: Spool, oldest_unacked_us: Callable[[], int | None]) -> None:
         self._spool = spool
@@ -151,6 +167,11 @@ class _SpoolCollector(Collector):
             "clickedge_edge_spool_bytes",
             "Bytes in the spool not yet acknowledged by the collector",
             value=spool.unacknowledged_bytes,
+        )
+        yield GaugeMetricFamily(
+            "clickedge_edge_spool_max_bytes",
+            "Unshipped bytes the spool may hold before it refuses clicks (CLICKEDGE_SPOOL_MAX_BYTES)",
+            value=spool.max_bytes,
         )
         yield GaugeMetricFamily(
             "clickedge_edge_spool_records",

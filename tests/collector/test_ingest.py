@@ -112,6 +112,7 @@ async def test_ingest_lag_is_measured_from_the_oldest_click_of_each_batch(
     assert 120 <= added < time.time() - clicked + 1
     text = await (await client.get("/metrics")).text()
     assert 'clickedge_build_info{python="' in text and 'service="collector"' in text
+    assert "clickedge_collector_database_up 1.0" in text
 
 
 async def test_partly_new_batch_applies_only_the_new_rows(

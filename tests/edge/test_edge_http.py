@@ -199,6 +199,7 @@ async def test_health_readiness_and_metrics(run_edge: RunEdge, http: aiohttp.Cli
         base = f"http://127.0.0.1:{edge.port}"
         assert (await http.get(f"{base}/healthz")).status == 200
         assert (await http.get(f"{base}/readyz")).status == 200
+        assert 'clickedge_edge_ready{worker="0"} 1.0' in await (await http.get(f"{base}/metrics")).text()
         for _ in range(3):
             async with http.get(f"{base}/c/{mint(data_dir)}", allow_redirects=False) as resp:
                 assert resp.status == 302  # recipients land even when clicks cannot be kept
@@ -211,6 +212,8 @@ async def test_health_readiness_and_metrics(run_edge: RunEdge, http: aiohttp.Cli
         assert 'clickedge_edge_spool_records{worker="0"} 2.0' in text
         assert 'clickedge_edge_clicks_undurable_total{worker="0"} 1.0' in text
         assert 'clickedge_edge_spool_healthy{worker="0"} 0.0' in text
+        assert 'clickedge_edge_ready{worker="0"} 0.0' in text  # what /readyz says
+        assert 'clickedge_edge_spool_max_bytes{worker="0"} 200.0' in text
         assert 'service="edge",token_format="2"' in text  # clickedge_build_info
         assert 'process_resident_memory_bytes{worker="0"}' in text
         assert "clickedge_edge_handler_seconds_bucket" in text
