@@ -19,6 +19,14 @@ from edge import keys
 from tests.conftest import INGEST_SECRET, eventually
 
 
+async def start_edge(data_dir: Path, port: int, *options: str) -> asyncio.subprocess.Process:
+    """`clickedge edge --workers 2` on ``port``."""
+    return await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "clickedge", "edge", "--workers", "2", "--edge-port", str(port)],
+        *["--data-dir", str(data_dir), *options],
+    )
+
+
 def children(pid: int) -> set[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return {int(p) for p in text.split()}
@@ -30,17 +38,9 @@ async def test_workers_share_the_port_and_are_restarted(
     collector = TestServer(create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)))
     await collector.start_server()
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "clickedge",
-        "edge",
-        "--workers",
-        "2",
-        "--edge-port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
+    proc = await start_edge(
+        data_dir,
+        port,
         "--collector-url",
         f"http://127.0.0.1:{collector.port}",
         "--batch-linger",
@@ -118,23 +118,8 @@ async def test_a_stop_signalled_to_every_process_at_once_still_drains(data_dir: 
     # on too, so each worker gets two SIGTERMs in quick succession. They are one request to stop: the
     # drain still runs, and every worker exits 0.
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "clickedge",
-        "edge",
-        "--workers",
-        "2",
-        "--edge-port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--collector-url",
-        "http://127.0.0.1:9",
-        "--drain-grace",
-        "1",
-        "--shutdown-timeout",
-        "1",
+    proc = await start_edge(
+        data_dir, port, "--collector-url", "http://127.0.0.1:9", "--drain-grace", "1", "--shutdown-timeout", "1"
     )
     base = f"http://127.0.0.1:{port}"
 
