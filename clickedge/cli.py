@@ -32,17 +32,20 @@ log = logging.getLogger("clickedge")
 T = TypeVar("T")
 
 
-def _data_dir_args(parser: argparse.ArgumentParser) -> None:
+def _data_dir_args(parser: argparse.ArgumentParser, *, after_action: bool = False) -> None:
+    # After an action (`keys create --keys-file F`) the options must not reset what was given before it
+    # (`keys --keys-file F create`): a subparser's default would overwrite the parent's value.
+    default = argparse.SUPPRESS if after_action else None
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=None,
+        default=default,
         help="directory holding keys.json [env CLICKEDGE_DATA_DIR; default .clickedge]",
     )
     parser.add_argument(
         "--keys-file",
         type=Path,
-        default=None,
+        default=default,
         help="key file [env CLICKEDGE_KEYS_FILE; default DATA_DIR/keys.json]",
     )
 
@@ -151,23 +154,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", default=None, help="[env CLICKEDGE_DATABASE_URL; default DATA_DIR/database.url]")
     _data_dir_args(p)
     asub = p.add_subparsers(dest="action", metavar="ACTION")
-    asub.add_parser("list", help="list keys (the default)")
+    al = asub.add_parser("list", help="list keys (the default)")
     ac = asub.add_parser("create", help="create a key and print it (once)")
     ac.add_argument("--name", required=True)
     ac.add_argument("--scope", action="append", choices=["read", "write"], required=True)
     ar = asub.add_parser("revoke", help="revoke a key by its id")
     ar.add_argument("key_id")
+    for action in (al, ac, ar):
+        action.add_argument("--database-url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        _data_dir_args(action, after_action=True)
 
     p = sub.add_parser("keys", help="list, create, activate and retire link keys")
     _data_dir_args(p)
     ksub = p.add_subparsers(dest="action", metavar="ACTION")
-    ksub.add_parser("list", help="list keys (the default)")
+    kl = ksub.add_parser("list", help="list keys (the default)")
     kc = ksub.add_parser("create", help="create a key; it verifies at once and mints once activated")
     kc.add_argument("--activate", action="store_true", help="also make it the key new links use")
     ka = ksub.add_parser("activate", help="make a key the one new links use")
     ka.add_argument("key_id", type=int)
     kr = ksub.add_parser("retire", help="stop a key from verifying: its links stop redirecting")
     kr.add_argument("key_id", type=int)
+    for action in (kl, kc, ka, kr):
+        _data_dir_args(action, after_action=True)
     return parser
 
 
@@ -290,7 +298,7 @@ def _database_url(args: argparse.Namespace, *, required: bool = True) -> str | N
 
 async def _rewrite(args: argparse.Namespace) -> int:
     from collector import campaigns
-    from edge.rewrite import RewriteError, prepare
+    from edge.rewrite import RewriteError, base_url_problem, prepare
 
     if not 0 <= args.campaign <= 2**32 - 1 or (args.contact is not None and not 1 <= args.contact <= 2**63 - 1):
         print("clickedge rewrite: --campaign must be 0..4294967295 and --contact at least 1", file=sys.stderr)
@@ -300,6 +308,8 @@ async def _rewrite(args: argparse.Namespace) -> int:
     text = args.text.read_text() if args.text else None
     base = settings.http_url(args.public_url or os.environ.get("CLICKEDGE_PUBLIC_URL") or "http://127.0.0.1:8080")
     sent_at = args.sent_at if args.sent_at is not None else int(time.time())
+    if base_url_problem(base) is not None:
+        raise ConfigError(f"--public-url / CLICKEDGE_PUBLIC_URL {base_url_problem(base)}")
     try:
         message = prepare(html, text)
     except RewriteError as exc:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clickedge import settings as s
+from edge.rewrite import base_url_problem
 
 
 @dataclass(frozen=True)
@@ -123,5 +124,8 @@ class CollectorConfig:
         if not self.database_url:
             raise s.ConfigError("no database: set CLICKEDGE_DATABASE_URL or --database-url to a PostgreSQL DSN")
         s.check_dsn(self.database_url)
+        problem = base_url_problem(self.public_url)
+        if problem is not None:
+            raise s.ConfigError(f"CLICKEDGE_PUBLIC_URL {problem}")
         if len(self.ingest_secret) < 16:
             raise s.ConfigError("CLICKEDGE_INGEST_SECRET (or --ingest-secret) must be at least 16 characters")

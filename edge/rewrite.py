@@ -30,6 +30,24 @@ OFF_ATTRIBUTE = "data-clickedge"
 NAME_ATTRIBUTE = "data-clickedge-name"
 
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# What may go before /c/<token> in a link written into a message: a scheme, a host of letters, digits,
+# hyphens and dots, a port, and a path of unreserved characters. Nothing that means something in HTML
+# (quotes, <, >, &) or ends a URL's path (?, #).
+_BASE_URL = re.compile(rf"https?://(?:{_LABEL}\.)*{_LABEL}(?::[0-9]{{1,5}})?(?:/[A-Za-z0-9._~-]+)*/?")
+BASE_URL_RULE = (
+    "must be http:// or https://, a host name (letters, digits, hyphens, dots), an optional port and "
+    "an optional path of letters, digits and . _ ~ - (no query, fragment, user or quotes), at most 200 characters"
+)
+
+
+def base_url_problem(url: object) -> str | None:
+    """None if ``url`` may be the base of tracked links, else what is wrong with it."""
+    if not isinstance(url, str) or len(url) > 200 or not _BASE_URL.fullmatch(url):
+        return BASE_URL_RULE
+    return None
+
+
 class RewriteError(ValueError):
     """A message that cannot be rewritten as given (the HTML tokenizer gave up on it)."""
 
@@ -81,6 +99,9 @@ class PreparedMessage:
         self, minter: Minter, *, base_url: str, campaign_id: int, contact_id: int | None, sent_at: int
     ) -> tuple[str, str | None]:
         """One recipient's message: each placement's tracked URL, minted locally."""
+        problem = base_url_problem(base_url)
+        if problem is not None:
+            raise RewriteError(f"the base URL of tracked links {problem}")
         prefix = base_url.rstrip("/") + LINK_PATH
         urls = {
             slot.link_id: prefix

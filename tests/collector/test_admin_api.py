@@ -152,9 +152,14 @@ async def test_a_campaign_mints_on_its_own_tracking_domain(
     assert (await resp.json())["tracking_url"] is None
     body = await (await api.post(rewrite, json={"html": MESSAGE, "contact_id": 2}, headers=write)).json()
     assert 'href="https://t.example.net' + LINK_PATH in body["html"]
-    for bad in ("ftp://x.example", "https://", "https://a.example/?q=1", "https://u@a.example", "x" * 201, 5):
+    # Only a plain base URL: it is written into every message's href attributes.
+    hostile = ['https://t.example/"><img src=x onerror=alert(1)>', "https://t.example/'x", "https://t.example/<b>"]
+    odd = ["https://t.example#", "https://t.example?", "https://a.example/?q=1", "https://t.example/a\\b"]
+    for bad in (*hostile, *odd, "ftp://x.example", "javascript:alert(1)", "https://", "https://u@a.example", 5):
         resp = await api.put(campaign, json={"tracking_url": bad}, headers=write)
         assert resp.status == 400 and "tracking_url must be" in (await resp.json())["error"], bad
+    resp = await api.put(campaign, json={"tracking_url": "https://" + "a" * 60 + ".example" * 20}, headers=write)
+    assert resp.status == 400  # over 200 characters
 
 
 async def test_actions_are_validated_stored_and_audited(

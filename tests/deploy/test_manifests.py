@@ -567,3 +567,26 @@ def test_systemd_collector_runs_the_migration_first() -> None:
     migrate = unit("clickedge-migrate.service")
     assert unit_value(migrate, "Type") == "oneshot"
     assert unit_value(migrate, "ExecStart").split()[-1] == "migrate"
+
+
+def test_the_commands_the_deploy_files_give_for_making_keys_work(tmp_path: Path) -> None:
+    # What no schema checks: the commands themselves. Each makes the key file where it says it does.
+    init = compose()["services"]["keys-init"]["command"][0]
+    documented = [
+        init.replace("/etc/clickedge/keys/keys.json", str(tmp_path / "compose" / "keys.json")),
+        f"clickedge keys create --activate --keys-file {tmp_path / 'k8s' / 'keys.json'}",
+    ]
+    for text in (
+        (ROOT / "deploy" / "kubernetes" / "secrets.example.yaml").read_text(),
+        (ROOT / "deploy" / "systemd" / "README.md").read_text(),
+    ):
+        assert "clickedge keys create --activate --keys-file" in text
+    bin_dir = Path(sys.executable).parent
+    for command in documented:
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+        result = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, env=env, check=False)
+        assert result.returncode == 0, (command, result.stderr)
+    assert (tmp_path / "compose" / "keys.json").stat().st_size > 0
+    assert (tmp_path / "k8s" / "keys.json").stat().st_size > 0
+    again = subprocess.run(["/bin/sh", "-c", documented[0]], capture_output=True, text=True, check=False)
+    assert again.returncode == 0 and "created" not in again.stdout  # the compose step runs once

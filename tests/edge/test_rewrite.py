@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.rewrite import prepare
+from edge.rewrite import RewriteError, prepare
 from edge.token import LINK_PATH, TokenCodec
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "newsletters"
@@ -201,3 +201,12 @@ def test_a_url_in_brackets_keeps_its_own_closing_bracket() -> None:
         "https://en.example.org/wiki/Foo_(bar)",
         "https://x.example.com/a",
     ]
+
+
+@pytest.mark.parametrize(
+    "base", ['https://t.example/"><script>x</script>', "https://t.example/?", "https://t.example#", "javascript:x"]
+)
+def test_a_base_url_that_is_not_plain_is_never_written_into_a_message(base: str) -> None:
+    message = prepare('<a href="https://shop.example.com/">Shop</a>')
+    with pytest.raises(RewriteError, match="base URL of tracked links must be http"):
+        message.render(CODEC, base_url=base, campaign_id=7, contact_id=42, sent_at=1)
