@@ -114,6 +114,7 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
             # Each worker's own port, so Prometheus can scrape every worker (the edge port reaches any one).
             where = f"{config.host}:{config.metrics_port + config.worker_index}"
             metrics_http = HttpServer(MetricsEndpoint(edge), keepalive_timeout=config.keepalive_timeout)
+            edge.metrics_here = False
             await metrics_http.listen(config.host, config.metrics_port + config.worker_index, reuse_port=False)
     except OSError as exc:
         await http.stop(0)

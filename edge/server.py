@@ -94,6 +94,8 @@ class Edge:
         self.metrics = metrics
         self.client_ip = client_ip
         self.draining = False
+        # Off when the worker has a metrics port of its own: the redirect port then serves no metrics.
+        self.metrics_here = True
         self._on_batch_ready = on_batch_ready
         self._batch_size = batch_size
         self._since_wake = 0
@@ -114,7 +116,7 @@ class Edge:
             return self._health
         if path == "/readyz":
             return self.readyz()
-        if path == "/metrics":
+        if path == "/metrics" and self.metrics_here:
             return answer(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
         return self.error_page("not_found")
 

@@ -234,6 +234,8 @@ async def test_a_worker_serves_its_metrics_on_its_own_port(
         assert (await http.get(f"http://127.0.0.1:{base_port}/healthz")).status == 200
         async with http.get(f"http://127.0.0.1:{base_port}/c/{mint(data_dir)}", allow_redirects=False) as resp:
             assert resp.status == 404  # no redirects there: it is for Prometheus only
+        async with http.get(f"http://127.0.0.1:{edge.port}/metrics") as resp:
+            assert resp.status == 404  # and the redirect port, often public, no longer shows metrics
 
 
 async def test_the_access_log_is_off_by_default_and_samples_when_asked(
