@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import getpass
 import logging
@@ -21,12 +22,13 @@ import uvloop
 
 from clickedge import __version__, logs, settings
 from clickedge.pgembed import EmbeddedPostgresError
+from clickedge.services import services
 from clickedge.settings import ConfigError
 from collector.config import CollectorConfig
 from edge import keys
 from edge.config import EdgeConfig
 from edge.main import SpoolUnavailableError
-from edge.token import FORMAT_VERSION, DestinationError, TokenError
+from edge.token import DestinationError, TokenError
 
 log = logging.getLogger("clickedge")
 T = TypeVar("T")
@@ -55,13 +57,6 @@ def _key_path(args: argparse.Namespace) -> Path:
         return Path(args.keys_file or os.environ["CLICKEDGE_KEYS_FILE"])
     data_dir = args.data_dir or Path(os.environ.get("CLICKEDGE_DATA_DIR") or ".clickedge")
     return data_dir / "keys.json"
-
-
-def services() -> dict[str, type]:
-    """The configuration file's tables: one per long-running command."""
-    from clickedge.stack import UpConfig
-
-    return {"edge": EdgeConfig, "collector": CollectorConfig, "up": UpConfig}
 
 
 def load_service(
@@ -460,7 +455,8 @@ def _decode(args: argparse.Namespace) -> int:
         ("contact", link.contact_id if link.contact_id is not None else "none (anonymous)"),
         ("sent at", f"{sent} ({link.sent_at})"),
         ("key", f"{key.id} ({key.state})"),
-        ("format", f"version {FORMAT_VERSION}, {len(text)} characters"),
+        # Verified above, so its first four characters are base64url whose first byte is the version.
+        ("format", f"version {base64.urlsafe_b64decode(text[:4])[0]}, {len(text)} characters"),
     ):
         print(f"  {name:<12} {value}")
     return 0

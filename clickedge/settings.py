@@ -35,10 +35,20 @@ class Spec:
     parse: Callable[[str], Any]
     help: str
     secret: bool = False
+    show: Callable[[Any], Any] | None = None  # the value as a user writes it, where parse changed it
 
 
-def setting(default: Any, *, flag: str, env: str, parse: Callable[[str], Any], help: str, secret: bool = False) -> Any:
-    return dataclasses.field(default=default, metadata={"spec": Spec(flag, env, parse, help, secret)})
+def setting(
+    default: Any,
+    *,
+    flag: str,
+    env: str,
+    parse: Callable[[str], Any],
+    help: str,
+    secret: bool = False,
+    show: Callable[[Any], Any] | None = None,
+) -> Any:
+    return dataclasses.field(default=default, metadata={"spec": Spec(flag, env, parse, help, secret, show)})
 
 
 def specs(cls: type) -> list[tuple[dataclasses.Field[Any], Spec]]:
@@ -127,6 +137,12 @@ def read_config_file(path: Path, services: Mapping[str, type]) -> ConfigFile:
                     raise ConfigError(f"{path}: [{key}] has no setting {name!r}; it has {_listed(known[key])}")
             sections[key] = value
         elif key in everything:
+            envs = sorted({spec.env for cls in services.values() for f, spec in specs(cls) if f.name == key})
+            if len(envs) > 1:
+                raise ConfigError(
+                    f"{path}: {key!r} at the top level would mean {' and '.join(envs)} at once: "
+                    "set it in the service's table instead"
+                )
             shared[key] = value
         else:
             raise ConfigError(f"{path}: unknown setting {key!r} at the top level; settings go in a service's table")
@@ -191,9 +207,12 @@ def load(
 
 
 def redacted(config: object) -> dict[str, Any]:
+    """The settings as a user would write them, secrets replaced by <redacted>."""
     out: dict[str, Any] = {}
     for f, spec in specs(type(config)):
         value = getattr(config, f.name)
+        if spec.show is not None:
+            value = spec.show(value)
         out[f.name] = "<redacted>" if spec.secret and value else value
     return out
 

@@ -182,7 +182,8 @@ async def _up(config: UpConfig, config_file: Path | None) -> int:
             **os.environ,
             "CLICKEDGE_DATABASE_URL": dsn,
             "CLICKEDGE_INGEST_SECRET": secret,
-            # One stack, one way of logging; the file's [edge] and [collector] tables still apply.
+            # One stack, one way of logging: up's own log settings ([up] or the top level of the file)
+            # apply to the edge and the collector too. Their other settings come from their tables.
             "CLICKEDGE_LOG_LEVEL": config.log_level,
             "CLICKEDGE_LOG_FORMAT": config.log_format,
         }
@@ -218,7 +219,7 @@ async def _up(config: UpConfig, config_file: Path | None) -> int:
             "--collector-url",
             f"http://127.0.0.1:{config.collector_port}",
         ]
-        if "CLICKEDGE_DRAIN_GRACE" not in os.environ:
+        if "CLICKEDGE_DRAIN_GRACE" not in os.environ and not _file_sets(config_file, "edge", "drain_grace"):
             edge_argv += ["--drain-grace", "0"]  # no load balancer to tell locally: stop at once
         edge = Child("edge", edge_argv, env)
         await supervisor.start(edge)
@@ -246,6 +247,15 @@ async def _up(config: UpConfig, config_file: Path | None) -> int:
         if pg is not None:
             await asyncio.to_thread(pg.stop)
         log.info("stopped")
+
+
+def _file_sets(config_file: Path | None, section: str, name: str) -> bool:
+    """Whether the configuration file sets ``name`` for ``section`` (in its table or at the top level)."""
+    if config_file is None:
+        return False
+    from clickedge.services import services
+
+    return name in s.read_config_file(config_file, services()).values(section, services()[section])
 
 
 async def ensure_admin_key(dsn: str, data_dir: Path) -> Path:

@@ -100,6 +100,7 @@ class EdgeConfig:
         env="CLICKEDGE_FSYNC",
         parse=fsync_mode,
         help="'always' (answer after fsync) or seconds between group fsyncs",
+        show=lambda value: "always" if value is None else value,
     )
     drain_grace: float = s.setting(
         5.0,

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from edge import keys
+from loadtests.bench_decode import version_1_token
+
 DEST = "https://shop.example.com/pricing?utm_source=news#plans"
 
 
@@ -34,6 +37,14 @@ def test_mint_then_decode(data_dir: Path) -> None:
     assert out.startswith("VALID")
     for expected in (DEST, "campaign     7", "link         3", "contact      42", "key          1 (active)"):
         assert expected in out
+    assert "format       version 2," in out
+
+
+def test_decode_names_the_format_version_of_an_older_link(data_dir: Path) -> None:
+    key = keys.load(data_dir / "keys.json").keys[0]
+    old = version_1_token(key.secret_bytes(), key.id, DEST)
+    decoded = clickedge("decode", "--data-dir", str(data_dir), old)
+    assert decoded.returncode == 0 and "format       version 1," in decoded.stdout
 
 
 def test_mint_uses_the_public_url_and_supports_anonymous(data_dir: Path) -> None:

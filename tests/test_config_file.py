@@ -15,8 +15,9 @@ import orjson
 import pytest
 
 from clickedge import logs, settings
-from clickedge.cli import build_parser, services
+from clickedge.cli import build_parser
 from clickedge.pgembed import free_port
+from clickedge.services import services
 from collector.config import CollectorConfig
 from edge.config import EdgeConfig
 from tests.conftest import INGEST_SECRET
@@ -75,6 +76,7 @@ def test_top_level_keys_apply_to_every_service_that_has_them(tmp_path: Path) -> 
         ("[edge]\nhost = {a = 1}\n", "[edge] host is not valid: expected a string, a number or a list of them"),
         ('[edge]\ntrusted_proxies = ["10.0.0.0/33"]\n', "[edge] trusted_proxies='10.0.0.0/33' is not valid"),
         ("[edge\n", "is not valid TOML"),
+        ("port = 9000\n", "'port' at the top level would mean CLICKEDGE_COLLECTOR_PORT and CLICKEDGE_EDGE_PORT"),
     ],
 )
 def test_a_bad_file_says_where_and_what(tmp_path: Path, text: str, message: str) -> None:
@@ -96,7 +98,7 @@ def test_a_missing_or_huge_file_is_refused(tmp_path: Path) -> None:
 def test_config_check_prints_the_effective_configuration_with_secrets_redacted(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        'ingest_secret = "a-very-secret-ingest-key"\n[edge]\nworkers = 4\n'
+        'ingest_secret = "a-very-secret-ingest-key"\n[edge]\nworkers = 4\nfsync = "always"\n'
         '[collector]\ndatabase_url = "postgresql://clickedge:hunter2-password@db/clickedge"\n',
     )
     result = clickedge("config", "check", "--config", str(path), env={"CLICKEDGE_BATCH_SIZE": "250"})
@@ -105,13 +107,14 @@ def test_config_check_prints_the_effective_configuration_with_secrets_redacted(t
     assert "a-very-secret-ingest-key" not in out and "hunter2-password" not in out
     assert "[edge]" in out and "[collector]" in out
     assert "workers = 4  # [edge] workers" in out
+    assert 'fsync = "always"  # [edge] fsync' in out
     assert "batch_size = 250  # CLICKEDGE_BATCH_SIZE" in out
     assert 'ingest_secret = "<redacted>"  # ingest_secret (top level)' in out
     assert 'database_url = "<redacted>"  # [collector] database_url' in out
     assert "port = 8080  # default" in out
     # What it prints is itself a configuration file (comments aside) that loads to the same values.
     reprinted = write(tmp_path, "\n".join(line for line in out.splitlines() if "<redacted>" not in line))
-    assert edge_config(reprinted).workers == 4
+    assert edge_config(reprinted).workers == 4 and edge_config(reprinted).fsync is None
 
 
 def test_config_check_fails_with_the_reason(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ class Stack:
         self.banner = banner
 
 
-async def start_up(data_dir: Path, env: dict[str, str], ports: tuple[int, int] | None = None) -> Stack:
+async def start_up(data_dir: Path, env: dict[str, str], ports: tuple[int, int] | None = None, *options: str) -> Stack:
     edge_port, collector_port = ports or (free_port(), free_port())
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -39,6 +39,7 @@ async def start_up(data_dir: Path, env: dict[str, str], ports: tuple[int, int] |
         str(edge_port),
         "--collector-port",
         str(collector_port),
+        *options,
         stdout=asyncio.subprocess.PIPE,
         env=env,
     )
@@ -265,3 +266,26 @@ def cmdline(pid: int) -> str:
 
 def children(pid: int) -> set[int]:
     return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+async def test_up_passes_the_configuration_file_on_to_the_edge_and_the_collector(tmp_path: Path) -> None:
+    metrics_port, collector_port = free_port(), free_port()
+    config = tmp_path / "clickedge.toml"
+    config.write_text(f"[edge]\nmetrics_port = {metrics_port}\n[collector]\nmax_body_bytes = 1000\n")
+    env = {k: v for k, v in os.environ.items() if k != "CLICKEDGE_DATABASE_URL"}
+    # --config, not CLICKEDGE_CONFIG (which the children would inherit anyway): up passes the file on.
+    stack = await start_up(tmp_path / "state", env, (free_port(), collector_port), "--config", str(config))
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+                assert resp.status == 200  # [edge] metrics_port reached the edge
+                assert 'clickedge_edge_requests_total{outcome="redirect",worker="0"}' in await resp.text()
+            secret = (tmp_path / "state" / "ingest.secret").read_text().strip()
+            headers = {"Authorization": f"Bearer {secret}"}
+            async with http.post(
+                f"http://127.0.0.1:{collector_port}/v1/clicks", data=b"x" * 2000, headers=headers
+            ) as r:
+                assert r.status == 413  # [collector] max_body_bytes reached the collector
+                assert "larger than 1000 bytes" in (await r.json())["error"]
+    finally:
+        assert await stop(stack) == 0
