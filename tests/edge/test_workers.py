@@ -27,6 +27,19 @@ async def start_edge(data_dir: Path, port: int, *options: str) -> asyncio.subpro
     )
 
 
+async def answering_workers(base: str) -> int:
+    """How many worker pids answer /healthz over 20 new connections (the kernel picks one each time);
+    0 if a connection fails."""
+    pids = set()
+    for _ in range(20):
+        try:
+            async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as resp:
+                pids.add(await resp.text())
+        except aiohttp.ClientError:
+            return 0
+    return len(pids)
+
+
 def children(pid: int) -> set[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return {int(p) for p in text.split()}
@@ -53,15 +66,7 @@ async def test_workers_share_the_port_and_are_restarted(
     try:
 
         async def both_listening() -> bool:
-            # Each worker says which pid answered; a new connection each time lets the kernel choose.
-            pids = set()
-            for _ in range(20):
-                try:
-                    async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as resp:
-                        pids.add(await resp.text())
-                except aiohttp.ClientError:
-                    return False
-            return len(pids) == 2 and len(children(proc.pid)) == 2
+            return await answering_workers(base) == 2 and len(children(proc.pid)) == 2
 
         await eventually(both_listening, timeout=30)
 
@@ -124,14 +129,7 @@ async def test_a_stop_signalled_to_every_process_at_once_still_drains(data_dir: 
     base = f"http://127.0.0.1:{port}"
 
     async def both_ready() -> bool:
-        pids = set()
-        for _ in range(20):
-            try:
-                async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as resp:
-                    pids.add(await resp.text())
-            except aiohttp.ClientError:
-                return False
-        return len(pids) == 2
+        return await answering_workers(base) == 2
 
     try:
         await eventually(both_ready, timeout=30)
