@@ -18,10 +18,10 @@ import sys
 import timeit
 from collections.abc import Callable
 
-import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from edge.token import VERSION_1, TokenCodec
+from loadtests.report import write_json
 
 _FIELDS = struct.Struct(">IIQIB")
 
@@ -77,9 +77,7 @@ def main() -> int:
     print(f"pinned to CPU {cpu}")
     for name, value in result.items():
         print(f"{name:<28} {value:,.3f}" if isinstance(value, float) else f"{name:<28} {value}")
-    if args.json:
-        with open(args.json, "wb") as f:
-            f.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    write_json(args.json, result)
     return 0
 
 

@@ -33,6 +33,7 @@ from collector.app import create_app
 from collector.config import CollectorConfig
 from collector.schema import migrate_dsn
 from edge.rewrite import LinkSlot
+from loadtests.report import as_json, write_json
 
 CAMPAIGN = 4_000_000_001
 LINKS = 20
@@ -186,9 +187,8 @@ def main() -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     result = asyncio.run(run(args.clicks, args.requests))
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(as_json(result))
+    write_json(args.json, result)
     return 0
 
 

@@ -14,10 +14,9 @@ import statistics
 import sys
 import time
 
-import orjson
-
 from edge.rewrite import prepare
 from edge.token import TokenCodec
+from loadtests.report import write_json
 
 LINK = (
     '<td style="padding:8px"><a href="https://shop.example.com/products/{n}?utm_source=news&amp;utm_medium=email'
@@ -68,9 +67,7 @@ def main() -> int:
     result = run(args.recipients)
     for key, value in result.items():
         print(f"{key:<40} {value:,.0f}")
-    if args.json:
-        with open(args.json, "wb") as f:
-            f.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    write_json(args.json, result)
     return 0
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 
 from clickedge.pgembed import free_port
+from loadtests.report import as_json, write_json
 from loadtests.run import (
     collector_command,
     count_arrived,
@@ -139,14 +139,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     report = asyncio.run(run(args.seconds, args.workers, args.connections))
-    print(orjson.dumps({k: v for k, v in report.items() if k != "samples"}, option=orjson.OPT_INDENT_2).decode())
+    print(as_json(report, leave_out=("samples",)))
     print(
         "t s, backlog MB, inserted: "
         + "; ".join(f"{s['t']}, {s['backlog_mb']}, {s['inserted']:.0f}" for s in report["samples"])
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_json(args.json, report)
     return 1 if report["clicks_lost"] else 0
 
 

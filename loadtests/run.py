@@ -47,6 +47,7 @@ from collector.copy_binary import encode_stage_rows
 from collector.schema import migrate_dsn
 from edge import keys
 from loadtests.make_tokens import token_paths
+from loadtests.report import write_json
 
 HERE = Path(__file__).resolve().parent
 SECRET = "loadtest-ingest-secret-0123456789"  # noqa: S105 - a throwaway stack's
@@ -664,9 +665,7 @@ def main() -> int:
         return 2
     report = asyncio.run(run(args))
     print(table(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_json(args.json, report)
     lost = sum(r["clicks_lost"] or 0 for r in report["results"])
     return 1 if lost else 0
 

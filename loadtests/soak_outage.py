@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from clickedge.pgembed import free_port
+from loadtests.report import as_json, write_json
 from loadtests.run import collector_command, count_arrived, edge_command, rss_mb, scratch, start, stop, wait_http, wrk
 
 CAMPAIGN = 4_000_000_201
@@ -92,10 +91,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     report = asyncio.run(run(args.minutes, args.rate))
-    print(orjson.dumps({k: v for k, v in report.items() if k != "samples"}, option=orjson.OPT_INDENT_2).decode())
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(as_json(report, leave_out=("samples",)))
+    write_json(args.json, report)
     return 1 if report["clicks_lost"] else 0
 
 
