@@ -59,13 +59,21 @@ def _key_path(args: argparse.Namespace) -> Path:
     return data_dir / "keys.json"
 
 
+def read_config(args: argparse.Namespace) -> settings.ConfigFile | None:
+    """The configuration file named by --config or CLICKEDGE_CONFIG (by its absolute path), read once."""
+    path = settings.config_path(args, os.environ)
+    return settings.read_config_file(path.resolve(), services()) if path is not None else None
+
+
 def load_service(
-    cls: type[T], name: str, args: argparse.Namespace, *, flags: bool = True, sources: dict[str, str] | None = None
+    cls: type[T],
+    name: str,
+    args: argparse.Namespace | None,
+    file: settings.ConfigFile | None,
+    sources: dict[str, str] | None = None,
 ) -> T:
     """A service's configuration from its flags, the environment and the configuration file's [name]."""
-    path = settings.config_path(args, os.environ)
-    file = settings.read_config_file(path, services()) if path is not None else None
-    return settings.load(cls, args if flags else None, os.environ, file=file, section=name, sources=sources)
+    return settings.load(cls, args, os.environ, file=file, section=name, sources=sources)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,20 +209,20 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if command == "up":
         from clickedge.stack import UpConfig, up
 
-        up_config = load_service(UpConfig, "up", args)
+        file = read_config(args)
+        up_config = load_service(UpConfig, "up", args, file)
         logs.configure(up_config.log_level, up_config.log_format)
-        config_file = settings.config_path(args, os.environ)
-        return uvloop.run(up(up_config, config_file.resolve() if config_file else None))
+        return uvloop.run(up(up_config, file))
     if command == "edge":
         from edge.main import run
 
-        config = load_service(EdgeConfig, "edge", args)
+        config = load_service(EdgeConfig, "edge", args, read_config(args))
         logs.configure(config.log_level, config.log_format)
         return uvloop.run(run(config, argv[1:]))
     if command == "collector":
         from collector.main import run as run_collector
 
-        collector_config = load_service(CollectorConfig, "collector", args)
+        collector_config = load_service(CollectorConfig, "collector", args, read_config(args))
         logs.configure(collector_config.log_level, collector_config.log_format)
         return uvloop.run(run_collector(collector_config))
     if command == "config":
@@ -244,10 +252,10 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    path = settings.config_path(args, os.environ)
-    if path is None:
+    file = read_config(args)
+    if file is None:
         raise ConfigError(f"no configuration file: give {settings.CONFIG_FLAG} FILE or set {settings.CONFIG_ENV}")
-    file = settings.read_config_file(path, services())
+    path = file.path
     wanted = args.service or [name for name in services() if name in file.sections] or ["edge", "collector"]
     lines = [
         f"# {path}: valid. The effective configuration of each service below: the file, with CLICKEDGE_*",
@@ -255,7 +263,7 @@ def _config_check(args: argparse.Namespace) -> int:
     ]
     for name in wanted:
         sources: dict[str, str] = {}
-        config: object = load_service(services()[name], name, args, flags=False, sources=sources)
+        config: object = load_service(services()[name], name, None, file, sources)
         lines += ["", f"[{name}]"]
         for key, value in settings.redacted(config).items():
             where = sources[key].removeprefix(f"{path}: ")

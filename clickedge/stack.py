@@ -141,13 +141,13 @@ def terminal_foreground() -> Iterator[None]:
         os.close(fd)
 
 
-async def up(config: UpConfig, config_file: Path | None = None) -> int:
-    """Run the stack; ``config_file`` (an absolute path) is passed on to the edge and the collector."""
+async def up(config: UpConfig, config_file: s.ConfigFile | None = None) -> int:
+    """Run the stack; ``config_file`` (read by its absolute path) is passed on to the edge and the collector."""
     with terminal_foreground():
         return await _up(config, config_file)
 
 
-async def _up(config: UpConfig, config_file: Path | None) -> int:
+async def _up(config: UpConfig, config_file: s.ConfigFile | None) -> int:
     stop = asyncio.Event()
     supervisor = Supervisor()
     pg: EmbeddedPostgres | None = None
@@ -188,7 +188,7 @@ async def _up(config: UpConfig, config_file: Path | None) -> int:
             "CLICKEDGE_LOG_FORMAT": config.log_format,
         }
         if config_file is not None:
-            env[s.CONFIG_ENV] = str(config_file)
+            env[s.CONFIG_ENV] = str(config_file.path)
         base = [sys.executable, "-m", "clickedge"]
         admin_key = await ensure_admin_key(dsn, data_dir)
         collector = Child(
@@ -249,13 +249,11 @@ async def _up(config: UpConfig, config_file: Path | None) -> int:
         log.info("stopped")
 
 
-def _file_sets(config_file: Path | None, section: str, name: str) -> bool:
+def _file_sets(config_file: s.ConfigFile | None, section: str, name: str) -> bool:
     """Whether the configuration file sets ``name`` for ``section`` (in its table or at the top level)."""
-    if config_file is None:
-        return False
     from clickedge.services import services
 
-    return name in s.read_config_file(config_file, services()).values(section, services()[section])
+    return config_file is not None and name in config_file.values(section, services()[section])
 
 
 async def ensure_admin_key(dsn: str, data_dir: Path) -> Path:
