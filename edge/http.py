@@ -211,6 +211,7 @@ class _Connection(asyncio.BufferedProtocol):
         "_eof",
         "_handler",
         "_parser",
+        "_partial",
         "_peer",
         "_reading",
         "_server",
@@ -230,6 +231,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._parser: HttpRequestParser | None = None
         self._peer = ""
         self._closing = False
+        self._partial = b""  # the last bytes fed of a request head not yet complete
         self._stash = b""  # read and not yet parsed: waits (reading paused) until earlier answers are written
         self._deferred = False  # answers of this event-loop pass wait for HttpServer._send_deferred
         self._write_paused = False  # the client leaves more than WRITE_HIGH bytes of answers untaken
@@ -320,10 +322,18 @@ class _Connection(asyncio.BufferedProtocol):
         while start < size and len(out) < PIPELINE_ANSWERS:
             # One request head at a time: a pass answers no more than its share, and when the parser refuses
             # a request it has not also swallowed the valid ones pipelined before it in the same piece.
-            end = stash.find(b"\r\n\r\n", start)
-            stop = size if end < 0 else end + 4
+            stop = -1
+            if start == 0 and self._partial:
+                # The head an earlier piece began may end in this one's first bytes.
+                found = (self._partial + stash[:3]).find(b"\r\n\r\n")
+                if found >= 0:
+                    stop = found + 4 - len(self._partial)
+            if stop < 0:
+                end = stash.find(b"\r\n\r\n", start)
+                stop = size if end < 0 else end + 4
             piece = stash if stop - start == size else stash[start:stop]
             start = stop
+            self._partial = b"" if piece.endswith(b"\r\n\r\n") else (self._partial + piece)[-3:]
             try:
                 messages, _upgraded, _tail = self._parser.feed_data(piece)
             except HttpProcessingError as exc:
