@@ -18,6 +18,7 @@ until it closes. What must hold, whatever the stream:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -193,10 +194,8 @@ def exchange(port: int, pieces: list[bytes]) -> bytes:
                 sock.sendall(piece)
             except (BrokenPipeError, ConnectionResetError):
                 break  # the edge closed after an answer that ends the connection
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
         received = bytearray()
         try:
             while chunk := sock.recv(65536):  # a timeout here is a hang: the test fails
