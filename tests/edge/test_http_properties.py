@@ -209,7 +209,7 @@ def parse_answers(data: bytes, heads: list[bool]) -> list[tuple[int, dict[str, s
     """Split what the edge sent into answers; fails the test on anything that is not well-formed.
     ``heads`` says which of the first answers are for HEAD requests (no body follows their headers); for
     the answers after those, whether a body follows tells."""
-    answers = []
+    answers: list[tuple[int, dict[str, str]]] = []
     pos = 0
     while pos < len(data):
         end = data.index(b"\r\n\r\n", pos)
