@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from clickedge.settings import whole_number
 from collector import apikeys, campaigns, reports
 from collector.actions import ActionError
 from collector.openapi import document
@@ -92,11 +93,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _int(request: web.Request, name: str, high: int, low: int = 0) -> int:
-    raw = request.match_info.get(name) or request.query.get(name)
+    """A path id or query integer: ASCII digits only, so each number has one spelling."""
+    raw = request.match_info.get(name) or request.query.get(name) or ""
     try:
-        value = int(raw or "")
+        value = whole_number(raw)
     except ValueError:
-        raise ApiError(400, f"{name} must be a whole number, not {raw!r}") from None
+        raise ApiError(400, f"{name} must be a whole number (digits 0-9 only), not {raw[:40]!r}") from None
     if not low <= value <= high:
         raise ApiError(400, f"{name} must be from {low} to {high}")
     return value
