@@ -48,12 +48,11 @@ def scope(required: str) -> Callable[[Handler], Handler]:
 
     def wrap(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
-            header = request.headers.get("Authorization", "")
-            kind, _, token = header.partition(" ")
+            token = apikeys.bearer(request.headers.get("Authorization", ""))
             principal = None
-            if kind.lower() == "bearer" and token:
+            if token is not None:
                 async with request.app[POOL].acquire() as conn:
-                    principal = await apikeys.authenticate(conn, token.strip())
+                    principal = await apikeys.authenticate(conn, token)
             if principal is None:
                 raise ApiError(401, "missing or unknown API key (Authorization: Bearer ck_...)")
             if not principal.allows(required):

@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clickedge.events import BatchError, decode_batch
-from collector import api, ingest
+from collector import api, apikeys, ingest
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.rewriter import Rewriter
@@ -102,11 +102,8 @@ async def ingest_clicks(request: web.Request) -> web.Response:
 
 
 def _authorized(request: web.Request, secret: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    # Header bytes that are not UTF-8 arrive as surrogates; compare bytes, never fail on them.
-    given = presented.encode("utf-8", "surrogateescape")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given, secret.encode())
+    given = apikeys.bearer(request.headers.get("Authorization", ""))
+    return given is not None and hmac.compare_digest(given, secret.encode())
 
 
 async def healthz(request: web.Request) -> web.Response:

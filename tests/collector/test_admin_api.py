@@ -316,3 +316,33 @@ def test_whole_number_takes_ascii_digits_only() -> None:
     for bad in ("", " 5", "5 ", "+5", "-5", "0_5", "\u0665", "\uff15", "5.0", "1e3", "\u00b2", "1" * 21, "5\n"):
         with pytest.raises(ValueError, match="digits 0-9"):
             whole_number(bad)
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [b"ck_KEYID_\xff\xfe", b"ck_KEYID_ok\xc3\x28", b"ck_KEYID_\xed\xa0\x80", b"ck_\xff\xfe_x", b"\x80"],
+    ids=["secret", "secret-bad-utf8", "secret-surrogate", "key-id", "lone-continuation"],
+)
+async def test_an_authorization_header_that_is_not_utf8_gets_401(
+    api: TestClient[Any, Any], keyring: dict[str, str], campaign_id: int, credentials: bytes
+) -> None:
+    # A real key's id with a secret that is not UTF-8: the lookup finds the key, then compares secrets.
+    credentials = credentials.replace(b"KEYID", keyring["write"].split("_")[1].encode())
+    for method, path in (("GET", f"/v1/campaigns/{campaign_id}"), ("POST", "/v1/clicks")):
+        request = (
+            f"{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n".encode()
+            + b"Authorization: Bearer "
+            + credentials
+            + b"\r\n\r\n"
+        )
+        status, body = await raw_request(api, request)
+        assert status == 401, (path, body)
+        assert "error" in orjson.loads(body)
+
+
+def test_one_bearer_parser() -> None:
+    assert apikeys.bearer("Bearer abc") == b"abc"
+    assert apikeys.bearer("bearer  abc ") == b"abc"
+    assert apikeys.bearer("Bearer ck_\udcff") == b"ck_\xff"  # as the bytes were sent
+    for header in ("", "Bearer", "Bearer ", "Basic abc", "Bearerabc", "abc"):
+        assert apikeys.bearer(header) is None, header
