@@ -17,12 +17,14 @@ from aiohttp import web
 from clickedge.settings import whole_number
 from collector import apikeys, campaigns, reports
 from collector.actions import ActionError
+from collector.destinations import Network
 from collector.openapi import document
 from collector.rewriter import Rewriter
 from edge.rewrite import RewriteError, base_url_problem
 
 POOL = web.AppKey("admin_pool", asyncpg.Pool)
 REWRITER = web.AppKey("rewriter", Rewriter)
+WEBHOOK_ALLOW = web.AppKey("webhook_allow_networks", tuple[Network, ...])
 PRINCIPAL = web.RequestKey("principal", apikeys.Principal)
 MAX_ID = 2**32 - 1
 MAX_CONTACT = 2**63 - 1
@@ -198,7 +200,9 @@ async def put_actions(request: web.Request) -> web.Response:
     principal: apikeys.Principal = request[PRINCIPAL]
     actor = f"api:{principal.key_id}:{principal.name}"
     async with request.app[POOL].acquire() as conn:
-        stored = await campaigns.set_actions(conn, campaign_id, link_id, body, actor)
+        stored = await campaigns.set_actions(
+            conn, campaign_id, link_id, body, actor, allow_networks=request.app[WEBHOOK_ALLOW]
+        )
     return json_response({"actions": stored})
 
 

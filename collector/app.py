@@ -159,7 +159,8 @@ async def _close_rewriter(app: web.Application) -> None:
 
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
-    deliverer = Deliverer(app[POOL], app[CONFIG].webhook_secret_bytes())
+    config = app[CONFIG]
+    deliverer = Deliverer(app[POOL], config.webhook_secret_bytes(), config.webhook_allow_networks)
     app[WEBHOOKS] = deliverer
     task = asyncio.create_task(deliverer.run(), name="webhook-delivery")
     yield
@@ -196,6 +197,7 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
     app[api.REWRITER] = Rewriter(config.key_path, config.public_url)
+    app[api.WEBHOOK_ALLOW] = config.webhook_allow_networks
     app.on_cleanup.append(_close_rewriter)
     app.router.add_post("/v1/clicks", ingest_clicks)
     api.add_routes(app)

@@ -9,6 +9,7 @@ import asyncpg
 import orjson
 
 from collector import actions
+from collector.destinations import Networks
 from edge.rewrite import LinkSlot
 
 
@@ -137,10 +138,17 @@ async def list_links(conn: asyncpg.Connection, campaign_id: int) -> list[dict[st
 
 
 async def set_actions(
-    conn: asyncpg.Connection, campaign_id: int, link_id: int, new_actions: Any, actor: str
+    conn: asyncpg.Connection,
+    campaign_id: int,
+    link_id: int,
+    new_actions: Any,
+    actor: str,
+    *,
+    allow_networks: Networks | None = None,
 ) -> list[dict[str, str]]:
-    """Replace a link's actions and record the change (who, when, before, after) in one transaction."""
-    clean = actions.validate(new_actions)
+    """Replace a link's actions and record the change (who, when, before, after) in one transaction.
+    ``allow_networks``: see actions.validate."""
+    clean = actions.validate(new_actions, allow_networks)
     async with conn.transaction():
         before = await conn.fetchval(
             "SELECT actions FROM links WHERE campaign_id = $1 AND link_id = $2 FOR UPDATE",

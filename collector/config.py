@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clickedge import settings as s
+from collector.destinations import ALLOW_SETTING, Network
 from edge.rewrite import base_url_problem
 
 
@@ -88,6 +89,14 @@ class CollectorConfig:
         parse=s.text,
         secret=True,
         help="key that signs webhooks (default: DATA_DIR/webhook.secret, created if missing)",
+    )
+    webhook_allow_networks: tuple[Network, ...] = s.setting(
+        (),
+        flag="--webhook-allow-networks",
+        env=ALLOW_SETTING,
+        parse=s.networks,
+        help="comma-separated IPs/CIDRs webhooks may reach although loopback, private, link-local or otherwise "
+        "not public (internal receivers); default: none",
     )
     log_level: str = s.log_level_setting()
     log_format: str = s.log_format_setting()

@@ -25,7 +25,13 @@ ACTION = {
         "tag": {"type": "string", "maxLength": 200},
         "automation": {"type": "string", "maxLength": 200},
         "list": {"type": "string", "maxLength": 200},
-        "url": {"type": "string", "format": "uri"},
+        "url": {
+            "type": "string",
+            "format": "uri",
+            "description": "webhook: an absolute http(s) URL without user:pass@. Loopback, link-local, private, "
+            "multicast and other non-public addresses are refused (an IP literal at once, a name's addresses at "
+            "each delivery) unless the collector's CLICKEDGE_WEBHOOK_ALLOW_NETWORKS opens them",
+        },
     },
     "additionalProperties": False,
 }

@@ -346,3 +346,32 @@ def test_one_bearer_parser() -> None:
     assert apikeys.bearer("Bearer ck_\udcff") == b"ck_\xff"  # as the bytes were sent
     for header in ("", "Bearer", "Bearer ", "Basic abc", "Bearerabc", "abc"):
         assert apikeys.bearer(header) is None, header
+
+
+async def test_webhook_urls_to_internal_addresses_or_with_credentials_are_refused_when_set(
+    api: TestClient[Any, Any], keyring: dict[str, str], campaign_id: int
+) -> None:
+    write = auth(keyring["write"])
+    await api.post(f"/v1/campaigns/{campaign_id}/rewrite", json={"html": MESSAGE}, headers=write)
+    url = f"/v1/campaigns/{campaign_id}/links/1/actions"
+    refused = {
+        "http://127.0.0.1:8081/v1/clicks": "is loopback",
+        "http://[::1]/": "is loopback",
+        "http://169.254.169.254/latest/meta-data/": "is link-local",
+        "http://10.0.0.5/hook": "is private",
+        "http://[::ffff:192.168.0.1]/": "is private",
+        "http://0.0.0.0:8081/": "is unspecified",
+        "http://224.0.0.1/": "is multicast",
+        "https://user:secret@hooks.example.com/in": "must not contain a user name or password",
+        "https://token@hooks.example.com/in": "must not contain a user name or password",
+    }
+    for hook, problem in refused.items():
+        resp = await api.put(url, json=[{"type": "webhook", "url": hook}], headers=write)
+        assert resp.status == 400, hook
+        error = (await resp.json())["error"]
+        assert error.startswith("actions[0].url") and problem in error, error
+        assert "secret" not in error
+    # A name passes here: what it resolves to is checked each time a webhook is delivered.
+    for hook in ("https://hooks.example.com/in", "http://localhost:9/hook"):
+        resp = await api.put(url, json=[{"type": "webhook", "url": hook}], headers=write)
+        assert resp.status == 200, hook
