@@ -160,7 +160,9 @@ async def _close_rewriter(app: web.Application) -> None:
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    deliverer = Deliverer(app[POOL], config.webhook_secret_bytes(), config.webhook_allow_networks)
+    master = config.webhook_secret_bytes()
+    app[api.WEBHOOK_MASTER] = master
+    deliverer = Deliverer(app[POOL], master, config.webhook_allow_networks)
     app[WEBHOOKS] = deliverer
     task = asyncio.create_task(deliverer.run(), name="webhook-delivery")
     yield

@@ -37,6 +37,19 @@ ACTION = {
 }
 
 
+ENDPOINT = {
+    "type": "object",
+    "required": ["id", "url", "generation", "created_at", "rotated_at"],
+    "properties": {
+        "id": {"type": "integer"},
+        "url": {"type": "string", "description": "without user name and password"},
+        "generation": {"type": "integer", "minimum": 1, "description": "1, plus one per rotation"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "rotated_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+
+
 def _id(name: str, maximum: int = 2**32 - 1, where: str = "path") -> dict[str, Any]:
     return {
         "name": name,
@@ -98,6 +111,22 @@ def document() -> dict[str, Any]:
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                 "Action": ACTION,
+                "WebhookEndpoint": ENDPOINT,
+                "WebhookEndpointWithSecret": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/WebhookEndpoint"},
+                        {
+                            "type": "object",
+                            "required": ["secret"],
+                            "properties": {
+                                "secret": {
+                                    "type": "string",
+                                    "description": "whsec_...: the receiver keys HMAC-SHA256 with this string's bytes",
+                                }
+                            },
+                        },
+                    ]
+                },
             },
         },
         "paths": {
@@ -150,12 +179,44 @@ def document() -> dict[str, Any]:
             },
             "/v1/campaigns/{campaign_id}/links/{link_id}/actions": {
                 "put": _op(
-                    "Replace a link's actions (audited)",
+                    "Replace a link's actions (audited). A webhook URL named for the first time becomes a "
+                    "webhook endpoint; new_webhook_endpoints carries their signing secrets, shown this once",
                     "write",
                     [campaign, link],
-                    obj,
+                    {
+                        "type": "object",
+                        "properties": {
+                            "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
+                            "new_webhook_endpoints": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/WebhookEndpointWithSecret"},
+                            },
+                        },
+                    },
                     {"type": "array", "maxItems": 20, "items": {"$ref": "#/components/schemas/Action"}},
                 ),
+            },
+            "/v1/webhooks": {
+                "get": _op(
+                    "Webhook endpoints (every URL webhooks go to), without their secrets; paged by id",
+                    "read",
+                    [_id("after", 2**63 - 1, "query"), _id("limit", 1000, "query")],
+                    {
+                        "type": "object",
+                        "properties": {
+                            "endpoints": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookEndpoint"}},
+                            "next_after": {"type": ["integer", "null"]},
+                        },
+                    },
+                )
+            },
+            "/v1/webhooks/{endpoint_id}/rotate": {
+                "post": _op(
+                    "Give a webhook endpoint a new signing secret, shown this once; the old one stops at once",
+                    "write",
+                    [_id("endpoint_id", 2**63 - 1)],
+                    {"$ref": "#/components/schemas/WebhookEndpointWithSecret"},
+                )
             },
             "/v1/campaigns/{campaign_id}/links/{link_id}/actions/audit": {
                 "get": _op("Every change of a link's actions: who, when, before, after", "read", [campaign, link], obj)

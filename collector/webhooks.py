@@ -2,7 +2,8 @@
 
 Never on the click path: ingest only inserts outbox rows in the click's transaction. This task claims due
 rows (``FOR UPDATE SKIP LOCKED``, so several collectors share the work), posts each one signed with the
-webhook secret and its idempotency key, and records the outcome. A failure is retried after
+secret of its destination (collector/endpoints.py; derived from the master webhook secret) and its
+idempotency key, and records the outcome. A failure is retried after
 2^attempts seconds (capped at an hour, with jitter); after MAX_ATTEMPTS the row is marked failed.
 
 Every connection the HTTP client opens goes through the destination policy (collector/destinations.py)
@@ -36,6 +37,7 @@ from aiohttp.connector import AddrInfoType
 from aiohttp.resolver import DefaultResolver
 
 from clickedge.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
+from collector import endpoints
 from collector.destinations import ALLOW_SETTING, Networks, refusal, scrub, shown
 
 log = logging.getLogger("clickedge.collector.webhooks")
@@ -106,9 +108,9 @@ def guarded_session(allow: Networks, resolver: AbstractResolver) -> aiohttp.Clie
 
 
 class Deliverer:
-    def __init__(self, pool: asyncpg.Pool, secret: bytes, allow: Networks = ()) -> None:
+    def __init__(self, pool: asyncpg.Pool, master: bytes, allow: Networks = ()) -> None:
         self._pool = pool
-        self._secret = secret
+        self._master = master
         self._allow = allow
         self.wake = asyncio.Event()
         self.delivered = 0
@@ -140,9 +142,10 @@ class Deliverer:
     async def deliver_due(self, http: aiohttp.ClientSession) -> bool:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(CLAIM)
-        if not rows:
-            return False
-        results = await asyncio.gather(*(self._post(http, r) for r in rows))
+            if not rows:
+                return False
+            signers = await endpoints.for_urls(conn, [r["url"] for r in rows])
+        results = await asyncio.gather(*(self._post(http, r, signers.get(r["url"])) for r in rows))
         async with self._pool.acquire() as conn:
             for row, error in zip(rows, results, strict=True):
                 if error is None:
@@ -185,11 +188,15 @@ class Deliverer:
                     )
         return True
 
-    async def _post(self, http: aiohttp.ClientSession, row: asyncpg.Record) -> str | None:
+    async def _post(
+        self, http: aiohttp.ClientSession, row: asyncpg.Record, endpoint: endpoints.Endpoint | None
+    ) -> str | None:
+        if endpoint is None:  # made by another collector a moment ago, not yet visible here
+            return "no webhook endpoint for this URL yet"
         body = row["body"].encode()
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(self._secret, body),
+            SIGNATURE_HEADER: sign(endpoint.secret(self._master).encode(), body),
             IDEMPOTENCY_HEADER: str(row["idempotency_key"]),
             "User-Agent": "Clickedge-Webhooks/1",
         }

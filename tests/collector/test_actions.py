@@ -189,10 +189,13 @@ async def test_webhooks_are_signed_retried_and_delivered_once_per_first_click(
     assert len(receiver.requests) == 2
     keys = {headers[signing.IDEMPOTENCY_HEADER] for headers, _ in receiver.requests}
     assert keys == {str(rows[0]["idempotency_key"])}  # the same key on every attempt
+    endpoint = await db.fetchrow("SELECT id, generation FROM webhook_endpoints WHERE url = $1", hook)
+    secret = signing.endpoint_secret(WEBHOOK_SECRET.encode(), endpoint["id"], endpoint["generation"]).encode()
     for headers, raw in receiver.requests:
-        assert signing.verify(WEBHOOK_SECRET.encode(), raw, headers[signing.SIGNATURE_HEADER])
+        assert signing.verify(secret, raw, headers[signing.SIGNATURE_HEADER])  # this destination's own secret
+        assert not signing.verify(WEBHOOK_SECRET.encode(), raw, headers[signing.SIGNATURE_HEADER])  # not the master
         assert not signing.verify(b"wrong secret", raw, headers[signing.SIGNATURE_HEADER])
-        assert not signing.verify(WEBHOOK_SECRET.encode(), raw + b" ", headers[signing.SIGNATURE_HEADER])
+        assert not signing.verify(secret, raw + b" ", headers[signing.SIGNATURE_HEADER])
     payload = orjson.loads(receiver.requests[-1][1])
     assert payload["type"] == "link.first_click"
     assert (payload["contact_id"], payload["link"]["name"], payload["campaign"]["name"]) == (
