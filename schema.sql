@@ -242,3 +242,6 @@ SELECT url FROM (
     SELECT url FROM webhook_outbox WHERE delivered_at IS NULL AND failed_at IS NULL
 ) AS named WHERE url IS NOT NULL ORDER BY url
 ON CONFLICT (url) DO NOTHING;
+-- A link's webhook deliveries, for GET /v1/campaigns/{id}/links/{link}/webhooks: the body names them.
+CREATE INDEX IF NOT EXISTS webhook_outbox_link ON webhook_outbox
+    (((body->'campaign'->>'id')::bigint), ((body->'link'->>'id')::bigint), id);

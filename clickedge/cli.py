@@ -445,7 +445,7 @@ async def _webhooks(args: argparse.Namespace) -> int:
             assert master is not None
             try:
                 endpoint = await endpoints.rotate(conn, args.endpoint_id)
-            except endpoints.NoSuchEndpoint as exc:
+            except endpoints.NotFound as exc:
                 print(f"clickedge webhooks: {exc}", file=sys.stderr)
                 return 2
             _print_endpoint_secret(endpoint, master, sys.stdout)

@@ -77,7 +77,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_response({"error": exc.message}, exc.status)
     except ActionError as exc:
         return json_response({"error": str(exc)}, 400)
-    except (campaigns.NotFound, endpoints.NoSuchEndpoint) as exc:
+    except (campaigns.NotFound, endpoints.NotFound) as exc:
         return json_response({"error": str(exc)}, 404)
     except campaigns.Conflict as exc:
         return json_response({"error": str(exc)}, 409)
@@ -209,6 +209,15 @@ async def put_actions(request: web.Request) -> web.Response:
     # The secrets of endpoints made now, shown this once (GET /v1/webhooks lists endpoints without).
     master = request.app[WEBHOOK_MASTER]
     return json_response({"actions": stored, "new_webhook_endpoints": [e.with_secret(master) for e in made]})
+
+
+@scope("read")
+async def link_webhooks(request: web.Request) -> web.Response:
+    campaign_id, link_id = _int(request, "campaign_id", MAX_ID), _int(request, "link_id", MAX_ID)
+    after, limit = _query_int(request, "after", 0, MAX_CONTACT), _query_int(request, "limit", 100, MAX_PAGE, 1)
+    async with request.app[POOL].acquire() as conn:
+        page, next_after = await endpoints.deliveries(conn, campaign_id, link_id, after=after, limit=limit)
+    return json_response({"deliveries": page, "next_after": next_after})
 
 
 @scope("read")
@@ -349,6 +358,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/campaigns/{campaign_id}/links", get_links),
     ("PUT", "/v1/campaigns/{campaign_id}/links/{link_id}/actions", put_actions),
     ("GET", "/v1/campaigns/{campaign_id}/links/{link_id}/actions/audit", get_audit),
+    ("GET", "/v1/campaigns/{campaign_id}/links/{link_id}/webhooks", link_webhooks),
     ("GET", "/v1/webhooks", list_webhooks),
     ("POST", "/v1/webhooks/{endpoint_id}/rotate", rotate_webhook),
     ("GET", "/v1/reports/campaigns/{campaign_id}", campaign_report),

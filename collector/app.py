@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -19,7 +20,7 @@ from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.rewriter import Rewriter
 from collector.schema import ensure_partitions
-from collector.webhooks import Deliverer
+from collector.webhooks import Deliverer, outbox_state
 
 log = logging.getLogger("clickedge.collector")
 
@@ -120,6 +121,16 @@ async def database_problem(app: web.Application) -> str | None:
     return None
 
 
+async def _outbox_state(app: web.Application) -> tuple[float, float]:
+    """The webhook outbox's depth and oldest age; NaN (no value) when PostgreSQL does not answer in time."""
+    try:
+        async with asyncio.timeout(1.0), app[POOL].acquire() as conn:
+            return await outbox_state(conn)
+    except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        log.warning("could not read the webhook outbox for /metrics: %r", exc)
+        return math.nan, math.nan
+
+
 async def readyz(request: web.Request) -> web.Response:
     if request.app[DRAINING].is_set():
         return web.Response(status=503, text="draining\n")
@@ -132,7 +143,11 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics_handler(request: web.Request) -> web.Response:
     # The same check as /readyz, so an outage shows even while no batch arrives.
     metrics = request.app[METRICS]
-    metrics.database_up.set(0 if await database_problem(request.app) else 1)
+    up = await database_problem(request.app) is None
+    metrics.database_up.set(1 if up else 0)
+    pending, oldest = await _outbox_state(request.app) if up else (math.nan, math.nan)
+    metrics.webhook_pending.set(pending)
+    metrics.webhook_oldest.set(oldest)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -162,7 +177,7 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     master = config.webhook_secret_bytes()
     app[api.WEBHOOK_MASTER] = master
-    deliverer = Deliverer(app[POOL], master, config.webhook_allow_networks)
+    deliverer = Deliverer(app[POOL], master, config.webhook_allow_networks, app[METRICS])
     app[WEBHOOKS] = deliverer
     task = asyncio.create_task(deliverer.run(), name="webhook-delivery")
     yield

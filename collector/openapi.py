@@ -50,6 +50,30 @@ ENDPOINT = {
 }
 
 
+TIME = {"type": ["string", "null"], "format": "date-time"}
+DELIVERY = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "idempotency_key": {"type": "string", "format": "uuid"},
+        "endpoint": {"type": ["integer", "null"], "description": "the webhook endpoint (see /v1/webhooks)"},
+        "url": {"type": "string", "description": "without user name and password"},
+        "contact_id": {"type": ["integer", "null"]},
+        "event_id": {"type": ["string", "null"], "format": "uuid"},
+        "state": {"enum": ["pending", "delivered", "failed"]},
+        "attempts": {"type": "integer"},
+        "last_error": {
+            "type": ["string", "null"],
+            "description": "e.g. HTTP 500, or refused: ... (the destination policy); no credentials",
+        },
+        "created_at": {"type": "string", "format": "date-time"},
+        "next_attempt_at": {**TIME, "description": "when pending"},
+        "delivered_at": TIME,
+        "failed_at": TIME,
+    },
+}
+
+
 def _id(name: str, maximum: int = 2**32 - 1, where: str = "path") -> dict[str, Any]:
     return {
         "name": name,
@@ -112,6 +136,7 @@ def document() -> dict[str, Any]:
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                 "Action": ACTION,
                 "WebhookEndpoint": ENDPOINT,
+                "Delivery": DELIVERY,
                 "WebhookEndpointWithSecret": {
                     "allOf": [
                         {"$ref": "#/components/schemas/WebhookEndpoint"},
@@ -195,6 +220,21 @@ def document() -> dict[str, Any]:
                     },
                     {"type": "array", "maxItems": 20, "items": {"$ref": "#/components/schemas/Action"}},
                 ),
+            },
+            "/v1/campaigns/{campaign_id}/links/{link_id}/webhooks": {
+                "get": _op(
+                    "The link's webhook deliveries, oldest first: state (pending, delivered, failed), attempts, "
+                    "last error, next attempt; paged by delivery id",
+                    "read",
+                    [campaign, link, _id("after", 2**63 - 1, "query"), _id("limit", 1000, "query")],
+                    {
+                        "type": "object",
+                        "properties": {
+                            "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
+                            "next_after": {"type": ["integer", "null"]},
+                        },
+                    },
+                )
             },
             "/v1/webhooks": {
                 "get": _op(

@@ -39,6 +39,7 @@ from aiohttp.resolver import DefaultResolver
 from clickedge.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
 from collector import endpoints
 from collector.destinations import ALLOW_SETTING, Networks, refusal, scrub, shown
+from collector.metrics import CollectorMetrics
 
 log = logging.getLogger("clickedge.collector.webhooks")
 
@@ -47,6 +48,7 @@ MAX_ATTEMPTS = 15
 BACKOFF_CAP = 3600.0
 CLAIM_SECONDS = 60  # a claimed row is invisible to other deliverers this long
 REQUEST_TIMEOUT = 10.0
+REFUSED = "refused: "  # how a delivery the destination policy refused starts its recorded error
 
 CLAIM = f"""
 UPDATE webhook_outbox SET next_attempt_at = now() + interval '{CLAIM_SECONDS} seconds', attempts = attempts + 1
@@ -108,13 +110,14 @@ def guarded_session(allow: Networks, resolver: AbstractResolver) -> aiohttp.Clie
 
 
 class Deliverer:
-    def __init__(self, pool: asyncpg.Pool, master: bytes, allow: Networks = ()) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, master: bytes, allow: Networks = (), metrics: CollectorMetrics | None = None
+    ) -> None:
         self._pool = pool
         self._master = master
         self._allow = allow
+        self._metrics = metrics or CollectorMetrics()
         self.wake = asyncio.Event()
-        self.delivered = 0
-        self.failed = 0
 
     async def run(self, idle: float = 1.0) -> None:
         resolver = GuardedResolver(self._allow)
@@ -149,13 +152,13 @@ class Deliverer:
         async with self._pool.acquire() as conn:
             for row, error in zip(rows, results, strict=True):
                 if error is None:
-                    self.delivered += 1
+                    self._metrics.webhook_delivered.inc()
                     await conn.execute(
                         "UPDATE webhook_outbox SET delivered_at = now(), last_error = NULL WHERE id = $1",
                         row["id"],
                     )
                 elif row["attempts"] >= MAX_ATTEMPTS:
-                    self.failed += 1
+                    self._metrics.webhook_failed.inc()
                     log.error(
                         "webhook %s to %s failed for good after %d attempts: %s",
                         row["idempotency_key"],
@@ -169,6 +172,8 @@ class Deliverer:
                         error,
                     )
                 else:
+                    refused = error.startswith(REFUSED)
+                    (self._metrics.webhook_refused if refused else self._metrics.webhook_error).inc()
                     delay = backoff(row["attempts"])
                     log.warning(
                         "webhook %s to %s failed (%s); attempt %d of %d in %.0fs",
@@ -208,7 +213,7 @@ class Deliverer:
                 return f"HTTP {resp.status}"
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, DestinationRefused):
-                return f"refused: {exc.os_error} (not opened by {ALLOW_SETTING})"[:300]
+                return f"{REFUSED}{exc.os_error} (not opened by {ALLOW_SETTING})"[:300]
             return _error(exc, row["url"])
         except Exception as exc:  # whatever one receiver does (or its URL is), it is that row's error alone
             return _error(exc, row["url"])
@@ -217,3 +222,16 @@ class Deliverer:
 def _error(exc: BaseException, url: str) -> str:
     # Some of aiohttp's errors quote the URL, user name, password and query included.
     return scrub(f"{type(exc).__name__}: {exc}", url)[:300]
+
+
+OUTBOX_STATE = """
+SELECT count(*) AS pending, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest
+FROM webhook_outbox WHERE delivered_at IS NULL AND failed_at IS NULL
+"""
+
+
+async def outbox_state(conn: asyncpg.Connection) -> tuple[int, float]:
+    """Deliveries waiting (in backoff included), and the age in seconds of the oldest (0: none)."""
+    row = await conn.fetchrow(OUTBOX_STATE)
+    assert row is not None
+    return row["pending"], row["oldest"]

@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from clickedge import signing
 from collector import apikeys, campaigns
@@ -175,3 +176,95 @@ def test_webhook_secrets_from_the_command_line(database_url: str, tmp_path: Path
     assert rotated.returncode == 0, rotated.stderr
     assert rotated.stdout.strip() == signing.endpoint_secret(MASTER, endpoint_id, 2)
     assert clickedge("webhooks", "rotate", "99999999999", env=env).returncode == 2
+
+
+async def test_a_links_webhook_deliveries_and_the_outbox_show_in_the_api_and_the_metrics(
+    collector: TestClient[Any, Any], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    receiver = Receiver(failures=1)  # the first request fails, its retry is accepted
+    async with TestServer(receiver.app) as server:
+        hook = f"http://127.0.0.1:{server.port}/hook"
+        # Rows of this link an older version wrote: one failed with an error quoting a password, one made
+        # two hours ago and not due for a day (so the oldest waiting delivery is at least that old).
+        old = f"http://olduser:0ldpassw0rd@127.0.0.1:{server.port}/old?token=0ldtoken"
+        later = f"http://127.0.0.1:{server.port}/later"
+        urls = [hook, old, later]
+        body = orjson.dumps({"campaign": {"id": campaign_id}, "link": {"id": 1}, "contact_id": 7}).decode()
+        try:
+            await campaigns.upsert_campaign(db, campaign_id, name="Launch")
+            await campaigns.register_links(db, campaign_id, [LinkSlot(1, "https://shop.example.com/", "C", "html")])
+            await campaigns.set_actions(db, campaign_id, 1, [{"type": "webhook", "url": hook}], "test")
+            await db.execute(
+                "INSERT INTO webhook_outbox (idempotency_key, url, body, attempts, failed_at, last_error) "
+                "VALUES (gen_random_uuid(), $1, $2, 15, now(), $3)",
+                old,
+                body,
+                f"InvalidURL: {old}",
+            )
+            await db.execute(
+                "INSERT INTO webhook_outbox (idempotency_key, url, body, created_at, next_attempt_at) "
+                "VALUES (gen_random_uuid(), $1, $2, now() - interval '2 hours', now() + interval '1 day')",
+                later,
+                body,
+            )
+            contacts = [campaign_id * 10 + 1, campaign_id * 10 + 2]
+            assert (
+                await collector.post("/v1/clicks", data=clicks(campaign_id, contacts), headers=INGEST)
+            ).status == 200
+            read = {"Authorization": f"Bearer {await apikeys.create(db, 'dash', ['read'])}"}
+            url = f"/v1/campaigns/{campaign_id}/links/1/webhooks"
+
+            async def page(query: str = "") -> dict[str, Any]:
+                resp = await collector.get(f"{url}{query}", headers=read)
+                assert resp.status == 200, await resp.text()
+                text = await resp.text()
+                for secret in ("olduser", "0ldpassw0rd"):
+                    assert secret not in text
+                result: dict[str, Any] = orjson.loads(text)
+                return result
+
+            async def retrying() -> list[dict[str, Any]]:
+                ours = [d for d in (await page())["deliveries"] if d["url"] == hook]
+                return [d for d in ours if d["state"] == "pending" and d["last_error"] == "HTTP 500"]
+
+            (waiting,) = await eventually(retrying, timeout=10)
+            assert waiting["attempts"] == 1 and waiting["next_attempt_at"] and waiting["delivered_at"] is None
+
+            async def delivered() -> list[dict[str, Any]]:
+                ours = [d for d in (await page())["deliveries"] if d["url"] == hook]
+                return ours if [d["state"] for d in ours] == ["delivered", "delivered"] else []
+
+            done = await eventually(delivered, timeout=15)
+            assert sorted(d["attempts"] for d in done) == [1, 2] and all(d["next_attempt_at"] is None for d in done)
+            assert {d["contact_id"] for d in done} == set(contacts)
+            endpoint = await db.fetchval("SELECT id FROM webhook_endpoints WHERE url = $1", hook)
+            assert {d["endpoint"] for d in done} == {endpoint}
+            everything = (await page())["deliveries"]
+            by_url = {d["url"]: d for d in everything}
+            failed = by_url[f"http://127.0.0.1:{server.port}/old?token=0ldtoken"]
+            assert failed["state"] == "failed" and failed["attempts"] == 15 and failed["failed_at"]
+            assert failed["last_error"] == f"InvalidURL: http://127.0.0.1:{server.port}/old"  # no credentials
+            assert by_url[later]["state"] == "pending" and by_url[later]["next_attempt_at"]
+            # Paged by delivery id, oldest first.
+            first = await page("?limit=2")
+            rest = await page(f"?limit=2&after={first['next_after']}")
+            assert [d["id"] for d in first["deliveries"] + rest["deliveries"]] == [d["id"] for d in everything]
+            assert len(everything) == 4 and rest["next_after"] is None
+            assert (await collector.get(f"/v1/campaigns/{campaign_id}/links/9/webhooks", headers=read)).status == 404
+            assert (await collector.get(f"{url}?after=x", headers=read)).status == 400
+
+            scrape = await (await collector.get("/metrics")).text()
+            assert metric(scrape, "clickedge_collector_webhook_deliveries_total", outcome="delivered") >= 2
+            assert metric(scrape, "clickedge_collector_webhook_deliveries_total", outcome="error") >= 1
+            assert metric(scrape, "clickedge_collector_webhook_outbox_pending") >= 1  # "later"
+            assert metric(scrape, "clickedge_collector_webhook_oldest_pending_seconds") >= 2 * 3600
+        finally:
+            await settle(db, urls)
+
+
+def metric(scrape: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(scrape):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    raise AssertionError(f"{name}{labels} not in the scrape")
