@@ -3,14 +3,14 @@
 Never on the click path: ingest only inserts outbox rows in the click's transaction. This task claims due
 rows (``FOR UPDATE SKIP LOCKED``, so several collectors share the work), posts each one signed with the
 secret of its destination (collector/endpoints.py; derived from the master webhook secret) and its
-idempotency key, and records the outcome. A failure is retried after
-2^attempts seconds (capped at an hour, with jitter); after MAX_ATTEMPTS the row is marked failed.
+idempotency key, and records the outcome. A failure is retried after 2^attempts seconds (capped at an
+hour, with jitter); after MAX_ATTEMPTS the row is marked failed.
 
 Every connection the HTTP client opens goes through the destination policy (collector/destinations.py)
 twice over: the resolver drops refused addresses from what a name resolves to, so a name with some
 public addresses still delivers and a name with none fails with the reason; and the socket factory checks
-the numeric address of every socket just before it connects, which is the one place an IP-literal URL
-(aiohttp skips the resolver for those) and anything else that bypassed the resolver still pass. Both see
+the numeric address of every socket just before it connects, which also covers IP-literal URLs (aiohttp
+skips the resolver for those) and anything else that would bypass the resolver. Both see
 the addresses of each connection as it is made, so DNS rebinding (a name that resolved to a public address
 when the URL was set, and to 127.0.0.1 now) is caught, and aiohttp's DNS cache only ever holds addresses
 the resolver already allowed. A refused delivery is an error like any other: recorded on the row
