@@ -34,6 +34,9 @@ FIELDS = (
     "method",
 )
 MAX_USER_AGENT = 512
+# On a 400 for a batch, the collector's answer carries this header: the batch itself is invalid and the edge
+# sets it aside (dead letter). A 4xx without it came from something else (a wrong URL, a proxy) and is retried.
+BATCH_REJECTED_HEADER = "Clickedge-Batch-Rejected"
 MAX_EDGE_NAME = 64
 MAX_BATCH_CLICKS = 10_000
 METHODS = frozenset({"GET", "HEAD"})
@@ -111,13 +114,17 @@ def click_payload(
     user_agent: str,
     method: str,
 ) -> bytes:
-    """A click's fields after its event id, as the edge spools them (FIELDS[1:], a JSON array)."""
+    """A click's fields after its event id, as the edge spools them (FIELDS[1:], a JSON array).
+
+    Bounded: with a parsed address and GET or HEAD, the longest payload (512 characters that JSON escapes
+    as six bytes each) is well under the spool's 4 KiB record limit, whatever the user agent holds."""
+    user_agent = user_agent[:MAX_USER_AGENT]
     fields = (clicked_at_us, campaign_id, link_id, contact_id, sent_at, key_id, client_ip, user_agent, method)
     try:
         return orjson.dumps(fields)
     except orjson.JSONEncodeError:
-        # A header with bytes that are not UTF-8 arrives as lone surrogates: keep it, with U+FFFD for them.
-        clean = user_agent.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        # Header bytes that are not UTF-8 arrive as lone surrogates: keep the rest, one U+FFFD for each.
+        clean = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in user_agent)
         return orjson.dumps((*fields[:7], clean, method))
 
 

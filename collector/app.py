@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from clickedge.events import BatchError, decode_batch
+from clickedge.events import BATCH_REJECTED_HEADER, BatchError, decode_batch
 from collector import api, apikeys, ingest
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
@@ -47,6 +47,14 @@ def json_error(status: int, message: str) -> web.Response:
     return web.Response(status=status, body=orjson.dumps({"error": message}), content_type="application/json")
 
 
+def batch_rejected(message: str) -> web.Response:
+    """A 400 for a batch that can never be written as it is. The header tells the edge it is the collector
+    saying so (it sets the batch aside), not a proxy or a wrong URL answering (it keeps retrying)."""
+    response = json_error(400, message)
+    response.headers[BATCH_REJECTED_HEADER] = "invalid"
+    return response
+
+
 async def ingest_clicks(request: web.Request) -> web.Response:
     app = request.app
     config, metrics = app[CONFIG], app[METRICS]
@@ -62,11 +70,11 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         edge, clicks = decode_batch(orjson.loads(body))
     except orjson.JSONDecodeError as exc:
         metrics.batch_rejected.inc()
-        return json_error(400, f"batch is not valid JSON: {exc}")
+        return batch_rejected(f"batch is not valid JSON: {exc}")
     except BatchError as exc:
         metrics.batch_rejected.inc()
         log.warning("rejected a batch: %s", exc)
-        return json_error(400, str(exc))
+        return batch_rejected(str(exc))
     metrics.batch_size.observe(len(clicks))
     started = time.perf_counter()
     try:
@@ -81,7 +89,7 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         # edge's whole spool behind it. The edge keeps it in its dead-letter file instead.
         metrics.batch_rejected.inc()
         log.error("database refused a batch of %d: %s (sqlstate %s)", len(clicks), exc, exc.sqlstate)
-        return json_error(400, f"database refused the batch: {exc}")
+        return batch_rejected(f"database refused the batch: {exc}")
     except asyncpg.PostgresError as exc:
         metrics.batch_db_error.inc()
         log.error("database error on a batch of %d: %s (sqlstate %s)", len(clicks), exc, exc.sqlstate)

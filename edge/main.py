@@ -92,7 +92,7 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         linger=config.batch_linger,
         dead_letter=config.worker_spool.parent / f"dead-letter-worker-{config.worker_index}.jsonl",
     )
-    metrics.watch_spool(spool, lambda: shipper.oldest_unacked_us)
+    metrics.watch_spool(spool, lambda: shipper.oldest_unacked_us, shipper.dead_letter_max)
     edge = Edge(
         codec,
         spool,
@@ -186,6 +186,7 @@ async def shutdown(running: RunningEdge, *, grace: float, timeout: float) -> int
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
+    # The tasks catch what they can go on after (the shipper: any exception); what reaches here is fatal.
     if not task.cancelled() and task.exception() is not None:
         log.critical("background task %s crashed", task.get_name(), exc_info=task.exception())
         os._exit(70)  # the supervisor restarts the worker; the spool keeps every click meanwhile

@@ -53,6 +53,8 @@ class EdgeMetrics:
         self.batch_shipped = batches.labels("shipped")
         self.batch_failed = batches.labels("failed")
         self.batch_dead_lettered = batches.labels("dead_lettered")
+        # A 4xx the collector never gives for a batch (404, 405, ...): CLICKEDGE_COLLECTOR_URL is wrong.
+        self.batch_misdirected = batches.labels("misdirected")
         self.clicks_shipped = Counter(
             "clickedge_edge_clicks_shipped", "Clicks acknowledged by the collector (committed)", registry=r
         )
@@ -69,6 +71,11 @@ class EdgeMetrics:
         self.ship_retries = Counter(
             "clickedge_edge_ship_retries", "Batch sends retried after a retryable failure", registry=r
         )
+        self.ship_errors = Counter(
+            "clickedge_edge_ship_errors",
+            "Unexpected exceptions in the shipper (a bug): caught, logged, and shipping retried",
+            registry=r,
+        )
         self.ship_seconds = Histogram(
             "clickedge_edge_ship_seconds", "Time for one batch round trip", buckets=SHIP_BUCKETS, registry=r
         )
@@ -82,8 +89,8 @@ class EdgeMetrics:
         )
         restarts_gauge.set(restarts)
 
-    def watch_spool(self, spool: Spool, oldest_unacked_us: Callable[[], int | None]) -> None:
-        self.registry.register(_SpoolCollector(spool, oldest_unacked_us))
+    def watch_spool(self, spool: Spool, oldest_unacked_us: Callable[[], int | None], dead_letter_max: int) -> None:
+        self.registry.register(_SpoolCollector(spool, oldest_unacked_us, dead_letter_max))
 
     def watch_http(self, errors: Mapping[str, int]) -> None:
         """Export the exceptions the HTTP layer caught (HttpServer.errors), read when scraped."""
@@ -176,9 +183,10 @@ class _ReadyCollector(Collector):
 
 
 class _SpoolCollector(Collector):
-    def __init__(self, spool: Spool, oldest_unacked_us: Callable[[], int | None]) -> None:
+    def __init__(self, spool: Spool, oldest_unacked_us: Callable[[], int | None], dead_letter_max: int) -> None:
         self._spool = spool
         self._oldest = oldest_unacked_us
+        self._dead_letter_max = dead_letter_max
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         spool, stats = self._spool, self._spool.stats
@@ -205,6 +213,16 @@ class _SpoolCollector(Collector):
             value=age,
         )
         yield GaugeMetricFamily(
+            "clickedge_edge_dead_letter_bytes",
+            "Bytes in this worker's dead-letter file (batches the collector refused); they count against the cap",
+            value=spool.external_bytes,
+        )
+        yield GaugeMetricFamily(
+            "clickedge_edge_dead_letter_max_bytes",
+            "What the dead-letter file may hold: a quarter of CLICKEDGE_SPOOL_MAX_BYTES",
+            value=self._dead_letter_max,
+        )
+        yield GaugeMetricFamily(
             "clickedge_edge_spool_healthy",
             "1 while clicks can be made durable, 0 after a refused append",
             value=1.0 if spool.healthy else 0.0,
@@ -228,5 +246,10 @@ class _SpoolCollector(Collector):
             ),
             ("clickedge_edge_spool_fsync_errors", "Failed spool fsyncs", stats.sync_errors),
             ("clickedge_edge_spool_ledger_errors", "Failed writes of the acknowledged position", stats.ledger_errors),
+            (
+                "clickedge_edge_spool_oversized_records",
+                "Clicks the spool refused because no reader could read them back (a bug: fields are bounded first)",
+                stats.oversized,
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)

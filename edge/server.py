@@ -19,7 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDictProxy
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from clickedge.events import MAX_USER_AGENT, EventIds, click_payload
+from clickedge.events import EventIds, click_payload
 from edge.clientip import ClientIP
 from edge.http import Answer
 from edge.metrics import EdgeMetrics
@@ -148,7 +148,7 @@ class Edge:
             link.sent_at,
             link.key_id,
             ip,
-            headers.get("User-Agent", "")[:MAX_USER_AGENT],
+            headers.get("User-Agent", ""),
             method,
         )
         # Written before the answer (see before_send): once the recipient has been redirected, the click is

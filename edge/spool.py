@@ -41,7 +41,8 @@ from pathlib import Path
 MAGIC = b"\xc1\x1c"
 HEADER = struct.Struct(">2sII16s")
 HEADER_SIZE = HEADER.size
-MAX_PAYLOAD = 4096
+MAX_PAYLOAD = 4096  # the largest payload a record may carry; a reader takes a longer one for corruption
+EVENT_ID_SIZE = 16
 SEGMENT_SUFFIX = ".seg"
 READ_CHUNK = 1 << 20
 LEDGER_SIZE = 64
@@ -66,6 +67,16 @@ class Batch:
     corrupt: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class SpoolView:
+    """What a reader in another thread may read: each segment's size and the active segment, as of a
+    moment on the writer's side."""
+
+    sizes: dict[int, int]
+    active: int
+    acknowledged: Position
+
+
 @dataclass(slots=True)
 class SpoolStats:
     appended: int = 0
@@ -76,6 +87,7 @@ class SpoolStats:
     sync_errors: int = 0
     acked: int = 0  # records acknowledged by this process
     ledger_errors: int = 0
+    oversized: int = 0  # records refused by add() because no reader could read them back
 
 
 def frame(event_id: bytes, payload: bytes) -> bytes:
@@ -134,6 +146,7 @@ class Spool:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
+        self.external_bytes = 0  # kept beside the spool and counted against max_bytes (the dead-letter file)
         self.stats = SpoolStats()
         self.healthy = True  # False after an append was refused, until one succeeds
         self.full = False
@@ -247,8 +260,14 @@ class Spool:
     # -- writing --------------------------------------------------------------------------------------
 
     def add(self, event_id: bytes, payload: bytes) -> bool:
-        """Buffer one record for the next ``flush()``. False when it cannot be kept (the cap is reached)."""
-        if self._bytes + len(self._pending) >= self.max_bytes:
+        """Buffer one record for the next ``flush()``. False when it cannot be kept: the cap is reached, or
+        the record is one a reader could not read back (counted in ``stats.oversized``)."""
+        if len(payload) > MAX_PAYLOAD or len(event_id) != EVENT_ID_SIZE:
+            # A reader takes a record like that for corruption: it would be skipped, or cut off as a torn
+            # tail at the next start. Callers bound what they add; this is the last line.
+            self.stats.oversized += 1
+            return False
+        if self._bytes + len(self._pending) + self.external_bytes >= self.max_bytes:
             self.full = True
             return self._refuse()
         self._pending += frame(event_id, payload)
@@ -281,7 +300,7 @@ class Spool:
         self.stats.appended += records
         self._since_sync += records
         self._unsynced = True
-        if self._bytes < self.max_bytes:  # the disk takes writes again; a cap reached meanwhile still holds
+        if self._bytes + self.external_bytes < self.max_bytes:  # the disk takes writes; a cap reached still holds
             self.healthy = True
             self.full = False
         return True
@@ -295,7 +314,7 @@ class Spool:
         recovered disk is noticed even when no clicks arrive (a load balancer has moved them away)."""
         if self.healthy:
             return True
-        if self._bytes >= self.max_bytes:
+        if self._bytes + self.external_bytes >= self.max_bytes:
             return False
         path = self.directory / "probe"
         try:
@@ -408,17 +427,30 @@ class Spool:
 
     def read(self, limit: int, start: Position | None = None, *, max_bytes: int = 1 << 62) -> Batch:
         """Up to ``limit`` records (and about ``max_bytes``) from ``start`` (default: the acknowledged
-        position), and where they end."""
-        pos = start or self._ack
+        position), and where they end. Reads files: the edge calls ``snapshot()`` on its event loop and
+        ``read_from`` in a worker thread instead."""
+        return self.read_from(self.snapshot(), limit, start, max_bytes=max_bytes)
+
+    def snapshot(self) -> SpoolView:
+        """What a reader may read, as of now (call it where the spool is written: on the event loop)."""
+        return SpoolView(dict(self._sizes), self._segment, self._ack)
+
+    def read_from(
+        self, view: SpoolView, limit: int, start: Position | None = None, *, max_bytes: int = 1 << 62
+    ) -> Batch:
+        """``read`` within ``view``: touches only the view and the files, so it may run in another thread
+        while the owner appends (it reads no further than the sizes the view recorded)."""
+        pos = start or view.acknowledged
+        sizes = view.sizes
         records: list[tuple[bytes, bytes]] = []
         corrupt = 0
         budget = max_bytes
         resyncing = False
         while len(records) < limit and budget > 0:
-            size = self._sizes.get(pos.segment)
-            active = pos.segment == self._segment
+            size = sizes.get(pos.segment)
+            active = pos.segment == view.active
             if size is None or pos.offset >= size:
-                later = [s for s in self._sizes if s > pos.segment]
+                later = [s for s in sizes if s > pos.segment]
                 if active or not later:
                     break
                 pos = Position(min(later), 0)

@@ -6,8 +6,11 @@ import ipaddress
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from clickedge.events import MAX_BATCH_CLICKS, BatchError, EventIds, decode_batch
+from clickedge.events import MAX_BATCH_CLICKS, MAX_USER_AGENT, BatchError, EventIds, click_payload, decode_batch
+from edge.spool import MAX_PAYLOAD
 
 
 def row(**overrides: Any) -> list[Any]:
@@ -79,3 +82,21 @@ def test_event_ids_are_unique_and_time_ordered() -> None:
     assert len(set(made)) == len(made)
     assert made == sorted(made)
     assert made[0][12] == "7"  # UUID version 7
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(), max_size=MAX_USER_AGENT), st.sampled_from(["GET", "HEAD"]))
+def test_a_click_payload_always_fits_a_spool_record(user_agent: str, method: str) -> None:
+    # The largest of every other field: the edge bounds each (the user agent to MAX_USER_AGENT characters,
+    # the address to a parsed one), so whatever the user agent holds, the record can be read back.
+    payload = click_payload(
+        2**32 * 1_000_000 - 1, 2**32 - 1, 2**32 - 1, 2**63 - 1, 2**32 - 1, 2**16 - 1,
+        "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", user_agent, method,
+    )  # fmt: skip
+    assert len(payload) <= MAX_PAYLOAD
+
+
+def test_the_worst_user_agent_fits_a_spool_record() -> None:
+    for ch in ("\x00", "\U0001f600", "\udcff"):  # escaped as \u0000 (6 bytes), 4 bytes of UTF-8, U+FFFD
+        payload = click_payload(0, 0, 0, None, 0, 0, "::1", ch * MAX_USER_AGENT, "HEAD")
+        assert len(payload) <= MAX_PAYLOAD

@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from edge.spool import HEADER_SIZE, MAGIC, Position, Spool, SpoolLockedError, frame, parse
+from edge.spool import HEADER_SIZE, MAGIC, MAX_PAYLOAD, Position, Spool, SpoolLockedError, frame, parse
 
 
 def eid(n: int) -> bytes:
@@ -365,3 +365,37 @@ def test_a_drained_spool_gives_back_its_active_segment(tmp_path: Path) -> None:
     spool.sync()  # closes the rotated-away segment
     assert spool.position.segment == first + 1
     assert not (tmp_path / f"{first:016d}.seg").exists()
+
+
+def test_the_spool_never_accepts_a_record_it_could_not_read_back(tmp_path: Path) -> None:
+    spool = opened(tmp_path / "s")
+    try:
+        assert not spool.add(eid(1), b"x" * (MAX_PAYLOAD + 1))  # a reader would take it for corruption
+        assert not spool.add(b"short", payload(2))  # an event id is 16 bytes
+        assert spool.stats.oversized == 2 and spool.healthy  # refused and counted; the spool itself is fine
+        assert spool.add(eid(3), b"y" * MAX_PAYLOAD) and spool.flush()
+        spool.sync()
+    finally:
+        spool.close()
+    spool = opened(tmp_path / "s")  # a restart: nothing is cut off as a torn tail, nothing is corrupt
+    try:
+        batch = spool.read(10)
+        assert [(e, len(p)) for e, p in batch.records] == [(eid(3), MAX_PAYLOAD)]
+        assert batch.corrupt == 0 and spool.stats.truncated_bytes == 0
+    finally:
+        spool.close()
+
+
+def test_a_snapshot_bounds_what_a_reader_in_another_thread_reads(tmp_path: Path) -> None:
+    spool = opened(tmp_path / "s")
+    try:
+        fill(spool, 0, 3)
+        view = spool.snapshot()
+        fill(spool, 3, 2)  # written after the snapshot: not read from it
+        batch = spool.read_from(view, 100)
+        assert [int.from_bytes(e, "big") for e, _ in batch.records] == [0, 1, 2]
+        assert batch.end == Position(view.active, view.sizes[view.active])
+        spool.ack(batch.end, 3)
+        assert [int.from_bytes(e, "big") for e, _ in spool.read(100).records] == [3, 4]
+    finally:
+        spool.close()

@@ -319,3 +319,29 @@ async def test_a_batch_the_collector_refuses_is_dead_lettered_and_the_rest_flows
     finally:
         assert await edge.stop() == 0
         await collector.stop()
+
+
+async def test_a_forwarded_address_with_a_huge_zone_is_recorded_and_the_worker_stays_healthy(
+    database_url: str, collector_proc: CollectorProc, data_dir: Path, campaign_id: int
+) -> None:
+    # The reviewer's reproduction: from a trusted proxy, an IPv6 zone of 5,000 bytes. It used to make a
+    # record larger than the spool's reader takes: the shipper spun without awaiting (no /healthz, SIGTERM
+    # ignored) and a restart cut the answered click off as a torn tail.
+    ((key, token),) = tokens(data_dir, campaign_id, 1)
+    edge = EdgeProc(data_dir, collector_proc.port, "--trusted-proxies", "127.0.0.2")
+    await edge.start()
+    await wait_http(f"{edge.url}/readyz")
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port, local_addr=("127.0.0.2", 0))
+    zone = b"fe80::1%" + b"z" * 5000
+    writer.write(b"GET /c/" + token.encode() + b" HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: " + zone + b"\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 302 ")
+    writer.close()
+    await assert_exactly_once(database_url, campaign_id, {key}, sent={key})
+    conn = await asyncpg.connect(database_url)
+    try:
+        address = await conn.fetchval("SELECT host(client_ip) FROM clicks WHERE campaign_id = $1", campaign_id)
+    finally:
+        await conn.close()
+    assert address == "fe80::1"
+    await wait_http(f"{edge.url}/healthz", timeout=5)  # the worker still answers
+    assert await edge.stop(timeout=15) == 0  # and stops on SIGTERM, drained
