@@ -158,7 +158,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_rewriter(app: web.Application) -> None:
-    app[api.REWRITER].close()
+    await app[api.REWRITER].close()
 
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -198,7 +198,13 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
-    app[api.REWRITER] = Rewriter(config.key_path, config.public_url)
+    app[api.REWRITER] = Rewriter(
+        config.key_path,
+        config.public_url,
+        workers=config.rewrite_workers,
+        queue=config.rewrite_queue,
+        timeout=config.rewrite_timeout,
+    )
     app.on_cleanup.append(_close_rewriter)
     app.router.add_post("/v1/clicks", ingest_clicks)
     api.add_routes(app)

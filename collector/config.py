@@ -89,6 +89,27 @@ class CollectorConfig:
         secret=True,
         help="key that signs webhooks (default: DATA_DIR/webhook.secret, created if missing)",
     )
+    rewrite_workers: int = s.setting(
+        2,
+        flag="--rewrite-workers",
+        env="CLICKEDGE_COLLECTOR_REWRITE_WORKERS",
+        parse=s.positive_int,
+        help="tokenizer processes the rewrite API prepares messages in (started on first use)",
+    )
+    rewrite_queue: int = s.setting(
+        32,
+        flag="--rewrite-queue",
+        env="CLICKEDGE_COLLECTOR_REWRITE_QUEUE",
+        parse=s.positive_int,
+        help="messages that may wait for a busy tokenizer; beyond that the rewrite API answers 503",
+    )
+    rewrite_timeout: float = s.setting(
+        10.0,
+        flag="--rewrite-timeout",
+        env="CLICKEDGE_COLLECTOR_REWRITE_TIMEOUT",
+        parse=s.positive_float,
+        help="seconds a tokenizer may spend on one message; then it is killed and the message refused (400)",
+    )
     log_level: str = s.log_level_setting()
     log_format: str = s.log_format_setting()
 
