@@ -159,6 +159,10 @@ CREATE TABLE IF NOT EXISTS contact_events (
     action       jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS contact_events_contact ON contact_events (contact_id, at);
+-- [issue 11 item 18: action order] An action's place in its link's list, so the timeline shows one
+-- click's actions in the order they ran (rows from before this column: 0, and their id keeps the order).
+ALTER TABLE contact_events ADD COLUMN IF NOT EXISTS position integer NOT NULL DEFAULT 0;
+-- [end item 18]
 
 -- Webhooks to call, written with the click; a background task delivers them (at least once).
 CREATE TABLE IF NOT EXISTS webhook_outbox (
