@@ -22,6 +22,7 @@ from collector import apikeys, campaigns
 from collector.app import create_app
 from collector.config import CollectorConfig
 from edge.rewrite import LinkSlot
+from tests.collector.clock import RECENT_MS, RECENT_S, RECENT_US
 from tests.conftest import INGEST_SECRET, eventually
 
 INGEST = {"Authorization": f"Bearer {INGEST_SECRET}"}
@@ -61,7 +62,7 @@ async def setup_link(db: asyncpg.Connection, campaign_id: int, actions: list[dic
 
 def clicks(campaign_id: int, contacts: list[int], *, ids: EventIds | None = None, at: int = 0) -> bytes:
     ids = ids or EventIds()
-    base = 1_790_000_000_000_000 + at
+    base = RECENT_US + at
     rows = [
         [
             ids.next(base // 1000 + i),
@@ -69,7 +70,7 @@ def clicks(campaign_id: int, contacts: list[int], *, ids: EventIds | None = None
             campaign_id,
             1,
             contact,
-            1_789_990_000,
+            RECENT_S - 10_000,
             1,
             "192.0.2.1",
             "ua",
@@ -276,8 +277,8 @@ async def test_two_links_with_the_same_list_clicked_in_one_batch(
     ids = EventIds()
     rows = [
         [
-            ids.next(1_790_000_000_000),
-            1_790_000_000_000_000 + link,
+            ids.next(RECENT_MS),
+            RECENT_US + link,
             campaign_id,
             link,
             contact,
@@ -418,7 +419,7 @@ async def test_one_clicks_actions_run_and_show_in_the_order_listed(
         for someone in (contact, twin):
             await give_history(db, someone)
         ids = EventIds()
-        t0 = 1_790_000_000_000_000
+        t0 = RECENT_US
         rows = [  # one batch: link 1, then link 2 a millisecond later
             [ids.next(t0 // 1000 + n), t0 + n * 1000, campaign_id, link, contact, 0, 1, "192.0.2.1", "u", "GET"]
             for n, link in enumerate((1, 2))
