@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import asyncpg
 import orjson
@@ -29,6 +29,9 @@ from edge import keys
 from edge.config import EdgeConfig
 from edge.main import SpoolUnavailableError
 from edge.token import DestinationError, TokenError
+
+if TYPE_CHECKING:
+    from collector.endpoints import Endpoint
 
 log = logging.getLogger("clickedge")
 T = TypeVar("T")
@@ -153,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", default=None, help="[env CLICKEDGE_DATABASE_URL; default DATA_DIR/database.url]")
     _data_dir_args(p)
 
+    p = sub.add_parser("webhooks", help="list webhook endpoints, or give one a new signing secret")
+    p.add_argument("--database-url", default=None, help="[env CLICKEDGE_DATABASE_URL; default DATA_DIR/database.url]")
+    _data_dir_args(p)
+    wsub = p.add_subparsers(dest="action", metavar="ACTION")
+    wl = wsub.add_parser("list", help="list endpoints (the default); secrets are never listed")
+    wr = wsub.add_parser("rotate", help="give an endpoint a new secret and print it (once)")
+    wr.add_argument("endpoint_id", type=settings.whole_number)
+    for action in (wl, wr):
+        action.add_argument("--database-url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        _data_dir_args(action, after_action=True)
+
     p = sub.add_parser("apikeys", help="create, list and revoke admin API keys")
     p.add_argument("--database-url", default=None, help="[env CLICKEDGE_DATABASE_URL; default DATA_DIR/database.url]")
     _data_dir_args(p)
@@ -248,6 +262,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         return asyncio.run(_actions(args))
     if command == "apikeys":
         return asyncio.run(_apikeys(args))
+    if command == "webhooks":
+        return asyncio.run(_webhooks(args))
     raise AssertionError(command)
 
 
@@ -366,10 +382,21 @@ async def _actions(args: argparse.Namespace) -> int:
                 return 2
             actor = f"cli:{getpass.getuser()}"
             try:
-                await campaigns.set_actions(conn, args.campaign, args.link, wanted, actor)
+                _, made = await campaigns.set_actions(conn, args.campaign, args.link, wanted, actor)
             except (ActionError, campaigns.NotFound) as exc:
                 print(f"clickedge actions: {exc}", file=sys.stderr)
                 return 2
+            master = _webhook_master(args)
+            for endpoint in made:
+                if master is None:
+                    print(
+                        f"webhook endpoint {endpoint.id} is new; its secret derives from the collector's webhook "
+                        f"secret, which is not here: run `clickedge webhooks rotate {endpoint.id}` where it is "
+                        f"(CLICKEDGE_WEBHOOK_SECRET or DATA_DIR/webhook.secret) to get one",
+                        file=sys.stderr,
+                    )
+                else:
+                    _print_endpoint_secret(endpoint, master)
         links = {link["id"]: link for link in await campaigns.list_links(conn, args.campaign)}
         link = links.get(args.link)
         if link is None:
@@ -384,6 +411,56 @@ async def _actions(args: argparse.Namespace) -> int:
     finally:
         await conn.close()
     return 0
+
+
+def _webhook_master(args: argparse.Namespace) -> bytes | None:
+    from collector.config import existing_webhook_secret
+
+    data_dir = args.data_dir or Path(os.environ.get("CLICKEDGE_DATA_DIR") or ".clickedge")
+    return existing_webhook_secret(os.environ.get("CLICKEDGE_WEBHOOK_SECRET", ""), data_dir)
+
+
+def _print_endpoint_secret(endpoint: Endpoint, master: bytes, file: TextIO = sys.stderr) -> None:
+    shown = endpoint.public()["url"]
+    print(f"webhook endpoint {endpoint.id} ({shown}) generation {endpoint.generation} secret:", file=sys.stderr)
+    print(endpoint.secret(master), file=file)
+    print("Give it to that receiver: it is shown this once (only the master secret is kept).", file=sys.stderr)
+
+
+async def _webhooks(args: argparse.Namespace) -> int:
+    from collector import endpoints
+
+    master = _webhook_master(args)
+    if args.action == "rotate" and master is None:
+        # Rotating without the master would leave an endpoint whose secret nobody has seen.
+        print(
+            "clickedge webhooks: the collector's webhook secret is not here: set CLICKEDGE_WEBHOOK_SECRET or "
+            "--data-dir to the collector's data dir",
+            file=sys.stderr,
+        )
+        return 2
+    conn = await asyncpg.connect(_database_url(args))
+    try:
+        if args.action == "rotate":
+            assert master is not None
+            try:
+                endpoint = await endpoints.rotate(conn, args.endpoint_id)
+            except endpoints.NotFound as exc:
+                print(f"clickedge webhooks: {exc}", file=sys.stderr)
+                return 2
+            _print_endpoint_secret(endpoint, master, sys.stdout)
+            return 0
+        after = 0
+        while True:
+            page, next_after = await endpoints.listing(conn, after=after, limit=1000)
+            for e in page:
+                rotated = f"rotated {e.rotated_at:%Y-%m-%d}" if e.rotated_at else "never rotated"
+                print(f"{e.id:>6}  gen {e.generation:<4} {rotated:<18} {e.public()['url']}")
+            if next_after is None:
+                return 0
+            after = next_after
+    finally:
+        await conn.close()
 
 
 async def _apikeys(args: argparse.Namespace) -> int:

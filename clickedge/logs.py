@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,3 +48,27 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+class Throttled:
+    """At most one record per ``interval`` seconds through ``logger``; the next one says how many were
+    left out. For errors a client can cause at will: each is counted in a metric, and the log stays small."""
+
+    __slots__ = ("_interval", "_logger", "_next", "_suppressed")
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._next = 0.0
+        self._suppressed = 0
+
+    def log(self, level: int, msg: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        self._next = now + self._interval
+        if self._suppressed:
+            msg += f" ({self._suppressed} more like it in the last {self._interval:.0f}s not logged)"
+            self._suppressed = 0
+        self._logger.log(level, msg, *args, exc_info=exc_info)

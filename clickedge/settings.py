@@ -261,6 +261,18 @@ def log_format_setting(default: str = "json") -> Any:
 # Parsers: each raises ValueError with a message a user can act on.
 
 
+MAX_DIGITS = 20  # 2**64 has 20 digits: enough for any id; refused before int() does any work
+
+
+def whole_number(raw: str) -> int:
+    """A number of at least 0 written with the ASCII digits 0-9 and nothing else. ``int()`` also takes
+    other scripts' digits ("\u0665"), underscores ("0_5"), a sign and surrounding whitespace, so several
+    spellings would name one id, and what a log or a proxy rule matched would not be what was used."""
+    if not raw or len(raw) > MAX_DIGITS or not (raw.isascii() and raw.isdigit()):
+        raise ValueError(f"must be a whole number written with the digits 0-9, not {raw[:40]!r}")
+    return int(raw)
+
+
 def port(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 65535:

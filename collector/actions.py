@@ -14,6 +14,7 @@ applied first clicks, inside the ingest transaction, one statement per action ty
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections import defaultdict
 from datetime import datetime
@@ -22,6 +23,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
+
+from collector.destinations import ALLOW_SETTING, Networks, refusal, userinfo_problem
 
 MAX_ACTIONS = 20
 MAX_NAME = 200
@@ -41,7 +44,10 @@ class ActionError(ValueError):
     """An action list that cannot be stored; the message names the item and what is wrong."""
 
 
-def validate(actions: Any) -> list[dict[str, str]]:
+def validate(actions: Any, allow: Networks | None = None) -> list[dict[str, str]]:
+    """The actions, checked; an ActionError names the first problem. With ``allow`` (the admin API), a
+    webhook to an IP literal the destination policy refuses is refused here already; the deliverer checks
+    every address again when it connects, names included."""
     if not isinstance(actions, list):
         raise ActionError("actions must be a JSON array")
     if len(actions) > MAX_ACTIONS:
@@ -72,6 +78,11 @@ def validate(actions: Any) -> list[dict[str, str]]:
                 raise ActionError(f"actions[{i}].url is not a valid URL") from None
             if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in value):
                 raise ActionError(f"actions[{i}].url must be an absolute http(s) URL")
+            problem = userinfo_problem(value)
+            if problem is not None:
+                raise ActionError(f"actions[{i}].url {problem}")
+            if allow is not None:
+                _check_destination(i, host, allow)
         elif len(value) > MAX_NAME:
             raise ActionError(f"actions[{i}].{arg} must be at most {MAX_NAME} characters")
         entry = {"type": kind, arg: value}
@@ -79,6 +90,19 @@ def validate(actions: Any) -> list[dict[str, str]]:
             raise ActionError(f"actions[{i}] repeats actions[{clean.index(entry)}]")
         clean.append(entry)
     return clean
+
+
+def _check_destination(index: int, host: str, allow: Networks) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name: what it resolves to is checked at each delivery
+    reason = refusal(host, allow)
+    if reason is not None:
+        raise ActionError(
+            f"actions[{index}].url is refused: {reason}; webhooks go to public addresses unless "
+            f"the collector's {ALLOW_SETTING} opens the range"
+        )
 
 
 async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None:

@@ -14,14 +14,18 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from collector import apikeys, campaigns, reports
+from clickedge.settings import whole_number
+from collector import apikeys, campaigns, endpoints, reports
 from collector.actions import ActionError
+from collector.destinations import Network
 from collector.openapi import document
 from collector.rewriter import RewriteBusy, Rewriter
 from edge.rewrite import RewriteError, base_url_problem
 
 POOL = web.AppKey("admin_pool", asyncpg.Pool)
 REWRITER = web.AppKey("rewriter", Rewriter)
+WEBHOOK_ALLOW = web.AppKey("webhook_allow_networks", tuple[Network, ...])
+WEBHOOK_MASTER = web.AppKey("webhook_master_secret", bytes)
 PRINCIPAL = web.RequestKey("principal", apikeys.Principal)
 MAX_ID = 2**32 - 1
 MAX_CONTACT = 2**63 - 1
@@ -47,12 +51,11 @@ def scope(required: str) -> Callable[[Handler], Handler]:
 
     def wrap(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
-            header = request.headers.get("Authorization", "")
-            kind, _, token = header.partition(" ")
+            token = apikeys.bearer(request.headers.get("Authorization", ""))
             principal = None
-            if kind.lower() == "bearer" and token:
+            if token is not None:
                 async with request.app[POOL].acquire() as conn:
-                    principal = await apikeys.authenticate(conn, token.strip())
+                    principal = await apikeys.authenticate(conn, token)
             if principal is None:
                 raise ApiError(401, "missing or unknown API key (Authorization: Bearer ck_...)")
             if not principal.allows(required):
@@ -74,7 +77,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_response({"error": exc.message}, exc.status)
     except ActionError as exc:
         return json_response({"error": str(exc)}, 400)
-    except campaigns.NotFound as exc:
+    except (campaigns.NotFound, endpoints.NotFound) as exc:
         return json_response({"error": str(exc)}, 404)
     except campaigns.Conflict as exc:
         return json_response({"error": str(exc)}, 409)
@@ -92,11 +95,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _int(request: web.Request, name: str, high: int, low: int = 0) -> int:
-    raw = request.match_info.get(name) or request.query.get(name)
+    """A path id or query integer: ASCII digits only, so each number has one spelling."""
+    raw = request.match_info.get(name) or request.query.get(name) or ""
     try:
-        value = int(raw or "")
+        value = whole_number(raw)
     except ValueError:
-        raise ApiError(400, f"{name} must be a whole number, not {raw!r}") from None
+        raise ApiError(400, f"{name} must be a whole number (digits 0-9 only), not {raw[:40]!r}") from None
     if not low <= value <= high:
         raise ApiError(400, f"{name} must be from {low} to {high}")
     return value
@@ -198,8 +202,43 @@ async def put_actions(request: web.Request) -> web.Response:
     principal: apikeys.Principal = request[PRINCIPAL]
     actor = f"api:{principal.key_id}:{principal.name}"
     async with request.app[POOL].acquire() as conn:
-        stored = await campaigns.set_actions(conn, campaign_id, link_id, body, actor)
-    return json_response({"actions": stored})
+        stored, made = await campaigns.set_actions(
+            conn, campaign_id, link_id, body, actor, allow_networks=request.app[WEBHOOK_ALLOW]
+        )
+    for endpoint in made:
+        log.info("webhook endpoint %d made by %s", endpoint.id, actor)
+    # The secrets of endpoints made now, shown this once (GET /v1/webhooks lists endpoints without).
+    master = request.app[WEBHOOK_MASTER]
+    return json_response({"actions": stored, "new_webhook_endpoints": [e.with_secret(master) for e in made]})
+
+
+@scope("read")
+async def link_webhooks(request: web.Request) -> web.Response:
+    campaign_id, link_id = _int(request, "campaign_id", MAX_ID), _int(request, "link_id", MAX_ID)
+    after, limit = _query_int(request, "after", 0, MAX_CONTACT), _query_int(request, "limit", 100, MAX_PAGE, 1)
+    async with request.app[POOL].acquire() as conn:
+        page, next_after = await endpoints.deliveries(conn, campaign_id, link_id, after=after, limit=limit)
+    return json_response({"deliveries": page, "next_after": next_after})
+
+
+@scope("read")
+async def list_webhooks(request: web.Request) -> web.Response:
+    after, limit = _query_int(request, "after", 0, MAX_CONTACT), _query_int(request, "limit", 100, MAX_PAGE, 1)
+    async with request.app[POOL].acquire() as conn:
+        page, next_after = await endpoints.listing(conn, after=after, limit=limit)
+    return json_response({"endpoints": [e.public() for e in page], "next_after": next_after})
+
+
+@scope("write")
+async def rotate_webhook(request: web.Request) -> web.Response:
+    endpoint_id = _int(request, "endpoint_id", MAX_CONTACT, 1)
+    principal: apikeys.Principal = request[PRINCIPAL]
+    async with request.app[POOL].acquire() as conn:
+        endpoint = await endpoints.rotate(conn, endpoint_id)
+    log.info(
+        "webhook endpoint %d rotated to generation %d by api:%s", endpoint.id, endpoint.generation, principal.key_id
+    )
+    return json_response(endpoint.with_secret(request.app[WEBHOOK_MASTER]))
 
 
 @scope("read")
@@ -320,6 +359,9 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/campaigns/{campaign_id}/links", get_links),
     ("PUT", "/v1/campaigns/{campaign_id}/links/{link_id}/actions", put_actions),
     ("GET", "/v1/campaigns/{campaign_id}/links/{link_id}/actions/audit", get_audit),
+    ("GET", "/v1/campaigns/{campaign_id}/links/{link_id}/webhooks", link_webhooks),
+    ("GET", "/v1/webhooks", list_webhooks),
+    ("POST", "/v1/webhooks/{endpoint_id}/rotate", rotate_webhook),
     ("GET", "/v1/reports/campaigns/{campaign_id}", campaign_report),
     ("GET", "/v1/reports/campaigns/{campaign_id}/links/{link_id}/clickers", link_clickers),
     ("GET", "/v1/reports/contacts/{contact_id}/timeline", timeline),

@@ -53,9 +53,27 @@ async def create(conn: asyncpg.Connection, name: str, scopes: list[str]) -> str:
     return f"{PREFIX}{key_id}_{secret}"
 
 
-async def authenticate(conn: asyncpg.Connection, presented: str) -> Principal | None:
+def bearer(header: str) -> bytes | None:
+    """The credentials of an ``Authorization: Bearer <credentials>`` header as the bytes the client sent,
+    or None without them. The one parser of the admin API and click ingest.
+
+    Header bytes that are not UTF-8 reach us as lone surrogates; encoding them back with surrogateescape
+    gives the bytes on the wire, so no caller ever handles a str that cannot be encoded (that was a 500).
+    """
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = credentials.strip(" \t").encode("utf-8", "surrogateescape")
+    return token or None
+
+
+async def authenticate(conn: asyncpg.Connection, token: bytes) -> Principal | None:
+    # Keys are ASCII; anything else is not a key, and is never decoded or hashed.
+    if len(token) > 200 or not token.isascii():
+        return None
+    presented = token.decode("ascii")
     key_id, _, secret = presented[len(PREFIX) :].partition("_")
-    if not presented.startswith(PREFIX) or len(presented) > 200 or not _KEY_ID.fullmatch(key_id) or not secret:
+    if not presented.startswith(PREFIX) or not _KEY_ID.fullmatch(key_id) or not secret:
         return None
     row = await conn.fetchrow(
         "SELECT name, secret_hash, scopes FROM api_keys WHERE key_id = $1 AND revoked_at IS NULL", key_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -15,12 +16,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clickedge.events import BatchError, decode_batch, now_us
-from collector import api, ingest
+from collector import api, apikeys, ingest
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.rewriter import Rewriter
 from collector.schema import ensure_partitions
-from collector.webhooks import Deliverer
+from collector.webhooks import Deliverer, outbox_state
 
 log = logging.getLogger("clickedge.collector")
 
@@ -117,11 +118,8 @@ async def ingest_clicks(request: web.Request) -> web.Response:
 
 
 def _authorized(request: web.Request, secret: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    # Header bytes that are not UTF-8 arrive as surrogates; compare bytes, never fail on them.
-    given = presented.encode("utf-8", "surrogateescape")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given, secret.encode())
+    given = apikeys.bearer(request.headers.get("Authorization", ""))
+    return given is not None and hmac.compare_digest(given, secret.encode())
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -136,6 +134,16 @@ async def database_problem(app: web.Application) -> str | None:
     except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
         return exc.__class__.__name__
     return None
+
+
+async def _outbox_state(app: web.Application) -> tuple[float, float]:
+    """The webhook outbox's depth and oldest age; NaN (no value) when PostgreSQL does not answer in time."""
+    try:
+        async with asyncio.timeout(1.0), app[POOL].acquire() as conn:
+            return await outbox_state(conn)
+    except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        log.warning("could not read the webhook outbox for /metrics: %r", exc)
+        return math.nan, math.nan
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -163,8 +171,12 @@ async def default_partition_rows(app: web.Application) -> int | None:
 async def metrics_handler(request: web.Request) -> web.Response:
     # The same check as /readyz, so an outage shows even while no batch arrives.
     metrics = request.app[METRICS]
-    metrics.database_up.set(0 if await database_problem(request.app) else 1)
-    rows = await default_partition_rows(request.app)
+    up = await database_problem(request.app) is None
+    metrics.database_up.set(1 if up else 0)
+    pending, oldest = await _outbox_state(request.app) if up else (math.nan, math.nan)
+    metrics.webhook_pending.set(pending)
+    metrics.webhook_oldest.set(oldest)
+    rows = await default_partition_rows(request.app) if up else None
     if rows is not None:
         metrics.default_partition_rows.set(rows)
     body = generate_latest(metrics.registry)
@@ -193,7 +205,10 @@ async def _close_rewriter(app: web.Application) -> None:
 
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
-    deliverer = Deliverer(app[POOL], app[CONFIG].webhook_secret_bytes())
+    config = app[CONFIG]
+    master = config.webhook_secret_bytes()
+    app[api.WEBHOOK_MASTER] = master
+    deliverer = Deliverer(app[POOL], master, config.webhook_allow_networks, app[METRICS])
     app[WEBHOOKS] = deliverer
     task = asyncio.create_task(deliverer.run(), name="webhook-delivery")
     yield
@@ -236,6 +251,7 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
         queue=config.rewrite_queue,
         timeout=config.rewrite_timeout,
     )
+    app[api.WEBHOOK_ALLOW] = config.webhook_allow_networks
     app.on_cleanup.append(_close_rewriter)
     app.router.add_post("/v1/clicks", ingest_clicks)
     api.add_routes(app)

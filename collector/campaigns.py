@@ -8,7 +8,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from collector import actions
+from collector import actions, endpoints
+from collector.destinations import Networks
 from edge.rewrite import LinkSlot
 
 
@@ -137,10 +138,18 @@ async def list_links(conn: asyncpg.Connection, campaign_id: int) -> list[dict[st
 
 
 async def set_actions(
-    conn: asyncpg.Connection, campaign_id: int, link_id: int, new_actions: Any, actor: str
-) -> list[dict[str, str]]:
-    """Replace a link's actions and record the change (who, when, before, after) in one transaction."""
-    clean = actions.validate(new_actions)
+    conn: asyncpg.Connection,
+    campaign_id: int,
+    link_id: int,
+    new_actions: Any,
+    actor: str,
+    *,
+    allow_networks: Networks | None = None,
+) -> tuple[list[dict[str, str]], list[endpoints.Endpoint]]:
+    """Replace a link's actions and record the change (who, when, before, after) in one transaction;
+    return the actions stored and the webhook endpoints made for URLs named the first time (whose
+    secrets the caller shows, once). ``allow_networks``: see actions.validate."""
+    clean = actions.validate(new_actions, allow_networks)
     async with conn.transaction():
         before = await conn.fetchval(
             "SELECT actions FROM links WHERE campaign_id = $1 AND link_id = $2 FOR UPDATE",
@@ -164,7 +173,8 @@ async def set_actions(
             before,
             after,
         )
-    return clean
+        made = await endpoints.create_missing(conn, [a["url"] for a in clean if a["type"] == "webhook"])
+    return clean, made
 
 
 async def action_audit(conn: asyncpg.Connection, campaign_id: int, link_id: int) -> list[dict[str, Any]]:

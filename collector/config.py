@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clickedge import settings as s
+from collector.destinations import ALLOW_SETTING, Network
 from edge.rewrite import base_url_problem
 
 
@@ -124,6 +125,14 @@ class CollectorConfig:
         parse=s.positive_float,
         help="seconds a tokenizer may spend on one message; then it is killed and the message refused (400)",
     )
+    webhook_allow_networks: tuple[Network, ...] = s.setting(
+        (),
+        flag="--webhook-allow-networks",
+        env=ALLOW_SETTING,
+        parse=s.networks,
+        help="comma-separated IPs/CIDRs webhooks may reach although loopback, private, link-local or otherwise "
+        "not public (internal receivers); default: none",
+    )
     log_level: str = s.log_level_setting()
     log_format: str = s.log_format_setting()
 
@@ -140,11 +149,12 @@ class CollectorConfig:
         return self.keys_file or self.data_dir / "keys.json"
 
     def webhook_secret_bytes(self) -> bytes:
-        """The webhook signing key: the setting, else DATA_DIR/webhook.secret (made once, mode 0600).
-        Several collectors must share one key: set CLICKEDGE_WEBHOOK_SECRET, or share the data dir."""
+        """The master webhook secret, from which each endpoint's signing secret is derived: the setting,
+        else DATA_DIR/webhook.secret (made once, mode 0600). Several collectors must share one: set
+        CLICKEDGE_WEBHOOK_SECRET, or share the data dir."""
         if self.webhook_secret:
             return self.webhook_secret.encode()
-        path = self.data_dir / "webhook.secret"
+        path = self.data_dir / WEBHOOK_MASTER_FILE
         if not path.exists():
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Written in full under a temporary name, then linked into place: whoever loses a race to
@@ -158,10 +168,7 @@ class CollectorConfig:
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
             tmp.unlink()
-        secret = path.read_text().strip()
-        if not secret:
-            raise s.ConfigError(f"{path} is empty: delete it (a new key is made) or set CLICKEDGE_WEBHOOK_SECRET")
-        return secret.encode()
+        return _read_webhook_secret(path)
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -172,3 +179,23 @@ class CollectorConfig:
             raise s.ConfigError(f"CLICKEDGE_PUBLIC_URL {problem}")
         if len(self.ingest_secret) < 16:
             raise s.ConfigError("CLICKEDGE_INGEST_SECRET (or --ingest-secret) must be at least 16 characters")
+
+
+WEBHOOK_MASTER_FILE = "webhook.secret"
+
+
+def existing_webhook_secret(setting: str, data_dir: Path) -> bytes | None:
+    """The master webhook secret where a command other than the collector looks for it, never making
+    one (a new one would derive secrets no collector signs with): the setting, else
+    DATA_DIR/webhook.secret, else None."""
+    if setting:
+        return setting.encode()
+    path = data_dir / WEBHOOK_MASTER_FILE
+    return _read_webhook_secret(path) if path.exists() else None
+
+
+def _read_webhook_secret(path: Path) -> bytes:
+    secret = path.read_text().strip()
+    if not secret:
+        raise s.ConfigError(f"{path} is empty: delete it (a new key is made) or set CLICKEDGE_WEBHOOK_SECRET")
+    return secret.encode()

@@ -86,6 +86,28 @@ class CollectorMetrics:
             "(partition maintenance moves them into one within the hour)",
             registry=r,
         )
+        deliveries = Counter(
+            "clickedge_collector_webhook_deliveries",
+            "Webhook delivery attempts by outcome: delivered; error or refused (by the destination policy), "
+            "both retried; failed (the last attempt failed: given up)",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_delivered = deliveries.labels("delivered")
+        self.webhook_error = deliveries.labels("error")
+        self.webhook_refused = deliveries.labels("refused")
+        self.webhook_failed = deliveries.labels("failed")
+        # Read from PostgreSQL at each scrape: the outbox is shared by every collector, so each reports it.
+        self.webhook_pending = Gauge(
+            "clickedge_collector_webhook_outbox_pending",
+            "Webhook deliveries waiting to be delivered (in backoff included), read at this scrape",
+            registry=r,
+        )
+        self.webhook_oldest = Gauge(
+            "clickedge_collector_webhook_oldest_pending_seconds",
+            "Age of the oldest waiting webhook delivery (0: none), read at this scrape",
+            registry=r,
+        )
         self.db_latency = Histogram(
             "clickedge_collector_db_seconds",
             "Time to write one batch, COPY to COMMIT",

@@ -25,9 +25,52 @@ ACTION = {
         "tag": {"type": "string", "maxLength": 200},
         "automation": {"type": "string", "maxLength": 200},
         "list": {"type": "string", "maxLength": 200},
-        "url": {"type": "string", "format": "uri"},
+        "url": {
+            "type": "string",
+            "format": "uri",
+            "description": "webhook: an absolute http(s) URL without user:pass@. Loopback, link-local, private, "
+            "multicast and other non-public addresses are refused (an IP literal at once, a name's addresses at "
+            "each delivery) unless the collector's CLICKEDGE_WEBHOOK_ALLOW_NETWORKS opens them",
+        },
     },
     "additionalProperties": False,
+}
+
+
+ENDPOINT = {
+    "type": "object",
+    "required": ["id", "url", "generation", "created_at", "rotated_at"],
+    "properties": {
+        "id": {"type": "integer"},
+        "url": {"type": "string", "description": "without user name and password"},
+        "generation": {"type": "integer", "minimum": 1, "description": "1, plus one per rotation"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "rotated_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+
+
+TIME = {"type": ["string", "null"], "format": "date-time"}
+DELIVERY = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "idempotency_key": {"type": "string", "format": "uuid"},
+        "endpoint": {"type": ["integer", "null"], "description": "the webhook endpoint (see /v1/webhooks)"},
+        "url": {"type": "string", "description": "without user name and password"},
+        "contact_id": {"type": ["integer", "null"]},
+        "event_id": {"type": ["string", "null"], "format": "uuid"},
+        "state": {"enum": ["pending", "delivered", "failed"]},
+        "attempts": {"type": "integer"},
+        "last_error": {
+            "type": ["string", "null"],
+            "description": "e.g. HTTP 500, or refused: ... (the destination policy); no credentials",
+        },
+        "created_at": {"type": "string", "format": "date-time"},
+        "next_attempt_at": {**TIME, "description": "when pending"},
+        "delivered_at": TIME,
+        "failed_at": TIME,
+    },
 }
 
 
@@ -101,6 +144,23 @@ def document() -> dict[str, Any]:
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                 "Action": ACTION,
+                "WebhookEndpoint": ENDPOINT,
+                "Delivery": DELIVERY,
+                "WebhookEndpointWithSecret": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/WebhookEndpoint"},
+                        {
+                            "type": "object",
+                            "required": ["secret"],
+                            "properties": {
+                                "secret": {
+                                    "type": "string",
+                                    "description": "whsec_...: the receiver keys HMAC-SHA256 with this string's bytes",
+                                }
+                            },
+                        },
+                    ]
+                },
             },
         },
         "paths": {
@@ -155,12 +215,59 @@ def document() -> dict[str, Any]:
             },
             "/v1/campaigns/{campaign_id}/links/{link_id}/actions": {
                 "put": _op(
-                    "Replace a link's actions (audited)",
+                    "Replace a link's actions (audited). A webhook URL named for the first time becomes a "
+                    "webhook endpoint; new_webhook_endpoints carries their signing secrets, shown this once",
                     "write",
                     [campaign, link],
-                    obj,
+                    {
+                        "type": "object",
+                        "properties": {
+                            "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
+                            "new_webhook_endpoints": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/WebhookEndpointWithSecret"},
+                            },
+                        },
+                    },
                     {"type": "array", "maxItems": 20, "items": {"$ref": "#/components/schemas/Action"}},
                 ),
+            },
+            "/v1/campaigns/{campaign_id}/links/{link_id}/webhooks": {
+                "get": _op(
+                    "The link's webhook deliveries, oldest first: state (pending, delivered, failed), attempts, "
+                    "last error, next attempt; paged by delivery id",
+                    "read",
+                    [campaign, link, _id("after", 2**63 - 1, "query"), _id("limit", 1000, "query")],
+                    {
+                        "type": "object",
+                        "properties": {
+                            "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
+                            "next_after": {"type": ["integer", "null"]},
+                        },
+                    },
+                )
+            },
+            "/v1/webhooks": {
+                "get": _op(
+                    "Webhook endpoints (every URL webhooks go to), without their secrets; paged by id",
+                    "read",
+                    [_id("after", 2**63 - 1, "query"), _id("limit", 1000, "query")],
+                    {
+                        "type": "object",
+                        "properties": {
+                            "endpoints": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookEndpoint"}},
+                            "next_after": {"type": ["integer", "null"]},
+                        },
+                    },
+                )
+            },
+            "/v1/webhooks/{endpoint_id}/rotate": {
+                "post": _op(
+                    "Give a webhook endpoint a new signing secret, shown this once; the old one stops at once",
+                    "write",
+                    [_id("endpoint_id", 2**63 - 1)],
+                    {"$ref": "#/components/schemas/WebhookEndpointWithSecret"},
+                )
             },
             "/v1/campaigns/{campaign_id}/links/{link_id}/actions/audit": {
                 "get": _op("Every change of a link's actions: who, when, before, after", "read", [campaign, link], obj)

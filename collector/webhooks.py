@@ -2,21 +2,44 @@
 
 Never on the click path: ingest only inserts outbox rows in the click's transaction. This task claims due
 rows (``FOR UPDATE SKIP LOCKED``, so several collectors share the work), posts each one signed with the
-webhook secret and its idempotency key, and records the outcome. A failure is retried after
-2^attempts seconds (capped at an hour, with jitter); after MAX_ATTEMPTS the row is marked failed.
+secret of its destination (collector/endpoints.py; derived from the master webhook secret) and its
+idempotency key, and records the outcome. A failure is retried after 2^attempts seconds (capped at an
+hour, with jitter); after MAX_ATTEMPTS the row is marked failed.
+
+Every connection the HTTP client opens goes through the destination policy (collector/destinations.py)
+twice over: the resolver drops refused addresses from what a name resolves to, so a name with some
+public addresses still delivers and a name with none fails with the reason; and the socket factory checks
+the numeric address of every socket just before it connects, which also covers IP-literal URLs (aiohttp
+skips the resolver for those) and anything else that would bypass the resolver. Both see
+the addresses of each connection as it is made, so DNS rebinding (a name that resolved to a public address
+when the URL was set, and to 127.0.0.1 now) is caught, and aiohttp's DNS cache only ever holds addresses
+the resolver already allowed. A refused delivery is an error like any other: recorded on the row
+("refused: ..."), retried with backoff (an operator who opens the range with
+CLICKEDGE_WEBHOOK_ALLOW_NETWORKS and restarts loses nothing), failed after MAX_ATTEMPTS.
+
+A URL's user name, password and query are never logged or recorded (collector.destinations.shown/scrub),
+also for rows stored before such URLs were refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
+import socket
 
 import aiohttp
 import asyncpg
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.connector import AddrInfoType
+from aiohttp.resolver import DefaultResolver
 
 from clickedge.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
+from collector import endpoints
+from collector.destinations import ALLOW_SETTING, Networks, refusal, scrub, shown
+from collector.metrics import CollectorMetrics
 
 log = logging.getLogger("clickedge.collector.webhooks")
 
@@ -25,6 +48,7 @@ MAX_ATTEMPTS = 15
 BACKOFF_CAP = 3600.0
 CLAIM_SECONDS = 60  # a claimed row is invisible to other deliverers this long
 REQUEST_TIMEOUT = 10.0
+REFUSED = "refused: "  # how a delivery the destination policy refused starts its recorded error
 
 CLAIM = f"""
 UPDATE webhook_outbox SET next_attempt_at = now() + interval '{CLAIM_SECONDS} seconds', attempts = attempts + 1
@@ -39,16 +63,71 @@ def backoff(attempts: int) -> float:
     return min(2.0**attempts, BACKOFF_CAP) * random.uniform(0.8, 1.2)
 
 
+class DestinationRefused(OSError):
+    """The destination policy refused every address of a webhook's host. An OSError, because aiohttp
+    passes those on from resolvers and socket factories as the cause of its connection error."""
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's default resolver, keeping only the addresses the destination policy allows."""
+
+    def __init__(self, allow: Networks) -> None:
+        self._allow = allow
+        self._resolver = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        allowed, refused = [], []
+        for result in await self._resolver.resolve(host, port, family):
+            reason = refusal(result["host"], self._allow)
+            if reason is None:
+                allowed.append(result)
+            else:
+                refused.append(reason)
+        if not allowed:
+            raise DestinationRefused(f"{host} resolves to no allowed address: {'; '.join(refused)}")
+        return allowed
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+def guarded_socket(allow: Networks, addr_info: AddrInfoType) -> socket.socket:
+    """aiohttp's socket factory: the last check, on the numeric address about to be connected to."""
+    family, kind, proto, _, address = addr_info
+    reason = refusal(str(address[0]), allow)
+    if reason is not None:
+        raise DestinationRefused(reason)
+    return socket.socket(family=family, type=kind, proto=proto)
+
+
+def guarded_session(allow: Networks, resolver: AbstractResolver) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(resolver=resolver, socket_factory=functools.partial(guarded_socket, allow))
+    # trust_env stays off: an HTTP(S)_PROXY from the environment would connect to the proxy instead, and
+    # the policy would check the proxy's address, not the receiver's.
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
+
+
 class Deliverer:
-    def __init__(self, pool: asyncpg.Pool, secret: bytes) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, master: bytes, allow: Networks = (), metrics: CollectorMetrics | None = None
+    ) -> None:
         self._pool = pool
-        self._secret = secret
+        self._master = master
+        self._allow = allow
+        self._metrics = metrics or CollectorMetrics()
         self.wake = asyncio.Event()
-        self.delivered = 0
-        self.failed = 0
 
     async def run(self, idle: float = 1.0) -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as http:
+        resolver = GuardedResolver(self._allow)
+        try:
+            await self._run(resolver, idle)
+        finally:
+            await resolver.close()
+
+    async def _run(self, resolver: AbstractResolver, idle: float) -> None:
+        async with guarded_session(self._allow, resolver) as http:
             while True:
                 try:
                     busy = await self.deliver_due(http)
@@ -66,23 +145,24 @@ class Deliverer:
     async def deliver_due(self, http: aiohttp.ClientSession) -> bool:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(CLAIM)
-        if not rows:
-            return False
-        results = await asyncio.gather(*(self._post(http, r) for r in rows))
+            if not rows:
+                return False
+            signers = await endpoints.for_urls(conn, [r["url"] for r in rows])
+        results = await asyncio.gather(*(self._post(http, r, signers.get(r["url"])) for r in rows))
         async with self._pool.acquire() as conn:
             for row, error in zip(rows, results, strict=True):
                 if error is None:
-                    self.delivered += 1
+                    self._metrics.webhook_delivered.inc()
                     await conn.execute(
                         "UPDATE webhook_outbox SET delivered_at = now(), last_error = NULL WHERE id = $1",
                         row["id"],
                     )
                 elif row["attempts"] >= MAX_ATTEMPTS:
-                    self.failed += 1
+                    self._metrics.webhook_failed.inc()
                     log.error(
                         "webhook %s to %s failed for good after %d attempts: %s",
                         row["idempotency_key"],
-                        row["url"],
+                        shown(row["url"]),
                         row["attempts"],
                         error,
                     )
@@ -92,11 +172,13 @@ class Deliverer:
                         error,
                     )
                 else:
+                    refused = error.startswith(REFUSED)
+                    (self._metrics.webhook_refused if refused else self._metrics.webhook_error).inc()
                     delay = backoff(row["attempts"])
                     log.warning(
                         "webhook %s to %s failed (%s); attempt %d of %d in %.0fs",
                         row["idempotency_key"],
-                        row["url"],
+                        shown(row["url"]),
                         error,
                         row["attempts"] + 1,
                         MAX_ATTEMPTS,
@@ -111,11 +193,15 @@ class Deliverer:
                     )
         return True
 
-    async def _post(self, http: aiohttp.ClientSession, row: asyncpg.Record) -> str | None:
+    async def _post(
+        self, http: aiohttp.ClientSession, row: asyncpg.Record, endpoint: endpoints.Endpoint | None
+    ) -> str | None:
+        if endpoint is None:  # made by another collector a moment ago, not yet visible here
+            return "no webhook endpoint for this URL yet"
         body = row["body"].encode()
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(self._secret, body),
+            SIGNATURE_HEADER: sign(endpoint.secret(self._master).encode(), body),
             IDEMPOTENCY_HEADER: str(row["idempotency_key"]),
             "User-Agent": "Clickedge-Webhooks/1",
         }
@@ -125,5 +211,27 @@ class Deliverer:
                 if 200 <= resp.status < 300:
                     return None
                 return f"HTTP {resp.status}"
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, DestinationRefused):
+                return f"{REFUSED}{exc.os_error} (not opened by {ALLOW_SETTING})"[:300]
+            return _error(exc, row["url"])
         except Exception as exc:  # whatever one receiver does (or its URL is), it is that row's error alone
-            return f"{type(exc).__name__}: {exc}"[:300]
+            return _error(exc, row["url"])
+
+
+def _error(exc: BaseException, url: str) -> str:
+    # Some of aiohttp's errors quote the URL, user name, password and query included.
+    return scrub(f"{type(exc).__name__}: {exc}", url)[:300]
+
+
+OUTBOX_STATE = """
+SELECT count(*) AS pending, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest
+FROM webhook_outbox WHERE delivered_at IS NULL AND failed_at IS NULL
+"""
+
+
+async def outbox_state(conn: asyncpg.Connection) -> tuple[int, float]:
+    """Deliveries waiting (in backoff included), and the age in seconds of the oldest (0: none)."""
+    row = await conn.fetchrow(OUTBOX_STATE)
+    assert row is not None
+    return row["pending"], row["oldest"]

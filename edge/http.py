@@ -1,25 +1,33 @@
 """HTTP/1.1 for the edge: aiohttp's request parser under one small asyncio protocol.
 
 aiohttp's ``web.Server`` builds a request object, a payload stream, a response object and a writer for
-every request, and runs the handler as a coroutine: about 26 µs a request around the handler on this
-kind of machine. The edge needs none of it; every answer is a few hundred bytes known at once. So each
-connection feeds aiohttp's own parser (llhttp in C: the same limits and header validation as aiohttp's
-server) and writes the answer's bytes itself. With a fixed 302 this serves 2.6 times the requests/s of the
-bare ``web.Server`` (loadtests/README.md).
+every request, and runs the handler as a coroutine. The edge needs none of it; every answer is a few
+hundred bytes known at once. So each connection feeds aiohttp's own parser (llhttp in C: the same limits
+and header validation as aiohttp's server) and writes the answer's bytes itself (loadtests/README.md has
+the measurements).
 
 Per connection:
 
-- Requests are answered in order, pipelined ones too; all answers for one read go out in one write.
+- Requests are answered in order, pipelined ones too; all answers for one event-loop pass go out in one
+  write. Absolute-form targets (``GET http://host/c/… HTTP/1.1``) are routed by their path.
 - After ``Connection: close``, HTTP/1.0 without keep-alive, a request with a body, an upgrade, an
   unparsable request or a handler error, the answer is sent and the connection closed.
 - A handler may ask for its answer to wait (``Answer``'s ``wait``): the connection's answers are then held,
   in order, until ``Handler.wait_durable`` returns, and no more requests are read meanwhile.
-- While the client does not read its answers, the connection stops reading requests (flow control); it
-  also stops within an event-loop pass once it has answers waiting to be written, and a client that
-  pipelines more than ``MAX_ANSWER_BYTES`` of answers into one read gets those and is disconnected. A
-  connection asked to close that is still there a timeout later (its client reads nothing) is aborted.
+- Memory stays bounded whatever a client sends and however little it reads: reads go into one buffer
+  that every connection shares (``READ_SIZE``); input is fed to the parser one request head at a time, and
+  a connection answers at most ``PIPELINE_ANSWERS`` requests per event-loop pass. What it has read and not
+  parsed waits, with reading paused, until those answers are written; nothing more is parsed while the
+  client leaves more than ``WRITE_HIGH`` bytes of answers untaken. A connection asked to
+  close that is still there a timeout later (its client reads nothing) is aborted.
 - A connection that completes no request for ``keepalive_timeout`` seconds is closed: idle ones, and
   ones that trickle a request in a byte at a time.
+- Nothing a client sends, and no bug in the handler, reaches the event loop: an exception from the parser
+  is a 400 and one from the handler a 500, each followed by closing the connection, counted in
+  ``HttpServer.errors`` and logged at most once per ten seconds.
+
+aiohttp's parser is a private interface: pyproject.toml pins the aiohttp minor version it was tested with,
+and tests/edge/test_parser_contract.py fails loudly when what this module relies on changes.
 """
 
 from __future__ import annotations
@@ -31,23 +39,30 @@ from collections.abc import Awaitable
 from email.utils import formatdate
 from typing import Protocol, cast
 
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD
 from multidict import CIMultiDictProxy
 
+from clickedge.logs import Throttled
+
 log = logging.getLogger("clickedge.edge.http")
+_errors_log = Throttled(log)
 
 # Long enough that every oversized token still reaches the handler and gets its 414 page.
 MAX_LINE_SIZE = 16384
 MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 128
-READ_LIMIT = 2**16
-MAX_ANSWER_BYTES = 1 << 20  # answers to one read of pipelined requests, before the connection is closed
+BODY_LIMIT = 2**16  # the parser's payload-stream limit; bodies are never read
+READ_SIZE = 16384  # one read, into a buffer shared by every connection
+PIPELINE_ANSWERS = 16  # answers per connection per event-loop pass, then the rest of the input waits
+WRITE_HIGH = 16384  # the transport's write-buffer limits: beyond HIGH, parse nothing until it is down to LOW
+WRITE_LOW = 4096
 
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _HTTP_1_0 = (1, 0)
+_PARSER_FAILED = BadHttpMessage("the request could not be parsed")
 
 
 # (head, body, wait). head: the status line and headers, each line ending in CRLF; Date, Connection and
@@ -75,6 +90,39 @@ class Handler(Protocol):
         """Return once what the held answers stand for is safe (for the edge: clicks on disk)."""
 
 
+def origin_form(target: str) -> str:
+    """The path of an absolute-form request target (RFC 9112 §3.2.2): ``http://host/c/x?q`` is ``/c/x?q``.
+    Any other target that does not start with ``/`` (``*``, an authority) is returned as it is."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return target
+    end = len(rest)
+    for delimiter in "/?#":
+        found = rest.find(delimiter)
+        if 0 <= found < end:
+            end = found
+    path = rest[end:]
+    return path if path.startswith("/") else "/" + path
+
+
+class _IgnoredBody:
+    """The flow control aiohttp's payload stream calls on while a request body arrives (a BaseProtocol's
+    ``pause_reading``, ``resume_reading(resume_parser=...)`` and ``_reading_paused``). Bodies are never
+    read: the connection closes after answering a request that has one."""
+
+    __slots__ = ()
+    _reading_paused = False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        pass
+
+
+_IGNORED_BODY = _IgnoredBody()
+
+
 class HttpServer:
     """Listens, tracks connections, closes idle ones, and stops in order."""
 
@@ -84,6 +132,11 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self.date_line = b""
         self.date_crlf = b""  # b"Date: ...\r\n\r\n", the end of every kept-alive answer
+        # Exceptions caught at the protocol boundary: "parser" (answered 400) and "handler" (answered 500).
+        self.errors = {"parser": 0, "handler": 0}
+        # Every connection reads into this one buffer and copies out what it reads: one read is handled
+        # completely before the next begins, and idle connections hold no buffer of their own.
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
         self._server: asyncio.Server | None = None
         self._loop = asyncio.get_running_loop()
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -151,18 +204,21 @@ class HttpServer:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     __slots__ = (
         "_closing",
         "_deferred",
+        "_eof",
         "_handler",
         "_parser",
-        "_paused_for_send",
-        "_pauses",
+        "_partial",
         "_peer",
+        "_reading",
         "_server",
+        "_stash",
         "_transport",
         "_waiter",
+        "_write_paused",
         "closed_at",
         "held",
         "last_request",
@@ -175,33 +231,27 @@ class _Connection(asyncio.Protocol):
         self._parser: HttpRequestParser | None = None
         self._peer = ""
         self._closing = False
-        self._pauses = 0  # reasons not to read: the client reads no answers, answers are held or deferred
+        self._partial = b""  # the last bytes fed of a request head not yet complete
+        self._stash = b""  # read and not yet parsed: waits (reading paused) until earlier answers are written
         self._deferred = False  # answers of this event-loop pass wait for HttpServer._send_deferred
-        self._paused_for_send = False
+        self._write_paused = False  # the client leaves more than WRITE_HIGH bytes of answers untaken
+        self._reading = True
+        self._eof = False  # the client has sent all it will (a half-close); answer it, then close
         self.closed_at = 0.0  # when close() was asked for
         self._waiter: asyncio.Task[None] | None = None
         self.held: list[bytes] = []
         self.last_request = 0.0
 
-    # The payload stream aiohttp's parser creates for a request body looks for these. Bodies are never
-    # read: the connection closes after answering.
-    _reading_paused = False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self._peer = peer[0] if isinstance(peer, tuple) else ""
         self._parser = HttpRequestParser(
-            self,  # type: ignore[arg-type]  # only the attributes above are used, for bodies
+            _IGNORED_BODY,  # type: ignore[arg-type]  # the parser's payload streams use only its flow control
             loop,
-            READ_LIMIT,
+            BODY_LIMIT,
             max_line_size=MAX_LINE_SIZE,
             max_field_size=MAX_FIELD_SIZE,
             max_headers=MAX_HEADERS,
@@ -216,73 +266,123 @@ class _Connection(asyncio.Protocol):
         if self._waiter is not None:
             self._waiter.cancel()
         self.held = []
+        self._stash = b""
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._continue()
+        return True  # keep the transport open: what the client sent before its half-close is still answered
 
     def pause_writing(self) -> None:
-        self._pause()
+        self._write_paused = True
+        self._set_reading()
 
     def resume_writing(self) -> None:
-        self._resume()
+        self._write_paused = False
+        self._continue()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._server.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self._closing:
             return
-        assert self._parser is not None and self._transport is not None
-        handler = self._handler
-        try:
-            messages, _upgraded, _tail = self._parser.feed_data(data)
-        except HttpProcessingError as exc:
-            line_too_long = isinstance(exc, LineTooLong) and exc.args[1] == MAX_LINE_SIZE
-            log.debug("unparsable request from %s: %s", self._peer, exc)
-            answer = handler.bad_request(exc, line_too_long=line_too_long)
-            self._closing = True  # read nothing more; answers deferred before this one still go first
-            self._defer([self._finish(answer, "", close=True)], True, False)
+        data = bytes(self._server.read_buffer[:nbytes])
+        self._stash = self._stash + data if self._stash else data
+        if self._deferred or self._write_paused or self._waiter is not None:
+            # A second read in one event-loop pass (uvloop reads on while data is there), or earlier answers
+            # not yet written: it waits, and no more is read, until they are.
+            self._set_reading()
             return
-        if not messages:
-            return
-        out: list[bytes] = []
-        wait = False
-        close = False
-        size = 0
-        for message, payload in messages:
-            # A client that pipelines more answers into one read than MAX_ANSWER_BYTES is not a browser
-            # or a load balancer: it gets those, and the connection is closed.
-            close = (
-                message.should_close
-                or payload is not EMPTY_PAYLOAD
-                or message.upgrade
-                or handler.draining
-                or size >= MAX_ANSWER_BYTES
-            )
-            try:
-                answer = handler.respond(message.method, message.path, message.headers, self._peer)
-            except Exception:
-                log.exception("error answering %s %.200s", message.method, message.path)
-                answer, close = handler.server_error(), True
-            head, body, wait_here = answer
-            wait = wait or wait_here
-            size += len(head) + len(body)
-            if close:
-                out.append(self._finish(answer, message.method, close=True))
-                break
-            if message.version == _HTTP_1_0:
-                out.append(self._finish(answer, message.method, close=False, keep_alive=True))
-            elif body and message.method != "HEAD":
-                out.append(head + self._server.date_crlf + body)
-            else:
-                out.append(head + self._server.date_crlf)
-        if close:
-            self._closing = True
-        self.last_request = asyncio.get_running_loop().time()
-        self._defer(out, close, wait)
+        self._work()
 
-    def _defer(self, out: list[bytes], close: bool, wait: bool) -> None:
-        if self._deferred and not self._paused_for_send:
-            # A second read in one event-loop pass (uvloop reads on while data is there): read no more
-            # until these answers are written, so a client that sends without reading is bounded.
-            self._paused_for_send = True
-            self._pause()
-        self._deferred = True
-        self._server.defer(self, out, close, wait)
+    def _work(self) -> None:
+        try:
+            self._parse_and_answer()
+        except Exception:  # the protocol boundary: a bug of ours must not reach the event loop
+            self._server.errors["handler"] += 1
+            _errors_log.log(
+                logging.ERROR, "error handling a request from %s; connection closed", self._peer, exc_info=True
+            )
+            self._stash = b""
+            self.abort()
+            return
+        self._continue()
+
+    def _parse_and_answer(self) -> None:
+        """Parse what is stashed and answer it, up to this pass's share; the rest stays stashed."""
+        assert self._parser is not None
+        handler = self._handler
+        server = self._server
+        stash = self._stash
+        size = len(stash)
+        start = 0
+        out: list[bytes] = []
+        wait = close = False
+        while start < size and len(out) < PIPELINE_ANSWERS:
+            # One request head at a time: a pass answers no more than its share, and when the parser refuses
+            # a request it has not also swallowed the valid ones pipelined before it in the same piece.
+            stop = -1
+            if start == 0 and self._partial:
+                # The head an earlier piece began may end in this one's first bytes.
+                found = (self._partial + stash[:3]).find(b"\r\n\r\n")
+                if found >= 0:
+                    stop = found + 4 - len(self._partial)
+            if stop < 0:
+                end = stash.find(b"\r\n\r\n", start)
+                stop = size if end < 0 else end + 4
+            piece = stash if stop - start == size else stash[start:stop]
+            start = stop
+            self._partial = b"" if piece.endswith(b"\r\n\r\n") else (self._partial + piece)[-3:]
+            try:
+                messages, _upgraded, _tail = self._parser.feed_data(piece)
+            except HttpProcessingError as exc:
+                line_too_long = isinstance(exc, LineTooLong) and exc.args[1] == MAX_LINE_SIZE
+                log.debug("unparsable request from %s: %s", self._peer, exc)
+                out.append(self._finish(handler.bad_request(exc, line_too_long=line_too_long), "", close=True))
+                close = True
+                break
+            except Exception:  # the parser's own failure, not the client's: still a 400, and counted
+                server.errors["parser"] += 1
+                _errors_log.log(logging.ERROR, "the HTTP parser failed on a request from %s", self._peer, exc_info=True)
+                out.append(self._finish(handler.bad_request(_PARSER_FAILED, line_too_long=False), "", close=True))
+                close = True
+                break
+            for message, payload in messages:
+                path = message.path
+                if path[:1] != "/":
+                    path = origin_form(path)
+                close = message.should_close or payload is not EMPTY_PAYLOAD or message.upgrade or handler.draining
+                try:
+                    answer = handler.respond(message.method, path, message.headers, self._peer)
+                except Exception:
+                    server.errors["handler"] += 1
+                    _errors_log.log(
+                        logging.ERROR, "error answering %s %.200s", message.method, message.path, exc_info=True
+                    )
+                    answer, close = handler.server_error(), True
+                head, body, wait_here = answer
+                wait = wait or wait_here
+                if close:
+                    out.append(self._finish(answer, message.method, close=True))
+                    break
+                if message.version == _HTTP_1_0:
+                    out.append(self._finish(answer, message.method, close=False, keep_alive=True))
+                elif body and message.method != "HEAD":
+                    out.append(head + server.date_crlf + body)
+                else:
+                    out.append(head + server.date_crlf)
+            if close:
+                break
+        if close:
+            self._closing = True  # read nothing more; answers deferred before these still go first
+            self._stash = b""
+        else:
+            self._stash = stash[start:] if start < size else b""
+        if out:
+            self.last_request = server._loop.time()
+            self._deferred = True
+            server.defer(self, out, close, wait)
 
     def send(self, out: list[bytes], close: bool, wait: bool) -> None:
         self._deferred = False
@@ -292,9 +392,28 @@ class _Connection(asyncio.Protocol):
             self._hold(out, close)
         else:
             self._send(out, close)
-        if self._paused_for_send:
-            self._paused_for_send = False
-            self._resume()
+        self._continue()
+
+    def _continue(self) -> None:
+        """Go on with what is stashed if nothing holds it back; read again once it is all parsed, or close
+        once everything a half-closed client sent is answered."""
+        busy = self._deferred or self._waiter is not None
+        if self._stash and not (busy or self._closing or self._write_paused):
+            self._work()
+        elif self._eof and not (busy or self._stash):
+            self.close()
+        else:
+            self._set_reading()
+
+    def _set_reading(self) -> None:
+        want = not (self._stash or self._write_paused or self._waiter is not None)
+        transport = self._transport
+        if want is not self._reading and transport is not None and not transport.is_closing():
+            self._reading = want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
 
     def _finish(self, answer: Answer, method: str, *, close: bool, keep_alive: bool = False) -> bytes:
         head, body, _ = answer
@@ -315,8 +434,9 @@ class _Connection(asyncio.Protocol):
         if close:
             self._closing = True
         if self._waiter is None:
-            self._pause()  # no more requests until these are answered: the held list stays one read long
+            # No more requests until these are answered: the held list stays one pass long.
             self._waiter = asyncio.get_running_loop().create_task(self._release())
+            self._set_reading()
 
     async def _release(self) -> None:
         try:
@@ -331,17 +451,7 @@ class _Connection(asyncio.Protocol):
         if self._closing:
             self.close()
         else:
-            self._resume()
-
-    def _pause(self) -> None:
-        self._pauses += 1
-        if self._pauses == 1 and self._transport is not None:
-            self._transport.pause_reading()
-
-    def _resume(self) -> None:
-        self._pauses = max(0, self._pauses - 1)
-        if self._pauses == 0 and self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
+            self._continue()
 
     def close(self) -> None:
         """Close once the answers written so far are sent; held answers are sent first."""

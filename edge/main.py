@@ -106,6 +106,7 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
     if config.access_log_sample > 0:
         edge.log_a_sample(config.access_log_sample)
     http = HttpServer(edge, keepalive_timeout=config.keepalive_timeout)
+    metrics.watch_http(http.errors)
     metrics_http: HttpServer | None = None
     where = f"{config.host}:{config.port}"
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -85,6 +85,10 @@ class EdgeMetrics:
     def watch_spool(self, spool: Spool, oldest_unacked_us: Callable[[], int | None]) -> None:
         self.registry.register(_SpoolCollector(spool, oldest_unacked_us))
 
+    def watch_http(self, errors: Mapping[str, int]) -> None:
+        """Export the exceptions the HTTP layer caught (HttpServer.errors), read when scraped."""
+        self.registry.register(_HttpErrorsCollector(errors))
+
     def watch_ready(self, ready: Callable[[], bool]) -> None:
         """Export what /readyz says, read when scraped: a draining worker shows on the dashboards."""
         self.registry.register(_ReadyCollector(ready))
@@ -142,6 +146,21 @@ class _RequestCollector(Collector):
             buckets=self._handler.buckets(),
             sum_value=self._handler.sum,
         )
+
+
+class _HttpErrorsCollector(Collector):
+    def __init__(self, errors: Mapping[str, int]) -> None:
+        self._errors = errors
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "clickedge_edge_http_errors",
+            "Exceptions caught at the HTTP layer, by where they came from (parser: answered 400; handler: 500)",
+            labels=["stage"],
+        )
+        for stage, count in self._errors.items():
+            family.add_metric([stage], count)
+        yield family
 
 
 class _ReadyCollector(Collector):

@@ -42,6 +42,7 @@ AUTH_4XX = frozenset({401, 403})
 # Well under the collector's default 16 MiB body limit even for 10,000 long user agents.
 MAX_BATCH_BYTES = 4 << 20
 MAX_REPLY_BYTES = 64 << 10
+_jitter = random.Random()  # the shipper's own: it does not disturb (or depend on) the process's global state
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,7 @@ class Shipper:
                     self.wake.set()  # a backlog: keep going without lingering
             elif outcome.retry:
                 self._metrics.ship_retries.inc()
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                await asyncio.sleep(backoff * _jitter.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, BACKOFF_CAP)
 
     async def drain(self, deadline: float) -> None:

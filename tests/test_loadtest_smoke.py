@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.spool import Spool
-from loadtests import keepup, run
+from loadtests import hostile_pipeline, keepup, run
 from tests.conftest import require
 
 
@@ -51,3 +51,12 @@ def test_spool_backlog_is_read_from_the_files(tmp_path: Path) -> None:
         assert keepup.spool_backlog_bytes(tmp_path) == spool.unacknowledged_bytes > 0
     finally:
         spool.close()
+
+
+@pytest.mark.timeout(300)
+async def test_clients_that_pipeline_and_never_read_cost_the_edge_a_bounded_amount_of_memory() -> None:
+    # The reviewer's run: 200 connections, 64 KiB of 27-byte requests each, none read. Before the edge held
+    # back, each connection's unread answers stayed in the edge (37 MB more here, 255 MB on their machine).
+    report = await hostile_pipeline.run(connections=200, depth=65536)
+    assert report["requests_sent"] > 0
+    assert report["within_budget"], report

@@ -4,6 +4,8 @@ two collectors; signed webhooks delivered from the outbox with retries; the cont
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from clickedge import signing
 from clickedge.events import EventIds
 from collector import apikeys, campaigns
-from collector.app import create_app
+from collector.app import WEBHOOKS, create_app
 from collector.config import CollectorConfig
 from edge.rewrite import LinkSlot
 from tests.collector.clock import RECENT_MS, RECENT_S, RECENT_US
@@ -27,15 +29,36 @@ from tests.conftest import INGEST_SECRET, eventually
 
 INGEST = {"Authorization": f"Bearer {INGEST_SECRET}"}
 WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
+# The receivers here listen on loopback, which webhooks may reach only where an operator opened it.
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
 
 @pytest.fixture
 async def collectors(database_url: str, data_dir: Path) -> AsyncIterator[list[TestClient[Any, Any]]]:
     config = CollectorConfig(
-        database_url=database_url, ingest_secret=INGEST_SECRET, data_dir=data_dir, webhook_secret=WEBHOOK_SECRET
+        database_url=database_url,
+        ingest_secret=INGEST_SECRET,
+        data_dir=data_dir,
+        webhook_secret=WEBHOOK_SECRET,
+        webhook_allow_networks=LOOPBACK,
     )
     async with TestClient(TestServer(create_app(config))) as a, TestClient(TestServer(create_app(config))) as b:
         yield [a, b]
+
+
+@pytest.fixture
+async def strict_collector(database_url: str, data_dir: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    """A collector with the default destination policy: no internal address opened."""
+    config = CollectorConfig(
+        database_url=database_url, ingest_secret=INGEST_SECRET, data_dir=data_dir, webhook_secret=WEBHOOK_SECRET
+    )
+    async with TestClient(TestServer(create_app(config))) as client:
+        yield client
+
+
+async def settle(db: asyncpg.Connection, urls: list[str]) -> None:
+    """Take a test's outbox rows out of every later test's way: no other test's deliverer retries them."""
+    await db.execute("UPDATE webhook_outbox SET failed_at = now() WHERE url = ANY($1) AND delivered_at IS NULL", urls)
 
 
 class Receiver:
@@ -168,10 +191,13 @@ async def test_webhooks_are_signed_retried_and_delivered_once_per_first_click(
     assert len(receiver.requests) == 2
     keys = {headers[signing.IDEMPOTENCY_HEADER] for headers, _ in receiver.requests}
     assert keys == {str(rows[0]["idempotency_key"])}  # the same key on every attempt
+    endpoint = await db.fetchrow("SELECT id, generation FROM webhook_endpoints WHERE url = $1", hook)
+    secret = signing.endpoint_secret(WEBHOOK_SECRET.encode(), endpoint["id"], endpoint["generation"]).encode()
     for headers, raw in receiver.requests:
-        assert signing.verify(WEBHOOK_SECRET.encode(), raw, headers[signing.SIGNATURE_HEADER])
+        assert signing.verify(secret, raw, headers[signing.SIGNATURE_HEADER])  # this destination's own secret
+        assert not signing.verify(WEBHOOK_SECRET.encode(), raw, headers[signing.SIGNATURE_HEADER])  # not the master
         assert not signing.verify(b"wrong secret", raw, headers[signing.SIGNATURE_HEADER])
-        assert not signing.verify(WEBHOOK_SECRET.encode(), raw + b" ", headers[signing.SIGNATURE_HEADER])
+        assert not signing.verify(secret, raw + b" ", headers[signing.SIGNATURE_HEADER])
     payload = orjson.loads(receiver.requests[-1][1])
     assert payload["type"] == "link.first_click"
     assert (payload["contact_id"], payload["link"]["name"], payload["campaign"]["name"]) == (
@@ -326,6 +352,98 @@ def test_a_garbled_signature_is_refused_not_an_error() -> None:
     assert not signing.verify(b"k", b"{}", "t=soon,v1=00")
 
 
+async def test_webhooks_to_internal_addresses_are_refused_at_delivery(
+    strict_collector: TestClient[Any, Any], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    receiver = Receiver(failures=0)
+    async with TestServer(receiver.app) as server:  # on 127.0.0.1
+        hooks = [
+            # A name is checked for what it resolves to when the request is made: like a name re-pointed at
+            # an internal address after it was set (DNS rebinding), "localhost" resolves to loopback.
+            f"http://localhost:{server.port}/hook",
+            f"http://127.0.0.1:{server.port}/hook",  # IP literals: aiohttp resolves nothing for these
+            f"http://[::ffff:127.0.0.1]:{server.port}/hook",  # 127.0.0.1 written for an IPv6 socket
+        ]
+        try:
+            # Stored as the CLI stores them (no check when set): the deliverer is what must refuse.
+            await setup_link(db, campaign_id, [{"type": "webhook", "url": hook} for hook in hooks])
+            body = clicks(campaign_id, [campaign_id * 10])
+            assert (await strict_collector.post("/v1/clicks", data=body, headers=INGEST)).status == 200
+
+            async def refused() -> list[asyncpg.Record]:
+                rows = await db.fetch(
+                    "SELECT url, attempts, last_error, delivered_at, next_attempt_at > now() AS later "
+                    "FROM webhook_outbox WHERE url = ANY($1) AND last_error IS NOT NULL",
+                    hooks,
+                )
+                return rows if len(rows) == len(hooks) else []
+
+            for row in await eventually(refused, timeout=10):
+                error = row["last_error"]
+                assert error.startswith("refused: ") and "is loopback" in error, error
+                assert "CLICKEDGE_WEBHOOK_ALLOW_NETWORKS" in error
+                assert row["delivered_at"] is None and row["later"]  # retried later, like any failure
+            assert receiver.requests == []  # nothing ever reached the receiver
+        finally:
+            await settle(db, hooks)
+
+
+async def test_an_allowed_range_opens_internal_receivers_by_name_too(
+    collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    receiver = Receiver(failures=0)
+    async with TestServer(receiver.app) as server:
+        hook = f"http://localhost:{server.port}/hook"
+        try:
+            await setup_link(db, campaign_id, [{"type": "webhook", "url": hook}])
+            body = clicks(campaign_id, [campaign_id * 10])
+            assert (await collectors[0].post("/v1/clicks", data=body, headers=INGEST)).status == 200
+
+            async def delivered() -> bool:
+                return len(receiver.requests) == 1
+
+            await eventually(delivered, timeout=10)
+        finally:
+            await settle(db, [hook])
+
+
+async def test_credentials_and_queries_in_webhook_urls_are_never_logged_or_recorded(
+    collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    receiver = Receiver(failures=1)
+    async with TestServer(receiver.app) as server:
+        # Rows stored before such URLs were refused (an API that refuses them now cannot make them).
+        failing = f"http://hookuser:s3cretpw@127.0.0.1:{server.port}/hook?token=t0psecret"
+        unusable = "http://hookuser:s3cretpw@/hook?token=t0psecret"  # the HTTP client's error quotes it
+        try:
+            for url in (failing, unusable):
+                await db.execute(
+                    "INSERT INTO webhook_outbox (idempotency_key, url, body) VALUES ($1, $2, '{}')", uuid.uuid4(), url
+                )
+            collectors[0].app[WEBHOOKS].wake.set()
+
+            async def both_tried() -> bool:
+                errors = await db.fetch(
+                    "SELECT last_error FROM webhook_outbox WHERE url = ANY($1) AND last_error IS NOT NULL",
+                    [failing, unusable],
+                )
+                return len(errors) == 2
+
+            await eventually(both_tried, timeout=10)
+            rows = await db.fetch("SELECT last_error FROM webhook_outbox WHERE url = ANY($1)", [failing, unusable])
+            errors = [r["last_error"] for r in rows]
+        finally:
+            await settle(db, [failing, unusable])
+    # The collector's own log lines (the test receiver's access log shows what it was sent).
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("clickedge"))
+    assert f"{failing.split('@')[1].split('?')[0]} failed (HTTP 500)" in logged  # logged, by host and path
+    assert "InvalidUrlClientError" in " ".join(errors)
+    for secret in ("hookuser", "s3cretpw", "t0psecret"):
+        assert secret not in logged
+        assert all(secret not in error for error in errors), errors
+
+
 async def apply_one_by_one(db: asyncpg.Connection, contact: int, steps: list[tuple[Any, dict[str, str]]]) -> None:
     """The reference: each action alone, as its own statement, in the order given."""
     for at, action in steps:
@@ -449,4 +567,7 @@ async def test_one_clicks_actions_run_and_show_in_the_order_listed(
         async def delivered() -> bool:
             return len(receiver.requests) == 1
 
-        await eventually(delivered, timeout=15)
+        try:
+            await eventually(delivered, timeout=15)
+        finally:
+            await settle(db, [hook])

@@ -3,17 +3,20 @@ registration, link actions with their audit log, and the OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from clickedge.settings import whole_number
 from collector import apikeys
 from collector.api import ROUTES
 from collector.app import create_app
@@ -251,3 +254,125 @@ async def test_csv_exports_neutralise_formulas(
     row = next(csv.DictReader(io.StringIO(await resp.text())))
     assert row["campaign"] == "'+cmd|calc"
     assert row["link"] == '\'=HYPERLINK("http://evil")'
+
+
+async def raw_request(client: TestClient[Any, Any], request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` byte for byte over a real socket (no client library to clean it up) to the test
+    server and return the answer's status and body."""
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def digits_in(script_zero: int, number: int) -> str:
+    """``number`` written with another script's digits (0x0660: Arabic-Indic, 0xFF10: full-width)."""
+    return "".join(chr(script_zero + int(d)) for d in str(number))
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [
+        lambda n: quote(digits_in(0x0660, n)),  # Arabic-Indic digits: int() reads them
+        lambda n: quote(digits_in(0xFF10, n)),  # full-width digits
+        lambda n: f"{str(n)[0]}_{str(n)[1:]}",  # an underscore between digits
+        lambda n: f"%20{n}",  # leading space
+        lambda n: f"{n}%20",  # trailing space
+        lambda n: f"+{n}",
+    ],
+    ids=["arabic-indic", "full-width", "underscore", "leading-space", "trailing-space", "plus"],
+)
+async def test_path_ids_take_ascii_digits_only(
+    api: TestClient[Any, Any], keyring: dict[str, str], campaign_id: int, spell: Callable[[int], str]
+) -> None:
+    write = auth(keyring["write"])
+    assert (await api.put(f"/v1/campaigns/{campaign_id}", json={"name": "x"}, headers=write)).status == 200
+    path = f"/v1/campaigns/{spell(campaign_id)}"
+    request = f"GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {write['Authorization']}\r\n"
+    status, body = await raw_request(api, (request + "Connection: close\r\n\r\n").encode())
+    assert status == 400, (path, body)  # today: 200, campaign_id itself
+    assert "campaign_id must be a whole number" in orjson.loads(body)["error"]
+
+
+@pytest.mark.parametrize("query", ["limit=1_0", f"limit={quote(digits_in(0x0660, 10))}", "after=%205", "after=-0"])
+async def test_query_integers_take_ascii_digits_only(
+    api: TestClient[Any, Any], keyring: dict[str, str], campaign_id: int, query: str
+) -> None:
+    path = f"/v1/reports/campaigns/{campaign_id}/links/1/clickers?{query}"
+    request = f"GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {keyring['read']}\r\nConnection: close\r\n\r\n"
+    status, body = await raw_request(api, request.encode())
+    assert status == 400, (query, body)
+    assert "must be a whole number" in orjson.loads(body)["error"]
+
+
+def test_whole_number_takes_ascii_digits_only() -> None:
+    assert whole_number("0") == 0 and whole_number("0042") == 42 and whole_number("18446744073709551615") == 2**64 - 1
+    for bad in ("", " 5", "5 ", "+5", "-5", "0_5", "\u0665", "\uff15", "5.0", "1e3", "\u00b2", "1" * 21, "5\n"):
+        with pytest.raises(ValueError, match="digits 0-9"):
+            whole_number(bad)
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [b"ck_KEYID_\xff\xfe", b"ck_KEYID_ok\xc3\x28", b"ck_KEYID_\xed\xa0\x80", b"ck_\xff\xfe_x", b"\x80"],
+    ids=["secret", "secret-bad-utf8", "secret-surrogate", "key-id", "lone-continuation"],
+)
+async def test_an_authorization_header_that_is_not_utf8_gets_401(
+    api: TestClient[Any, Any], keyring: dict[str, str], campaign_id: int, credentials: bytes
+) -> None:
+    # A real key's id with a secret that is not UTF-8: the lookup finds the key, then compares secrets.
+    credentials = credentials.replace(b"KEYID", keyring["write"].split("_")[1].encode())
+    for method, path in (("GET", f"/v1/campaigns/{campaign_id}"), ("POST", "/v1/clicks")):
+        request = (
+            f"{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n".encode()
+            + b"Authorization: Bearer "
+            + credentials
+            + b"\r\n\r\n"
+        )
+        status, body = await raw_request(api, request)
+        assert status == 401, (path, body)
+        assert "error" in orjson.loads(body)
+
+
+def test_one_bearer_parser() -> None:
+    assert apikeys.bearer("Bearer abc") == b"abc"
+    assert apikeys.bearer("bearer  abc ") == b"abc"
+    assert apikeys.bearer("Bearer ck_\udcff") == b"ck_\xff"  # as the bytes were sent
+    for header in ("", "Bearer", "Bearer ", "Basic abc", "Bearerabc", "abc"):
+        assert apikeys.bearer(header) is None, header
+
+
+async def test_webhook_urls_to_internal_addresses_or_with_credentials_are_refused_when_set(
+    api: TestClient[Any, Any], keyring: dict[str, str], campaign_id: int
+) -> None:
+    write = auth(keyring["write"])
+    await api.post(f"/v1/campaigns/{campaign_id}/rewrite", json={"html": MESSAGE}, headers=write)
+    url = f"/v1/campaigns/{campaign_id}/links/1/actions"
+    refused = {
+        "http://127.0.0.1:8081/v1/clicks": "is loopback",
+        "http://[::1]/": "is loopback",
+        "http://169.254.169.254/latest/meta-data/": "is link-local",
+        "http://10.0.0.5/hook": "is private",
+        "http://[::ffff:192.168.0.1]/": "is private",
+        "http://0.0.0.0:8081/": "is unspecified",
+        "http://224.0.0.1/": "is multicast",
+        "https://user:secret@hooks.example.com/in": "must not contain a user name or password",
+        "https://token@hooks.example.com/in": "must not contain a user name or password",
+    }
+    for hook, problem in refused.items():
+        resp = await api.put(url, json=[{"type": "webhook", "url": hook}], headers=write)
+        assert resp.status == 400, hook
+        error = (await resp.json())["error"]
+        assert error.startswith("actions[0].url") and problem in error, error
+        assert "secret" not in error
+    # A name passes here: what it resolves to is checked each time a webhook is delivered.
+    for hook in ("https://hooks.example.com/in", "http://localhost:9/hook"):
+        resp = await api.put(url, json=[{"type": "webhook", "url": hook}], headers=write)
+        assert resp.status == 200, hook

@@ -431,6 +431,10 @@ async def test_every_metric_named_exists_on_a_live_edge_and_collector(
         (backlog,) = values(text, "clickedge_edge_spool_bytes")
         assert 0 <= backlog < cap, f"worker {index}: spool {backlog} of {cap} bytes"
     assert values(collector_text, "clickedge_collector_database_up") == [1.0]
+    # The webhook outbox is read at each scrape too (NaN: it could not be read).
+    for gauge in ("clickedge_collector_webhook_outbox_pending", "clickedge_collector_webhook_oldest_pending_seconds"):
+        (value,) = values(collector_text, gauge)
+        assert value >= 0, f"{gauge} = {value}"
 
     # Each worker's port serves that worker's series, every one labelled with it.
     for index, samples in enumerate(workers):
@@ -444,6 +448,8 @@ async def test_every_metric_named_exists_on_a_live_edge_and_collector(
         "clickedge_edge_spool_max_bytes",
         "clickedge_collector_database_up",
         "clickedge_collector_ingest_lag_seconds_bucket",
+        "clickedge_collector_webhook_oldest_pending_seconds",
+        "clickedge_collector_webhook_deliveries_total",
         "process_resident_memory_bytes",
     }, "the name extraction found too little"
     problems = []
