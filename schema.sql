@@ -159,6 +159,10 @@ CREATE TABLE IF NOT EXISTS contact_events (
     action       jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS contact_events_contact ON contact_events (contact_id, at);
+-- [issue 11 item 18: action order] An action's place in its link's list, so the timeline shows one
+-- click's actions in the order they ran (rows from before this column: 0, and their id keeps the order).
+ALTER TABLE contact_events ADD COLUMN IF NOT EXISTS position integer NOT NULL DEFAULT 0;
+-- [end item 18]
 
 -- Webhooks to call, written with the click; a background task delivers them (at least once).
 CREATE TABLE IF NOT EXISTS webhook_outbox (
@@ -186,39 +190,75 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at   timestamptz
 );
 
--- Creates the monthly partitions of clicks from `months_back` months before now to `months_ahead` after.
--- Safe to call often and from several collectors: it takes a transaction-level advisory lock.
+-- [issue 11 item 19: clicks far from the collector's clock, and the default partition]
+-- Clicks the collector refused because of their time, with the values as the edge sent them: clicked
+-- more than CLICKEDGE_COLLECTOR_MAX_CLOCK_SKEW ahead of the collector's clock (reason 'future': the edge's
+-- clock is wrong) or more than CLICKEDGE_COLLECTOR_MAX_CLICK_AGE ago ('too_old'). Written with the rest of
+-- their batch, once per event id; never in clicks or any report.
+CREATE TABLE IF NOT EXISTS refused_clicks (
+    event_id       uuid PRIMARY KEY,
+    reason         text NOT NULL,
+    edge           text NOT NULL,
+    clicked_at_us  bigint NOT NULL,
+    campaign_id    bigint NOT NULL,
+    link_id        bigint NOT NULL,
+    contact_id     bigint,
+    sent_at        bigint NOT NULL,
+    key_id         integer NOT NULL,
+    client_ip      inet,
+    user_agent     text NOT NULL,
+    method         text NOT NULL,
+    received_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- Creates the monthly partitions of clicks from `months_back` months before now to `months_ahead` after,
+-- and one for every month that has rows in clicks_default (clicks that arrived before their month had a
+-- partition: after a long outage, say). Such a month's partition is made as a plain table, the default
+-- partition's rows for it are moved in, and it is attached; PostgreSQL cannot create a partition over
+-- rows the default partition holds for its range. Safe to call often and from several collectors: it
+-- takes a transaction-level advisory lock, and runs as one transaction.
 CREATE OR REPLACE FUNCTION clickedge_ensure_click_partitions(months_back integer, months_ahead integer)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
-    first_month date := date_trunc('month', now() AT TIME ZONE 'UTC')::date;
+    this_month date := date_trunc('month', now() AT TIME ZONE 'UTC')::date;
     m date;
     name text;
+    low timestamptz;
+    high timestamptz;
     created integer := 0;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('clickedge.click_partitions'));
-    FOR i IN -months_back .. months_ahead LOOP
-        m := (first_month + make_interval(months => i))::date;
+    FOR m IN
+        SELECT (this_month + make_interval(months => i))::date FROM generate_series(-months_back, months_ahead) i
+        UNION
+        SELECT date_trunc('month', clicked_at AT TIME ZONE 'UTC')::date FROM clicks_default
+        ORDER BY 1
+    LOOP
         name := format('clicks_%s', to_char(m, 'YYYY_MM'));
-        IF to_regclass(name) IS NULL THEN
-            -- A partition cannot be attached over rows already in the default partition for its range.
-            IF EXISTS (SELECT 1 FROM clicks_default
-                       WHERE clicked_at >= (m::timestamp AT TIME ZONE 'UTC')
-                         AND clicked_at < ((m + interval '1 month')::timestamp AT TIME ZONE 'UTC')) THEN
-                RAISE NOTICE 'clickedge: rows for % are in clicks_default; partition % not created', m, name;
-                CONTINUE;
-            END IF;
-            EXECUTE format(
-                'CREATE TABLE %I PARTITION OF clicks FOR VALUES FROM (%L) TO (%L)',
-                name,
-                m::timestamp AT TIME ZONE 'UTC',
-                (m + interval '1 month')::timestamp AT TIME ZONE 'UTC');
-            created := created + 1;
+        CONTINUE WHEN to_regclass(name) IS NOT NULL;
+        IF created = 0 THEN
+            -- Creating a partition locks clicks anyway; locking it first (before clicks_default, as ingest
+            -- does) means a concurrent batch waits instead of deadlocking with the move below.
+            LOCK TABLE ONLY clicks IN ACCESS EXCLUSIVE MODE;
         END IF;
+        low := m::timestamp AT TIME ZONE 'UTC';
+        high := (m + interval '1 month')::timestamp AT TIME ZONE 'UTC';
+        IF EXISTS (SELECT 1 FROM clicks_default WHERE clicked_at >= low AND clicked_at < high) THEN
+            EXECUTE format('CREATE TABLE %I (LIKE clicks INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+            EXECUTE format(
+                'WITH moved AS (DELETE FROM clicks_default WHERE clicked_at >= %L AND clicked_at < %L RETURNING *) '
+                'INSERT INTO %I SELECT * FROM moved', low, high, name);
+            EXECUTE format('ALTER TABLE clicks ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', name, low, high);
+            RAISE NOTICE 'clickedge: moved rows of % from clicks_default into %', m, name;
+        ELSE
+            EXECUTE format('CREATE TABLE %I PARTITION OF clicks FOR VALUES FROM (%L) TO (%L)', name, low, high);
+        END IF;
+        created := created + 1;
     END LOOP;
     RETURN created;
 END;
 $$;
+-- [end item 19]
 
 SELECT clickedge_ensure_click_partitions(1, 3);
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus
 
 import aiohttp
 import asyncpg
@@ -77,12 +77,38 @@ def ensure_ingest_secret(data_dir: Path) -> str:
     return secret
 
 
+PASSWORD_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
 def redact_dsn(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return dsn
+    """The DSN with every password in it shown as ***: the user info's, and the values of ``password=``
+    and ``sslpassword=`` query parameters (any case, percent-encoded or not). Everything else is kept as
+    written, so the user recognises their DSN."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return "<redacted>"  # not a URL (check_dsn refuses it): nothing can be kept safely
+    end = len(rest)
+    for mark in "/?#":
+        found = rest.find(mark)
+        if found >= 0:
+            end = min(end, found)
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if at and colon:
+        netloc = f"{user}:***@{hosts}"
+    before, question, query = tail.partition("?")
+    if question:
+        query, hash_, fragment = query.partition("#")
+        query = "&".join(_redact_parameter(item) for item in query.split("&")) + hash_ + fragment
+    return f"{scheme}://{netloc}{before}{question}{query}"
+
+
+def _redact_parameter(item: str) -> str:
+    name = item.partition("=")[0]
+    if unquote_plus(name).strip().lower() in PASSWORD_PARAMETERS:
+        return f"{name}=***"
+    return item
 
 
 async def wait_ready(url: str, child: Child, *, processes: int = 1, timeout: float = 60.0) -> None:

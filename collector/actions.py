@@ -110,7 +110,10 @@ async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None
 
     Clicks are taken in time order and each link's actions in their listed order; what that sequence
     does to each (contact, tag), (contact, list) and (contact, automation) is worked out here, so each
-    key is written once, with one statement per kind of change.
+    key is written once, with one statement per kind of change. The kinds touch different tables, so
+    writing them grouped by kind leaves the state that running the actions one by one, each as its own
+    statement, would leave; tests/collector/test_actions.py checks that against such a run. Webhooks
+    only go to the outbox here: their deliveries are concurrent and at least once, in no set order.
     """
     keys = sorted({(a["campaign_id"], a["link_id"]) for a in applied})
     rows = await conn.fetch(
@@ -121,7 +124,9 @@ async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None
         [k[1] for k in keys],
     )
     links = {(r["campaign_id"], r["link_id"]): r for r in rows}
-    tags: dict[tuple[int, str], tuple[bool, datetime]] = {}  # final state: present?, since when
+    # Final state: present?, since when, and whether a remove_tag came first (then the tag's added_at is
+    # this batch's, even if the contact had the tag before; an add_tag alone keeps an existing tag's).
+    tags: dict[tuple[int, str], tuple[bool, datetime, bool]] = {}
     lists: dict[tuple[int, str], tuple[bool, datetime]] = {}
     close_open_runs: dict[tuple[int, str], datetime] = {}  # runs open before this batch: ended at
     new_runs: dict[tuple[int, str], list[list[Any]]] = defaultdict(list)  # [started_at, ended_at]
@@ -139,10 +144,13 @@ async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None
             value = action[ARGUMENT[kind]]
             key = (contact, value)
             timeline.append(
-                (contact, at, click["campaign_id"], click["link_id"], event_id, orjson.dumps(action).decode())
+                (contact, at, click["campaign_id"], click["link_id"], event_id, orjson.dumps(action).decode(), index)
             )
-            if kind in ("add_tag", "remove_tag"):
-                tags[key] = (kind == "add_tag", at)
+            if kind == "add_tag":
+                present, since, replaced = tags.get(key, (False, at, False))
+                tags[key] = (True, since if present else at, replaced)  # a second add_tag changes nothing
+            elif kind == "remove_tag":
+                tags[key] = (False, at, True)
             elif kind in ("subscribe", "unsubscribe"):
                 lists[key] = (kind == "subscribe", at)
             elif kind == "start_automation":
@@ -164,13 +172,21 @@ async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None
                     "clicked_at": at.isoformat(),
                 }
                 webhooks.append((idempotency_key, value, orjson.dumps(body).decode()))
-    added = [(c, t, at) for (c, t), (present, at) in sorted(tags.items()) if present]
-    removed = [(c, t) for (c, t), (present, _) in sorted(tags.items()) if not present]
+    added = [(c, t, at) for (c, t), (present, at, replaced) in sorted(tags.items()) if present and not replaced]
+    readded = [(c, t, at) for (c, t), (present, at, replaced) in sorted(tags.items()) if present and replaced]
+    removed = [(c, t) for (c, t), (present, _, _) in sorted(tags.items()) if not present]
     if added:
         await conn.execute(
             "INSERT INTO contact_tags (contact_id, tag, added_at) SELECT * FROM "
             "unnest($1::bigint[], $2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
             *_columns(added),
+        )
+    if readded:
+        await conn.execute(
+            "INSERT INTO contact_tags (contact_id, tag, added_at) SELECT * FROM "
+            "unnest($1::bigint[], $2::text[], $3::timestamptz[]) ON CONFLICT (contact_id, tag) "
+            "DO UPDATE SET added_at = EXCLUDED.added_at",
+            *_columns(readded),
         )
     if removed:
         await conn.execute(
@@ -207,9 +223,9 @@ async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None
         )
     if timeline:
         await conn.execute(
-            "INSERT INTO contact_events (contact_id, at, campaign_id, link_id, event_id, action) "
+            "INSERT INTO contact_events (contact_id, at, campaign_id, link_id, event_id, action, position) "
             "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], "
-            "$5::uuid[], $6::jsonb[])",
+            "$5::uuid[], $6::jsonb[], $7::integer[])",
             *_columns(timeline),
         )
 

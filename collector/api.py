@@ -19,7 +19,7 @@ from collector import apikeys, campaigns, endpoints, reports
 from collector.actions import ActionError
 from collector.destinations import Network
 from collector.openapi import document
-from collector.rewriter import Rewriter
+from collector.rewriter import RewriteBusy, Rewriter
 from edge.rewrite import RewriteError, base_url_problem
 
 POOL = web.AppKey("admin_pool", asyncpg.Pool)
@@ -182,9 +182,10 @@ async def rewrite(request: web.Request) -> web.Response:
         sent_at = int(time.time())
     elif type(sent_at) is not int or not 0 <= sent_at <= MAX_ID:
         raise ApiError(400, "sent_at must be Unix seconds")
-    rewriter = request.app[REWRITER]
-    async with request.app[POOL].acquire() as conn:
-        result = await rewriter.rewrite(conn, campaign_id, html, text, contact, sent_at)
+    try:
+        result = await request.app[REWRITER].rewrite(request.app[POOL], campaign_id, html, text, contact, sent_at)
+    except RewriteBusy as exc:
+        raise ApiError(503, str(exc)) from None
     return json_response(result)
 
 

@@ -7,6 +7,7 @@ import hmac
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -14,7 +15,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from clickedge.events import BATCH_REJECTED_HEADER, BatchError, decode_batch
+from clickedge.events import BATCH_REJECTED_HEADER, BatchError, decode_batch, now_us
 from collector import api, apikeys, ingest
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
@@ -41,6 +42,7 @@ DB_UNAVAILABLE = (
     asyncpg.TooManyConnectionsError,
 )
 PARTITION_CHECK_SECONDS = 3600.0
+DEFAULT_ROWS_CAP = 10_000
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -76,10 +78,11 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         log.warning("rejected a batch: %s", exc)
         return batch_rejected(str(exc))
     metrics.batch_size.observe(len(clicks))
+    clicks, refused = ingest.check_clock(clicks, now_us(), config.max_clock_skew_us, config.max_click_age_us)
     started = time.perf_counter()
     try:
         async with asyncio.timeout(config.db_timeout), app[POOL].acquire() as conn:
-            result = await ingest.ingest(conn, edge, clicks)
+            result = await ingest.ingest(conn, edge, clicks, refused)
     except DB_UNAVAILABLE as exc:
         metrics.batch_db_error.inc()
         log.warning("database unavailable, batch of %d not written: %r", len(clicks), exc)
@@ -95,19 +98,31 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         log.error("database error on a batch of %d: %s (sqlstate %s)", len(clicks), exc, exc.sqlstate)
         return json_error(503, "database error; retry later")
     metrics.db_latency.observe(time.perf_counter() - started)
-    if clicks:
+    if clicks:  # refused ones left out: a wrong clock is not lag
         oldest_us = min(click.clicked_at_us for click in clicks)
         metrics.ingest_lag.observe(max(0.0, time.time() - oldest_us / 1e6))
     metrics.batch_ok.inc()
     metrics.clicks_received.inc(result.received)
     metrics.clicks_inserted.inc(result.inserted)
     metrics.clicks_duplicate.inc(result.duplicates)
+    for reason, count in result.newly_refused:
+        metrics.clicks_refused[reason].inc(count)
+    if refused:
+        log.warning(
+            "edge %s sent %d clicks with implausible times (%s); kept in refused_clicks",
+            edge,
+            len(refused),
+            ", ".join(f"{reason} {count}" for reason, count in Counter(r.reason for r in refused).items()),
+        )
     if result.first_clicks_with_actions and WEBHOOKS in app:
         app[WEBHOOKS].wake.set()
-    return web.Response(
-        body=orjson.dumps({"received": result.received, "inserted": result.inserted, "duplicates": result.duplicates}),
-        content_type="application/json",
-    )
+    reply = {
+        "received": result.received,
+        "inserted": result.inserted,
+        "duplicates": result.duplicates,
+        "refused": result.refused,
+    }
+    return web.Response(body=orjson.dumps(reply), content_type="application/json")
 
 
 def _authorized(request: web.Request, secret: str) -> bool:
@@ -148,6 +163,19 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(text="ready\n")
 
 
+async def default_partition_rows(app: web.Application) -> int | None:
+    """Rows in clicks_default, counted up to DEFAULT_ROWS_CAP (cheap while it is empty, as it should be);
+    None if the database does not answer within a second."""
+    try:
+        async with asyncio.timeout(1.0), app[POOL].acquire() as conn:
+            rows: int = await conn.fetchval(
+                f"SELECT count(*) FROM (SELECT 1 FROM clicks_default LIMIT {DEFAULT_ROWS_CAP}) t"  # noqa: S608 - a constant
+            )
+    except (*DB_UNAVAILABLE, asyncpg.PostgresError):
+        return None
+    return rows
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
     # The same check as /readyz, so an outage shows even while no batch arrives.
     metrics = request.app[METRICS]
@@ -156,6 +184,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
     pending, oldest = await _outbox_state(request.app) if up else (math.nan, math.nan)
     metrics.webhook_pending.set(pending)
     metrics.webhook_oldest.set(oldest)
+    rows = await default_partition_rows(request.app) if up else None
+    if rows is not None:
+        metrics.default_partition_rows.set(rows)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -178,7 +209,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_rewriter(app: web.Application) -> None:
-    app[api.REWRITER].close()
+    await app[api.REWRITER].close()
 
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -221,7 +252,13 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
-    app[api.REWRITER] = Rewriter(config.key_path, config.public_url)
+    app[api.REWRITER] = Rewriter(
+        config.key_path,
+        config.public_url,
+        workers=config.rewrite_workers,
+        queue=config.rewrite_queue,
+        timeout=config.rewrite_timeout,
+    )
     app[api.WEBHOOK_ALLOW] = config.webhook_allow_networks
     app.on_cleanup.append(_close_rewriter)
     app.router.add_post("/v1/clicks", ingest_clicks)

@@ -90,6 +90,41 @@ class CollectorConfig:
         secret=True,
         help="key that signs webhooks (default: DATA_DIR/webhook.secret, created if missing)",
     )
+    max_clock_skew: float = s.setting(
+        300.0,
+        flag="--max-clock-skew",
+        env="CLICKEDGE_COLLECTOR_MAX_CLOCK_SKEW",
+        parse=s.positive_float,
+        help="seconds a click's time may be ahead of the collector's clock; later clicks are refused",
+    )
+    max_click_age: float = s.setting(
+        366 * 86400.0,
+        flag="--max-click-age",
+        env="CLICKEDGE_COLLECTOR_MAX_CLICK_AGE",
+        parse=s.positive_float,
+        help="seconds a click may be old when it arrives (an edge's spool may hold clicks through a long outage)",
+    )
+    rewrite_workers: int = s.setting(
+        2,
+        flag="--rewrite-workers",
+        env="CLICKEDGE_COLLECTOR_REWRITE_WORKERS",
+        parse=s.positive_int,
+        help="tokenizer processes the rewrite API prepares messages in (started on first use)",
+    )
+    rewrite_queue: int = s.setting(
+        32,
+        flag="--rewrite-queue",
+        env="CLICKEDGE_COLLECTOR_REWRITE_QUEUE",
+        parse=s.positive_int,
+        help="messages that may wait for a busy tokenizer; beyond that the rewrite API answers 503",
+    )
+    rewrite_timeout: float = s.setting(
+        10.0,
+        flag="--rewrite-timeout",
+        env="CLICKEDGE_COLLECTOR_REWRITE_TIMEOUT",
+        parse=s.positive_float,
+        help="seconds a tokenizer may spend on one message; then it is killed and the message refused (400)",
+    )
     webhook_allow_networks: tuple[Network, ...] = s.setting(
         (),
         flag="--webhook-allow-networks",
@@ -100,6 +135,14 @@ class CollectorConfig:
     )
     log_level: str = s.log_level_setting()
     log_format: str = s.log_format_setting()
+
+    @property
+    def max_clock_skew_us(self) -> int:
+        return int(self.max_clock_skew * 1_000_000)
+
+    @property
+    def max_click_age_us(self) -> int:
+        return int(self.max_click_age * 1_000_000)
 
     @property
     def key_path(self) -> Path:

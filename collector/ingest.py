@@ -9,7 +9,12 @@ redelivered batch therefore changes nothing, and the caller answers 200 only aft
 
 from __future__ import annotations
 
+import ipaddress
+import uuid
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import orjson
@@ -120,32 +125,114 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
 """.replace("<qualifying click>", QUALIFYING_CLICK)
 
 
+# Clicks refused for their time: kept once per event id, with the values as received.
+REFUSE = """
+INSERT INTO refused_clicks (event_id, reason, edge, clicked_at_us, campaign_id, link_id, contact_id, sent_at,
+                            key_id, client_ip, user_agent, method)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
+                     $8::bigint[], $9::integer[], $10::inet[], $11::text[], $12::text[])
+ON CONFLICT (event_id) DO NOTHING
+RETURNING reason
+"""
+FUTURE = "future"
+TOO_OLD = "too_old"
+REASONS = (FUTURE, TOO_OLD)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    click: Click
+    reason: str  # one of REASONS
+
+
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     received: int
     inserted: int
     first_clicks_with_actions: int = 0
+    refused: int = 0  # clicks of this batch refused for their time
+    newly_refused: tuple[tuple[str, int], ...] = ()  # (reason, count) of those not refused before
 
     @property
     def duplicates(self) -> int:
-        return self.received - self.inserted
+        return self.received - self.inserted - self.refused
+
+
+def check_clock(
+    clicks: list[Click], now_us: int, max_skew_us: int, max_age_us: int
+) -> tuple[list[Click], list[Refused]]:
+    """Split a batch into the clicks to write and those refused for their time.
+
+    A click more than ``max_skew_us`` ahead of the collector's clock comes from an edge whose clock is
+    wrong; one older than ``max_age_us`` would land outside every kept partition. They are refused, not
+    clamped: clicked_at is part of a click's primary key, so a clamped click would get a new identity on
+    every redelivery (clamped to a different "now") and be counted again.
+    """
+    latest, earliest = now_us + max_skew_us, now_us - max_age_us
+    if all(earliest <= c.clicked_at_us <= latest for c in clicks):
+        return clicks, []  # the common case: one pass, no copies
+    accepted: list[Click] = []
+    refused: list[Refused] = []
+    for click in clicks:
+        if click.clicked_at_us > latest:
+            refused.append(Refused(click, FUTURE))
+        elif click.clicked_at_us < earliest:
+            refused.append(Refused(click, TOO_OLD))
+        else:
+            accepted.append(click)
+    return accepted, refused
 
 
 async def prepare_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(CREATE_STAGE)
 
 
-async def ingest(conn: asyncpg.Connection, edge: str, clicks: list[Click]) -> IngestResult:
-    """Write one batch exactly once. Returns after COMMIT; raises on any database error (nothing kept)."""
-    if not clicks:
+async def ingest(
+    conn: asyncpg.Connection, edge: str, clicks: list[Click], refused: Sequence[Refused] = ()
+) -> IngestResult:
+    """Write one batch exactly once: its clicks, and the refused ones to refused_clicks, in one transaction.
+    Returns after COMMIT; raises on any database error (nothing kept)."""
+    if not clicks and not refused:
         return IngestResult(0, 0)
-    rows = encode_stage_rows(edge, clicks)
+    received = len(clicks) + len(refused)
     async with conn.transaction():
-        # A memoryview: asyncpg would take bytes for a file name.
-        await conn.copy_to_table("click_stage", source=memoryview(rows), columns=STAGE_COLUMNS, format="binary")
-        row = await conn.fetchrow(MOVE_STAGED)
-        assert row is not None
-        applied = orjson.loads(row["applied"])
-        if applied:
-            await actions.apply(conn, applied)
-    return IngestResult(len(clicks), row["inserted"], len(applied))
+        inserted, applied = await _write_clicks(conn, edge, clicks) if clicks else (0, [])
+        newly = await _write_refused(conn, edge, refused) if refused else ()
+    return IngestResult(received, inserted, len(applied), len(refused), newly)
+
+
+async def _write_clicks(conn: asyncpg.Connection, edge: str, clicks: list[Click]) -> tuple[int, list[Any]]:
+    rows = encode_stage_rows(edge, clicks)
+    # A memoryview: asyncpg would take bytes for a file name.
+    await conn.copy_to_table("click_stage", source=memoryview(rows), columns=STAGE_COLUMNS, format="binary")
+    row = await conn.fetchrow(MOVE_STAGED)
+    assert row is not None
+    applied: list[Any] = orjson.loads(row["applied"])
+    if applied:
+        await actions.apply(conn, applied)
+    return int(row["inserted"]), applied
+
+
+async def _write_refused(
+    conn: asyncpg.Connection, edge: str, refused: Sequence[Refused]
+) -> tuple[tuple[str, int], ...]:
+    # Sorted by event id: concurrent batches with the same refused clicks lock their rows in one order.
+    ordered = sorted(refused, key=lambda r: r.click.event_id)
+    clicks = [r.click for r in ordered]
+    rows = await conn.fetch(
+        REFUSE,
+        [uuid.UUID(bytes=c.event_id) for c in clicks],
+        [r.reason for r in ordered],
+        [edge] * len(clicks),
+        [c.clicked_at_us for c in clicks],
+        [c.campaign_id for c in clicks],
+        [c.link_id for c in clicks],
+        [c.contact_id for c in clicks],
+        [c.sent_at for c in clicks],
+        [c.key_id for c in clicks],
+        [ipaddress.ip_address(c.client_ip) if c.client_ip else None for c in clicks],
+        [c.user_agent for c in clicks],
+        [c.method for c in clicks],
+    )
+    counts = Counter(r["reason"] for r in rows)
+    return tuple((reason, counts[reason]) for reason in REASONS if counts[reason])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from clickedge.metrics import new_registry
+from collector.ingest import REASONS
 
 # 100 µs .. ~30 s
 LATENCY_BUCKETS = (
@@ -68,6 +69,21 @@ class CollectorMetrics:
             "clickedge_collector_ingest_lag_seconds",
             "Per committed batch: seconds from its oldest click (at the edge) to the commit",
             buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        # [issue 11 item 19] Clicks refused for their time, and what the default partition holds.
+        refused = Counter(
+            "clickedge_collector_clicks_refused",
+            "Clicks refused for their time and kept in refused_clicks, once per event id: future (more than "
+            "CLICKEDGE_COLLECTOR_MAX_CLOCK_SKEW ahead of the collector's clock) or too_old",
+            ["reason"],
+            registry=r,
+        )
+        self.clicks_refused = {reason: refused.labels(reason) for reason in REASONS}
+        self.default_partition_rows = Gauge(
+            "clickedge_collector_default_partition_rows",
+            "Rows in clicks_default at this scrape, counted up to 10000: clicks whose month had no partition "
+            "(partition maintenance moves them into one within the hour)",
             registry=r,
         )
         deliveries = Counter(

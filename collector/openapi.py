@@ -118,6 +118,15 @@ def _op(
     return op
 
 
+def _busy(op: dict[str, Any]) -> dict[str, Any]:
+    """An operation that may answer 503 when its workers are all busy and its queue is full."""
+    op["responses"]["503"] = {
+        "description": "Every tokenizer process is busy and the queue is full; retry later",
+        "content": {"application/json": {"schema": ERROR}},
+    }
+    return op
+
+
 def document() -> dict[str, Any]:
     campaign = _id("campaign_id")
     link = _id("link_id")
@@ -181,22 +190,24 @@ def document() -> dict[str, Any]:
                 "get": _op("A campaign", "read", [campaign], obj),
             },
             "/v1/campaigns/{campaign_id}/rewrite": {
-                "post": _op(
-                    "Rewrite one recipient's message; registers the campaign's links and the recipient",
-                    "write",
-                    [campaign],
-                    obj,
-                    {
-                        "type": "object",
-                        "required": ["html"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "html": {"type": "string"},
-                            "text": {"type": "string"},
-                            "contact_id": {"type": "integer", "minimum": 1},
-                            "sent_at": {"type": "integer", "minimum": 0},
+                "post": _busy(
+                    _op(
+                        "Rewrite one recipient's message; registers the campaign's links and the recipient",
+                        "write",
+                        [campaign],
+                        obj,
+                        {
+                            "type": "object",
+                            "required": ["html"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "html": {"type": "string"},
+                                "text": {"type": "string"},
+                                "contact_id": {"type": "integer", "minimum": 1},
+                                "sent_at": {"type": "integer", "minimum": 0},
+                            },
                         },
-                    },
+                    )
                 ),
             },
             "/v1/campaigns/{campaign_id}/links": {

@@ -94,23 +94,26 @@ async def link_clickers(
 async def contact_timeline(
     conn: asyncpg.Connection, contact_id: int, *, limit: int = 1000, offset: int = 0
 ) -> list[dict[str, Any]]:
-    """Every click and every action applied for one contact, in time order, with names; a page at a time."""
+    """Every click and every action applied for one contact, with names, a page at a time: in time order,
+    each click before the actions it triggered, and those in the order the link lists them (``position``;
+    rows written before that column existed have position 0 and keep their insertion order, ``id``)."""
     rows = await conn.fetch(
         """SELECT * FROM (
                SELECT 'click' AS kind, k.clicked_at AS at, k.campaign_id, c.name AS campaign, k.link_id,
-                      l.name AS link, l.destination, k.method, NULL::jsonb AS action, k.event_id
+                      l.name AS link, l.destination, k.method, NULL::jsonb AS action, k.event_id,
+                      0 AS position, 0::bigint AS id
                FROM clicks k
                LEFT JOIN campaigns c ON c.campaign_id = k.campaign_id
                LEFT JOIN links l ON l.campaign_id = k.campaign_id AND l.link_id = k.link_id
                WHERE k.contact_id = $1
                UNION ALL
                SELECT 'action', e.at, e.campaign_id, c.name, e.link_id, l.name, l.destination, NULL, e.action,
-                      e.event_id
+                      e.event_id, e.position, e.id
                FROM contact_events e
                LEFT JOIN campaigns c ON c.campaign_id = e.campaign_id
                LEFT JOIN links l ON l.campaign_id = e.campaign_id AND l.link_id = e.link_id
                WHERE e.contact_id = $1
-           ) t ORDER BY at, kind DESC, event_id, action::text LIMIT $2 OFFSET $3""",
+           ) t ORDER BY at, kind DESC, event_id, position, id LIMIT $2 OFFSET $3""",
         contact_id,
         limit,
         offset,

@@ -2,75 +2,205 @@
 
 A campaign's message is prepared once and cached (by its content) so that each recipient's rewrite only
 mints; its links are registered in PostgreSQL the first time, and each recipient is recorded once.
-Preparing runs in a separate process with a deadline: Python's HTML tokenizer can take quadratic time on
-hostile input (CVE-2025-6069 on older Pythons), and the collector's event loop also ingests clicks.
+
+Preparing runs in tokenizer worker processes (collector/tokenizer.py), one message at a time each, with a
+deadline counted from when a worker takes the message: the collector's event loop also ingests clicks,
+and a hostile message must not hold it or anyone else's message. A message past its deadline costs only
+its own worker, which is killed and replaced; messages waiting for a worker wait in a bounded queue.
+Workers are started on first use and spoken to over pipes, so starting and killing one never blocks the
+event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import multiprocessing
-import multiprocessing.pool
+import logging
+import pickle
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from collector import campaigns
+from collector import campaigns, tokenizer
 from edge import keys
-from edge.rewrite import PreparedMessage, RewriteError, prepare
+from edge.rewrite import PreparedMessage, RewriteError
 from edge.token import TokenCodec
 
 CACHE_SIZE = 64
 MAX_MESSAGE_CHARS = 1 << 20
 PREPARE_TIMEOUT = 10.0
+START_TIMEOUT = 30.0  # a worker's imports, on a busy machine
+
+log = logging.getLogger("clickedge.collector.rewrite")
+
+
+class RewriteBusy(Exception):
+    """Every tokenizer worker is busy and the queue is full: retry later (HTTP 503)."""
+
+
+class _Worker:
+    """One tokenizer process; it is given one message at a time."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        assert proc.stdin is not None and proc.stdout is not None
+        self.stdin = proc.stdin
+        self.stdout = proc.stdout
+
+    async def call(self, html: str, text: str | None) -> tuple[str, Any]:
+        self.stdin.write(tokenizer.frame((html, text)))
+        await self.stdin.drain()
+        (size,) = tokenizer.HEADER.unpack(await self.stdout.readexactly(tokenizer.HEADER.size))
+        if size > tokenizer.MAX_FRAME:
+            raise EOFError(f"a reply of {size} bytes")
+        reply: tuple[str, Any] = pickle.loads(await self.stdout.readexactly(size))  # noqa: S301 - our own child
+        return reply
+
+    async def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        await self.proc.wait()
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """End it politely (EOF on its stdin), or kill it."""
+        self.stdin.close()
+        try:
+            async with asyncio.timeout(grace):
+                await self.proc.wait()
+        except TimeoutError:
+            await self.kill()
+
+
+class TokenizerPool:
+    """At most ``workers`` tokenizer processes; at most ``queue`` messages waiting for one."""
+
+    def __init__(self, *, workers: int = 2, queue: int = 32, timeout: float = PREPARE_TIMEOUT) -> None:
+        self.workers = workers
+        self.queue = queue
+        self.timeout = timeout
+        self._slots = asyncio.Semaphore(workers)
+        self.waiting = 0  # messages waiting for a worker
+        self.running = 0  # messages a worker is on
+        self._idle: list[_Worker] = []
+        self._live: set[_Worker] = set()
+        self._reaping: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def prepare(self, html: str, text: str | None) -> PreparedMessage:
+        if self._closed:
+            raise RewriteBusy("the collector is stopping; retry on another one")
+        if self._slots.locked() and self.waiting >= self.queue:
+            raise RewriteBusy(
+                f"all {self.workers} tokenizer processes are busy and {self.waiting} messages wait for one; "
+                "retry later (CLICKEDGE_COLLECTOR_REWRITE_WORKERS, CLICKEDGE_COLLECTOR_REWRITE_QUEUE)"
+            )
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        try:
+            if self._closed:
+                raise RewriteBusy("the collector is stopping; retry on another one")
+            worker = self._idle.pop() if self._idle else await self._spawn()
+            return await self._run(worker, html, text)
+        finally:
+            self.running -= 1
+            self._slots.release()
+
+    async def _run(self, worker: _Worker, html: str, text: str | None) -> PreparedMessage:
+        try:
+            async with asyncio.timeout(self.timeout):  # from when this worker takes the message
+                kind, value = await worker.call(html, text)
+        except TimeoutError:
+            log.warning("a message took longer than %gs to tokenize; its worker is killed", self.timeout)
+            await self._discard(worker)
+            raise RewriteError(f"the HTML could not be tokenized within {self.timeout:g}s") from None
+        except (OSError, EOFError, pickle.UnpicklingError, asyncio.IncompleteReadError) as exc:
+            await self._discard(worker)
+            log.error("a tokenizer worker failed (exit code %s): %r", worker.proc.returncode, exc)
+            raise RewriteError(
+                f"the HTML could not be tokenized: the tokenizer process ended (exit code {worker.proc.returncode})"
+            ) from None
+        except BaseException:
+            # Cancelled mid-message: its reply would be read as the next message's. Kill it without waiting
+            # here (this task is being cancelled); a reaper task awaits its exit.
+            self._live.discard(worker)
+            task = asyncio.get_running_loop().create_task(worker.kill())
+            self._reaping.add(task)
+            task.add_done_callback(self._reaping.discard)
+            raise
+        self._idle.append(worker)
+        if kind == "error":
+            raise RewriteError(value)
+        assert isinstance(value, PreparedMessage)
+        return value
+
+    async def _spawn(self) -> _Worker:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "collector.tokenizer",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise RewriteBusy(f"could not start a tokenizer process: {exc}") from None
+        worker = _Worker(proc)
+        self._live.add(worker)
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                ready = await worker.stdout.readexactly(len(tokenizer.READY))
+        except (TimeoutError, asyncio.IncompleteReadError):
+            ready = b""
+        if ready != tokenizer.READY:
+            await self._discard(worker)
+            raise RewriteBusy(f"a tokenizer process did not start (exit code {proc.returncode}); see the log")
+        return worker
+
+    async def _discard(self, worker: _Worker) -> None:
+        self._live.discard(worker)
+        await worker.kill()
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        busy = self._live - set(idle)
+        self._live.clear()
+        await asyncio.gather(
+            *(w.stop() for w in idle), *(w.kill() for w in busy), *self._reaping, return_exceptions=True
+        )
 
 
 class Rewriter:
-    def __init__(self, key_path: Path, public_url: str) -> None:
+    def __init__(
+        self,
+        key_path: Path,
+        public_url: str,
+        *,
+        workers: int = 2,
+        queue: int = 32,
+        timeout: float = PREPARE_TIMEOUT,
+    ) -> None:
         self._key_path = key_path
         self._public_url = public_url
         self._codec: TokenCodec | None = None
         self._prepared: OrderedDict[tuple[int, bytes], tuple[PreparedMessage, bool]] = OrderedDict()
-        self._pool: multiprocessing.pool.Pool | None = None
+        self.tokenizers = TokenizerPool(workers=workers, queue=queue, timeout=timeout)
 
     async def _prepare(self, html: str, text: str | None) -> PreparedMessage:
         if len(html) + len(text or "") > MAX_MESSAGE_CHARS:
             raise RewriteError(f"the message is larger than {MAX_MESSAGE_CHARS} characters")
-        if self._pool is None:
-            self._pool = multiprocessing.get_context("spawn").Pool(processes=1)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[PreparedMessage] = loop.create_future()
+        return await self.tokenizers.prepare(html, text)
 
-        def settle(result: PreparedMessage | None, exc: BaseException | None) -> None:
-            if done.done():
-                return
-            if exc is not None:
-                done.set_exception(exc)
-            else:
-                assert result is not None
-                done.set_result(result)
-
-        # The pool calls these from its result thread: hand over to the event loop.
-        def ok(result: PreparedMessage) -> None:
-            loop.call_soon_threadsafe(settle, result, None)
-
-        def failed(exc: BaseException) -> None:
-            loop.call_soon_threadsafe(settle, None, exc)
-
-        self._pool.apply_async(prepare, (html, text), callback=ok, error_callback=failed)
-        try:
-            return await asyncio.wait_for(done, PREPARE_TIMEOUT)
-        except TimeoutError:
-            self.close()  # the stuck tokenizer goes with its process; the next message gets a new one
-            raise RewriteError(f"the HTML could not be tokenized within {PREPARE_TIMEOUT:.0f}s") from None
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool = None
+    async def close(self) -> None:
+        await self.tokenizers.close()
 
     def _minter(self) -> TokenCodec:
         if self._codec is None:
@@ -81,9 +211,11 @@ class Rewriter:
         return self._codec
 
     async def rewrite(
-        self, conn: asyncpg.Connection, campaign_id: int, html: str, text: str | None, contact: int | None, sent_at: int
+        self, pool: asyncpg.Pool, campaign_id: int, html: str, text: str | None, contact: int | None, sent_at: int
     ) -> dict[str, Any]:
-        tracking, tracking_url = await campaigns.ensure_campaign(conn, campaign_id)
+        # No database connection is held while the message waits for a tokenizer: the pool also serves ingest.
+        async with pool.acquire() as conn:
+            tracking, tracking_url = await campaigns.ensure_campaign(conn, campaign_id)
         if not tracking:
             return {"html": html, "text": text, "tracking": False, "links": []}
         digest = hashlib.sha256(html.encode() + b"\0" + (text or "").encode()).digest()
@@ -91,14 +223,15 @@ class Rewriter:
         if cached is None:
             cached = (await self._prepare(html, text), False)
         message, registered = cached
-        if not registered:
-            await campaigns.register_links(conn, campaign_id, message.links)
-        self._prepared[(campaign_id, digest)] = (message, True)
-        self._prepared.move_to_end((campaign_id, digest))
-        while len(self._prepared) > CACHE_SIZE:
-            self._prepared.popitem(last=False)
-        if contact is not None:
-            await campaigns.record_recipient(conn, campaign_id, contact)
+        async with pool.acquire() as conn:
+            if not registered:
+                await campaigns.register_links(conn, campaign_id, message.links)
+            self._prepared[(campaign_id, digest)] = (message, True)
+            self._prepared.move_to_end((campaign_id, digest))
+            while len(self._prepared) > CACHE_SIZE:
+                self._prepared.popitem(last=False)
+            if contact is not None:
+                await campaigns.record_recipient(conn, campaign_id, contact)
         out_html, out_text = message.render(
             self._minter(),
             base_url=tracking_url or self._public_url,

@@ -206,6 +206,22 @@ def _untrackable(url: str) -> str | None:
     return None
 
 
+# Python 3.11's tokenizer is quadratic on a few malformed inputs (CVE-2025-6069 and relatives). Measured
+# with 80 000 characters: "<a " repeated took 86 s, '<a x="' 23 s, "<!--" 4 s, "</", "<?", "<![if x" and
+# "<!--[if x]>" 0.2 to 0.9 s, each doubling of the input taking about four times as long. Two causes:
+# 1. An unclosed "<a", "</", "<?", "<!…" is scanned to the end of the document, and with no ">" after it
+#    the next "<" is tried the same way. Every construct the tokenizer reports ends with ">", so whatever
+#    follows the last ">" yields no edit: only the document up to it is fed.
+# 2. The end of a comment ("-->") or marked section ("]]>", "]>") is searched for anew from every "<!--"
+#    or "<![" that starts one, to the end of the document when there is none. _LinkFinder remembers
+#    where a search found nothing. These are _markupbase's patterns.
+_COMMENT_CLOSE = re.compile(r"--\s*>")
+_SECTION_CLOSE = re.compile(r"]\s*]\s*>")
+_MS_SECTION_CLOSE = re.compile(r"]\s*>")
+_SECTION_KINDS = {"temp", "cdata", "ignore", "include", "rcdata"}
+_MS_SECTION_KINDS = {"if", "else", "endif"}
+
+
 class _LinkFinder(HTMLParser):
     """Collects edits as (start, end, kind, payload) offsets into the source document."""
 
@@ -219,10 +235,50 @@ class _LinkFinder(HTMLParser):
         for i, ch in enumerate(source):
             if ch == "\n":
                 self._line_starts.append(i + 1)
+        self._fed = 0
+        self._nothing_from: dict[re.Pattern[str], int] = {}
 
     def scan(self) -> None:
-        self.feed(self.source)
+        self._fed = self.source.rfind(">") + 1
+        self.feed(self.source[: self._fed])  # see _COMMENT_CLOSE for why not the rest
         self.close()
+
+    def _search(self, pattern: re.Pattern[str], i: int) -> re.Match[str] | None:
+        """``pattern.search(self.rawdata, i)``, but a search from where an earlier one found nothing (or
+        from further on) is answered without scanning again. rawdata is always a suffix of what was fed."""
+        at = self._fed - len(self.rawdata) + i
+        if at >= self._nothing_from.get(pattern, self._fed + 1):
+            return None
+        match = pattern.search(self.rawdata, i)
+        if match is None:
+            self._nothing_from[pattern] = at
+        return match
+
+    def parse_comment(self, i: int, report: bool = True) -> int:
+        # _markupbase.ParserBase.parse_comment, with a remembered search.
+        match = self._search(_COMMENT_CLOSE, i + 4)
+        if match is None:
+            return -1
+        if report:
+            self.handle_comment(self.rawdata[i + 4 : match.start()])
+        return match.end()
+
+    def parse_marked_section(self, i: int, report: bool = True) -> int:
+        # _markupbase.ParserBase.parse_marked_section, with a remembered search.
+        name, j = self._scan_name(i + 3, i)  # type: ignore[attr-defined]  # _markupbase's, not in typeshed
+        if j < 0:
+            return int(j)
+        if name in _SECTION_KINDS:
+            match = self._search(_SECTION_CLOSE, i + 3)
+        elif name in _MS_SECTION_KINDS:
+            match = self._search(_MS_SECTION_CLOSE, i + 3)
+        else:
+            raise AssertionError(f"unknown status keyword {self.rawdata[i + 3 : j]!r} in marked section")
+        if match is None:
+            return -1
+        if report:
+            self.unknown_decl(self.rawdata[i + 3 : match.start()])
+        return match.end()
 
     def _offset(self) -> int:
         line, column = self.getpos()

@@ -9,9 +9,11 @@ import socket
 import stat
 import sys
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import asyncpg
+import pytest
 
 from clickedge.pgembed import free_port
 from clickedge.stack import redact_dsn
@@ -21,9 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class Stack:
-    def __init__(self, proc: asyncio.subprocess.Process, banner: dict[str, str]) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, banner: dict[str, str], output: str) -> None:
         self.proc = proc
         self.banner = banner
+        self.output = output  # everything printed up to the banner's last line
 
 
 async def start_up(data_dir: Path, env: dict[str, str], ports: tuple[int, int] | None = None, *options: str) -> Stack:
@@ -45,14 +48,16 @@ async def start_up(data_dir: Path, env: dict[str, str], ports: tuple[int, int] |
     )
     assert proc.stdout is not None
     banner: dict[str, str] = {}
+    output = []
     async with asyncio.timeout(60):
         while "sample link" not in banner:
             line = (await proc.stdout.readline()).decode()
             assert line, f"clickedge up exited early with {await proc.wait()}"
+            output.append(line)
             key, _, value = line.strip().partition("  ")
             if value:
                 banner[key.strip()] = value.strip()
-    return Stack(proc, banner)
+    return Stack(proc, banner, "".join(output))
 
 
 async def stop(stack: Stack) -> int:
@@ -287,5 +292,45 @@ async def test_up_passes_the_configuration_file_on_to_the_edge_and_the_collector
             ) as r:
                 assert r.status == 413  # [collector] max_body_bytes reached the collector
                 assert "larger than 1000 bytes" in (await r.json())["error"]
+    finally:
+        assert await stop(stack) == 0
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://app:s3cret@db:5432/clicks", "postgresql://app:***@db:5432/clicks"),
+        ("postgresql://app@db/clicks?password=s3cret", "postgresql://app@db/clicks?password=***"),
+        (
+            "postgres://db/clicks?sslmode=verify-full&sslpassword=k3y&PASSWORD=s3cret&application_name=x",
+            "postgres://db/clicks?sslmode=verify-full&sslpassword=***&PASSWORD=***&application_name=x",
+        ),
+        ("postgresql://db/clicks?SslPassword=k3y", "postgresql://db/clicks?SslPassword=***"),
+        ("postgresql://db/clicks?pass%77ord=s3cret", "postgresql://db/clicks?pass%77ord=***"),  # "password"
+        ("postgresql://app:p@ss:w@rd@db/clicks", "postgresql://app:***@db/clicks"),  # an unencoded "@"
+        (
+            "postgresql://app:s3cret@h1:5432,h2:5433/clicks?password=s3cret",
+            "postgresql://app:***@h1:5432,h2:5433/clicks?password=***",
+        ),
+        ("postgresql:///clicks?host=/run/pg&password=s3cret", "postgresql:///clicks?host=/run/pg&password=***"),
+        ("postgresql://app@db/clicks?application_name=pw", "postgresql://app@db/clicks?application_name=pw"),
+        ("host=db password=s3cret", "<redacted>"),  # not a URL: nothing of it is shown
+    ],
+)
+def test_redact_dsn_hides_every_password(dsn: str, shown: str) -> None:
+    assert redact_dsn(dsn) == shown
+    assert "s3cret" not in redact_dsn(dsn) and "k3y" not in redact_dsn(dsn)
+
+
+async def test_up_never_prints_a_password_given_as_a_query_parameter(tmp_path: Path, database_url: str) -> None:
+    parts = urlsplit(database_url)
+    password = parts.password
+    assert password
+    dsn = f"postgresql://{parts.username}@{parts.hostname}:{parts.port}{parts.path}?password={quote(password)}"
+    stack = await start_up(tmp_path / "state", {**os.environ, "CLICKEDGE_DATABASE_URL": dsn})
+    try:
+        assert stack.banner["database"].startswith(f"postgresql://{parts.username}@{parts.hostname}:")
+        assert "?password=***" in stack.banner["database"]
+        assert password not in stack.output and quote(password) not in stack.output
     finally:
         assert await stop(stack) == 0

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from collector import apikeys, campaigns
 from collector.app import WEBHOOKS, create_app
 from collector.config import CollectorConfig
 from edge.rewrite import LinkSlot
+from tests.collector.clock import RECENT_MS, RECENT_S, RECENT_US
 from tests.conftest import INGEST_SECRET, eventually
 
 INGEST = {"Authorization": f"Bearer {INGEST_SECRET}"}
@@ -83,7 +85,7 @@ async def setup_link(db: asyncpg.Connection, campaign_id: int, actions: list[dic
 
 def clicks(campaign_id: int, contacts: list[int], *, ids: EventIds | None = None, at: int = 0) -> bytes:
     ids = ids or EventIds()
-    base = 1_790_000_000_000_000 + at
+    base = RECENT_US + at
     rows = [
         [
             ids.next(base // 1000 + i),
@@ -91,7 +93,7 @@ def clicks(campaign_id: int, contacts: list[int], *, ids: EventIds | None = None
             campaign_id,
             1,
             contact,
-            1_789_990_000,
+            RECENT_S - 10_000,
             1,
             "192.0.2.1",
             "ua",
@@ -301,8 +303,8 @@ async def test_two_links_with_the_same_list_clicked_in_one_batch(
     ids = EventIds()
     rows = [
         [
-            ids.next(1_790_000_000_000),
-            1_790_000_000_000_000 + link,
+            ids.next(RECENT_MS),
+            RECENT_US + link,
             campaign_id,
             link,
             contact,
@@ -440,3 +442,132 @@ async def test_credentials_and_queries_in_webhook_urls_are_never_logged_or_recor
     for secret in ("hookuser", "s3cretpw", "t0psecret"):
         assert secret not in logged
         assert all(secret not in error for error in errors), errors
+
+
+async def apply_one_by_one(db: asyncpg.Connection, contact: int, steps: list[tuple[Any, dict[str, str]]]) -> None:
+    """The reference: each action alone, as its own statement, in the order given."""
+    for at, action in steps:
+        kind, value = action["type"], next(v for k, v in action.items() if k != "type")
+        if kind == "add_tag":
+            await db.execute("INSERT INTO contact_tags VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", contact, value, at)
+        elif kind == "remove_tag":
+            await db.execute("DELETE FROM contact_tags WHERE contact_id = $1 AND tag = $2", contact, value)
+        elif kind in ("subscribe", "unsubscribe"):
+            await db.execute(
+                "INSERT INTO list_memberships VALUES ($1, $2, $3, $4) ON CONFLICT (contact_id, list) "
+                "DO UPDATE SET subscribed = EXCLUDED.subscribed, changed_at = EXCLUDED.changed_at",
+                contact,
+                value,
+                kind == "subscribe",
+                at,
+            )
+        elif kind == "start_automation":
+            await db.execute(
+                "INSERT INTO automation_runs VALUES ($1, $2, $3, NULL) ON CONFLICT DO NOTHING", contact, value, at
+            )
+        elif kind == "end_automation":
+            await db.execute(
+                "UPDATE automation_runs SET ended_at = $3 WHERE contact_id = $1 AND automation = $2 "
+                "AND ended_at IS NULL",
+                contact,
+                value,
+                at,
+            )
+
+
+async def full_state(db: asyncpg.Connection, contact: int) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        "tags": [
+            tuple(r)
+            for r in await db.fetch("SELECT tag, added_at FROM contact_tags WHERE contact_id = $1 ORDER BY 1", contact)
+        ],
+        "runs": [
+            tuple(r)
+            for r in await db.fetch(
+                "SELECT automation, started_at, ended_at FROM automation_runs WHERE contact_id = $1 ORDER BY 1, 2",
+                contact,
+            )
+        ],
+        "lists": [
+            tuple(r)
+            for r in await db.fetch(
+                "SELECT list, subscribed, changed_at FROM list_memberships WHERE contact_id = $1 ORDER BY 1", contact
+            )
+        ],
+    }
+
+
+async def give_history(db: asyncpg.Connection, contact: int) -> None:
+    """What the contact had before the click: tags, an open automation run, an unsubscribed list."""
+    await db.execute("INSERT INTO contact_tags VALUES ($1, 'vip', '2020-01-01Z'), ($1, 'cold', '2020-01-01Z')", contact)
+    await db.execute("INSERT INTO automation_runs VALUES ($1, 'trial', '2020-01-02Z', NULL)", contact)
+    await db.execute("INSERT INTO list_memberships VALUES ($1, 'offers', false, '2020-01-03Z')", contact)
+
+
+async def test_one_clicks_actions_run_and_show_in_the_order_listed(
+    collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    receiver = Receiver(failures=0)
+    async with TestServer(receiver.app) as server:
+        hook = f"http://127.0.0.1:{server.port}/hook"
+        first = [  # the order of the report: add_tag, remove_tag, start_automation, subscribe, webhook
+            {"type": "add_tag", "tag": "pricing"},
+            {"type": "remove_tag", "tag": "cold"},
+            {"type": "start_automation", "automation": "trial"},
+            {"type": "subscribe", "list": "offers"},
+            {"type": "webhook", "url": hook},
+        ]
+        second = [  # where order changes the outcome
+            {"type": "remove_tag", "tag": "vip"},
+            {"type": "add_tag", "tag": "vip"},  # back, as of this click
+            {"type": "add_tag", "tag": "pricing"},  # already there since the first click: unchanged
+            {"type": "end_automation", "automation": "trial"},  # both runs
+            {"type": "unsubscribe", "list": "offers"},
+            {"type": "subscribe", "list": "offers"},
+        ]
+        await campaigns.upsert_campaign(db, campaign_id, name="Order")
+        await campaigns.register_links(
+            db,
+            campaign_id,
+            [LinkSlot(1, "https://a.example.com/", "A", "html"), LinkSlot(2, "https://b.example.com/", "B", "html")],
+        )
+        await campaigns.set_actions(db, campaign_id, 1, first, "test")
+        await campaigns.set_actions(db, campaign_id, 2, second, "test")
+        contact, twin = campaign_id * 10, campaign_id * 10 + 1
+        for someone in (contact, twin):
+            await give_history(db, someone)
+        ids = EventIds()
+        t0 = RECENT_US
+        rows = [  # one batch: link 1, then link 2 a millisecond later
+            [ids.next(t0 // 1000 + n), t0 + n * 1000, campaign_id, link, contact, 0, 1, "192.0.2.1", "u", "GET"]
+            for n, link in enumerate((1, 2))
+        ]
+        body = orjson.dumps({"v": 1, "edge": "e", "clicks": rows})
+        assert (await collectors[0].post("/v1/clicks", data=body, headers=INGEST)).status == 200
+
+        key = await apikeys.create(db, "reader", ["read"])
+        resp = await collectors[1].get(
+            f"/v1/reports/contacts/{contact}/timeline", headers={"Authorization": f"Bearer {key}"}
+        )
+        events = (await resp.json())["events"]
+        assert [(e["kind"], e["link"]["id"], e.get("action")) for e in events] == [
+            ("click", 1, None),
+            *[("action", 1, a) for a in first],
+            ("click", 2, None),
+            *[("action", 2, a) for a in second],
+        ]
+        # The state equals running the actions one by one, in order, on a contact with the same history.
+        times = [datetime.fromtimestamp((t0 + n * 1000) / 1e6, UTC) for n in range(2)]
+        await apply_one_by_one(db, twin, [(times[0], a) for a in first] + [(times[1], a) for a in second])
+        assert await full_state(db, contact) == await full_state(db, twin)
+        state = await full_state(db, contact)
+        assert state["tags"] == [("pricing", times[0]), ("vip", times[1])]
+        assert state["lists"] == [("offers", True, times[1])]
+
+        async def delivered() -> bool:
+            return len(receiver.requests) == 1
+
+        try:
+            await eventually(delivered, timeout=15)
+        finally:
+            await settle(db, [hook])

@@ -23,6 +23,7 @@ from collector.app import create_app
 from collector.config import CollectorConfig
 from edge import keys
 from edge.token import LINK_PATH
+from tests.collector.clock import RECENT_MS, RECENT_US
 from tests.conftest import INGEST_SECRET
 
 MESSAGE = (
@@ -246,7 +247,7 @@ async def test_csv_exports_neutralise_formulas(
     await api.post(f"/v1/campaigns/{campaign_id}/rewrite", json={"html": html}, headers=write)
     contact = campaign_id
     ids = EventIds()
-    click = [ids.next(1_790_000_000_000), 1_790_000_000_000_000, campaign_id, 1, contact, 0, 1, "192.0.2.1", "u", "GET"]
+    click = [ids.next(RECENT_MS), RECENT_US, campaign_id, 1, contact, 0, 1, "192.0.2.1", "u", "GET"]
     body = orjson.dumps({"v": 1, "edge": "e", "clicks": [click]})
     assert (await api.post("/v1/clicks", data=body, headers={"Authorization": f"Bearer {INGEST_SECRET}"})).status == 200
     resp = await api.get(f"/v1/reports/contacts/{contact}/timeline?format=csv", headers=write)

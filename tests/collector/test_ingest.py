@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from clickedge.events import EventIds
 from collector.app import create_app
 from collector.config import CollectorConfig
+from tests.collector.clock import RECENT_S, RECENT_US
 from tests.conftest import INGEST_SECRET
 
 AUTH = {"Authorization": f"Bearer {INGEST_SECRET}"}
@@ -28,7 +29,7 @@ async def client(database_url: str) -> AsyncIterator[TestClient[Any, Any]]:
         yield client
 
 
-def batch(campaign_id: int, n: int, *, contact_base: int = 1, at: int = 1_790_000_000_000_000) -> dict[str, Any]:
+def batch(campaign_id: int, n: int, *, contact_base: int = 1, at: int = RECENT_US) -> dict[str, Any]:
     ids = EventIds()
     ua = "Mozilla/5.0 (test)"
     rows = [
@@ -38,7 +39,7 @@ def batch(campaign_id: int, n: int, *, contact_base: int = 1, at: int = 1_790_00
             campaign_id,
             i % 3,
             contact_base + i,
-            1_789_990_000,
+            RECENT_S - 10_000,
             1,
             "198.51.100.7",
             ua,
@@ -63,12 +64,12 @@ async def test_batch_is_written_with_every_field(
     doc = batch(campaign_id, 5)
     resp = await client.post("/v1/clicks", data=orjson.dumps(doc), headers=AUTH)
     assert resp.status == 200
-    assert await resp.json() == {"received": 5, "inserted": 5, "duplicates": 0}
+    assert await resp.json() == {"received": 5, "inserted": 5, "duplicates": 0, "refused": 0}
     rows = await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY contact_id", campaign_id)
     assert len(rows) == 5
     first = rows[0]
     assert first["event_id"] == uuid.UUID(doc["clicks"][0][0])
-    assert first["clicked_at"].timestamp() == 1_790_000_000
+    assert first["clicked_at"].timestamp() == RECENT_S
     assert (first["link_id"], first["contact_id"], first["key_id"]) == (0, 1, 1)
     assert str(first["client_ip"]) == "198.51.100.7"
     assert (first["user_agent"], first["method"], first["edge"]) == (
@@ -93,7 +94,7 @@ async def test_redelivered_batch_changes_nothing(
 
     resp = await client.post("/v1/clicks", data=body, headers=AUTH)
     assert resp.status == 200
-    assert await resp.json() == {"received": 50, "inserted": 0, "duplicates": 50}
+    assert await resp.json() == {"received": 50, "inserted": 0, "duplicates": 50, "refused": 0}
     assert await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id) == before_rows
     assert await db.fetch("SELECT * FROM link_click_counts WHERE campaign_id = $1", campaign_id) == before_counts
     assert await metric(client, "clickedge_collector_clicks_duplicate_total") == duplicates_before + 50
@@ -122,7 +123,7 @@ async def test_partly_new_batch_applies_only_the_new_rows(
     first = {**doc, "clicks": doc["clicks"][:2]}
     assert (await client.post("/v1/clicks", data=orjson.dumps(first), headers=AUTH)).status == 200
     resp = await client.post("/v1/clicks", data=orjson.dumps(doc), headers=AUTH)
-    assert await resp.json() == {"received": 4, "inserted": 2, "duplicates": 2}
+    assert await resp.json() == {"received": 4, "inserted": 2, "duplicates": 2, "refused": 0}
     total = await db.fetchval("SELECT sum(clicks) FROM link_click_counts WHERE campaign_id = $1", campaign_id)
     assert total == 4
 

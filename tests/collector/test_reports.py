@@ -22,6 +22,7 @@ from collector import apikeys, campaigns
 from collector.app import create_app
 from collector.config import CollectorConfig
 from edge.rewrite import LinkSlot
+from tests.collector.clock import RECENT_MS, RECENT_US
 from tests.conftest import INGEST_SECRET
 
 INGEST = {"Authorization": f"Bearer {INGEST_SECRET}"}
@@ -84,8 +85,8 @@ async def _check(
         for batch in batches:
             rows = [
                 [
-                    ids.next(1_790_000_000_000),
-                    1_790_000_000_000_000 + at,
+                    ids.next(RECENT_MS),
+                    RECENT_US + at,
                     campaign_id,
                     link,
                     contact or None,
@@ -136,7 +137,7 @@ async def test_clickers_page_and_export_as_csv(database_url: str, data_dir: Path
     headers = {"Authorization": f"Bearer {key}"}
     ids = EventIds()
     rows = [
-        [ids.next(1_790_000_000_000), 1_790_000_000_000_000 + n, campaign_id, 1, contact, 0, 1, "192.0.2.1", "u", "GET"]
+        [ids.next(RECENT_MS), RECENT_US + n, campaign_id, 1, contact, 0, 1, "192.0.2.1", "u", "GET"]
         for n, contact in enumerate([*range(1, 2501), 7, 7])
     ]
     async with TestClient(TestServer(create_app(config))) as api:
