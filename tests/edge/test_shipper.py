@@ -32,9 +32,10 @@ from collector.config import CollectorConfig
 from edge.metrics import EdgeMetrics
 from edge.shipper import MOVED, NOTHING_YET, Shipper
 from edge.spool import HEADER, MAGIC, Batch, Spool, SpoolView, _name
+from tests.collector.clock import RECENT_US
 from tests.conftest import INGEST_SECRET, eventually
 
-NOW_US = 1_790_000_000_000_000  # 2026-09-21: a recent click
+NOW_US = RECENT_US  # the collector takes only clicks near its clock
 
 
 def click(campaign_id: int, n: int, method: str = "GET", user_agent: str = "test") -> bytes:

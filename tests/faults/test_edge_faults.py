@@ -23,6 +23,7 @@ import pytest
 
 from clickedge.events import EventIds, click_payload
 from edge.spool import HEADER_SIZE, Spool, frame, parse
+from tests.collector.clock import RECENT_US
 from tests.conftest import eventually, require
 from tests.faults.harness import (
     CollectorProc,
@@ -296,8 +297,8 @@ async def test_a_batch_the_collector_refuses_is_dead_lettered_and_the_rest_flows
     ids = EventIds()
     for n, ((contact, link), _) in enumerate(good):
         method = "PURGE" if n == 3 else "GET"
-        payload = click_payload(1_790_000_000_000_000 + n, campaign_id, link, contact, 0, 1, "192.0.2.1", "ua", method)
-        assert spool.append(ids.next_bytes(1_790_000_000_000), payload)
+        payload = click_payload(RECENT_US + n, campaign_id, link, contact, 0, 1, "192.0.2.1", "ua", method)
+        assert spool.append(ids.next_bytes(RECENT_US // 1000), payload)
     spool.close()
     refused = good[3][0]
 
