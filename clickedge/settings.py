@@ -238,6 +238,16 @@ def ingest_secret_setting(help: str) -> Any:
     return setting("", flag="--ingest-secret", env="CLICKEDGE_INGEST_SECRET", parse=text, secret=True, help=help)
 
 
+def watchdog_setting() -> Any:
+    return setting(
+        10.0,
+        flag="--watchdog-timeout",
+        env="CLICKEDGE_WATCHDOG_TIMEOUT",
+        parse=non_negative_float,
+        help="seconds a supervised process's event loop may go silent before it is killed and restarted (0: off)",
+    )
+
+
 def log_level_setting() -> Any:
     return setting(
         "INFO",

@@ -64,6 +64,7 @@ class UpConfig:
         parse=s.http_url,
         help="base URL of tracked links (default http://127.0.0.1:EDGE_PORT)",
     )
+    watchdog_timeout: float = s.watchdog_setting()
     log_level: str = s.log_level_setting()
     log_format: str = s.log_format_setting("text")
 
@@ -175,7 +176,7 @@ async def up(config: UpConfig, config_file: s.ConfigFile | None = None) -> int:
 
 async def _up(config: UpConfig, config_file: s.ConfigFile | None) -> int:
     stop = asyncio.Event()
-    supervisor = Supervisor()
+    supervisor = Supervisor(watchdog_timeout=config.watchdog_timeout)
     pg: EmbeddedPostgres | None = None
 
     def force() -> None:  # a second Ctrl-C: nothing we started may outlive us
@@ -212,6 +213,8 @@ async def _up(config: UpConfig, config_file: s.ConfigFile | None) -> int:
             # apply to the edge and the collector too. Their other settings come from their tables.
             "CLICKEDGE_LOG_LEVEL": config.log_level,
             "CLICKEDGE_LOG_FORMAT": config.log_format,
+            # And one watchdog: the edge's own supervisor (--workers N) watches its workers the same way.
+            "CLICKEDGE_WATCHDOG_TIMEOUT": str(config.watchdog_timeout),
         }
         if config_file is not None:
             env[s.CONFIG_ENV] = str(config_file.path)

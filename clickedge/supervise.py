@@ -1,4 +1,12 @@
-"""Runs child processes, restarts one that dies with backoff, and stops them all in order."""
+"""Runs child processes, restarts one that dies or hangs with backoff, and stops them all in order.
+
+A hung child is one whose event loop has stopped turning: it answers no health check, ignores SIGTERM,
+and would never exit by itself. Each child gets a heartbeat pipe (its write end's number in
+CLICKEDGE_HEARTBEAT_FD) and writes a byte to it once a second from a timer on its event loop
+(``start_heartbeat``), which is what its /healthz would tell if the workers did not share one port. A
+child silent for ``watchdog_timeout`` seconds (FIRST_BEAT_GRACE before its first beat, for start-up) is
+killed with SIGKILL and restarted like one that crashed; its spool keeps every answered click.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +31,9 @@ RESTARTS_ENV = "CLICKEDGE_RESTARTS"  # tells a child how often its slot was rest
 RESTART_BACKOFF_START = 0.5
 RESTART_BACKOFF_CAP = 30.0
 STABLE_AFTER = 30.0  # a child that ran this long resets its backoff
+HEARTBEAT_ENV = "CLICKEDGE_HEARTBEAT_FD"
+HEARTBEAT_INTERVAL = 1.0
+FIRST_BEAT_GRACE = 60.0  # start-up before the first beat: opening a spool with a backlog, connecting
 
 
 @dataclass
@@ -33,30 +45,96 @@ class Child:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     _backoff: float = field(default=RESTART_BACKOFF_START)
+    _heartbeat: int = -1  # the read end of this process's heartbeat pipe
+    _deadline: float = 0.0  # when it counts as hung if no beat comes
+    hung: int = 0  # times it was killed for not beating
 
 
 class Supervisor:
-    def __init__(self) -> None:
+    def __init__(self, *, watchdog_timeout: float = 0.0) -> None:
         self.children: list[Child] = []
         self.stopping = False
+        self.watchdog_timeout = watchdog_timeout  # 0: no heartbeat, no watchdog
         self._watchers: set[asyncio.Task[None]] = set()
         self.failed = asyncio.Event()  # set when a child that must not be restarted exits
 
     async def start(self, child: Child) -> None:
-        await self._spawn(child)
         self.children.append(child)
-        task = asyncio.create_task(self._watch(child), name=f"watch-{child.name}")
-        self._watchers.add(task)
-        task.add_done_callback(self._watchers.discard)
+        await self._spawn(child)
+        self._keep(asyncio.create_task(self._watch(child), name=f"watch-{child.name}"))
 
     async def _spawn(self, child: Child) -> None:
         # A session of its own: a Ctrl-C at the terminal reaches only the supervisor, which then stops
         # the children in order (edge first, database last) instead of all at once.
         env = {**(child.env if child.env is not None else os.environ), RESTARTS_ENV: str(child.restarts)}
-        child.process = await asyncio.create_subprocess_exec(
-            *child.argv, env=env, start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM)
-        )
+        env.pop(HEARTBEAT_ENV, None)  # never pass on our own supervisor's pipe: that descriptor is not theirs
+        write_end = -1
+        if self.watchdog_timeout > 0:
+            self._forget_heartbeat(child)
+            child._heartbeat, write_end = os.pipe()
+            os.set_blocking(child._heartbeat, False)
+            env[HEARTBEAT_ENV] = str(write_end)
+        try:
+            child.process = await asyncio.create_subprocess_exec(
+                *child.argv,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),
+                pass_fds=(write_end,) if write_end >= 0 else (),
+            )
+        finally:
+            if write_end >= 0:
+                os.close(write_end)
+        if child._heartbeat >= 0:
+            loop = asyncio.get_running_loop()
+            child._deadline = loop.time() + FIRST_BEAT_GRACE
+            loop.add_reader(child._heartbeat, self._beat, child)
+            if not any(task.get_name() == "watchdog" for task in self._watchers):
+                self._keep(asyncio.create_task(self._watchdog(), name="watchdog"))
         log.info("started %s (pid %d)", child.name, child.process.pid)
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    def _beat(self, child: Child) -> None:
+        try:
+            alive = bool(os.read(child._heartbeat, 4096))
+        except BlockingIOError:
+            return
+        except OSError:
+            alive = False
+        if alive:
+            child._deadline = asyncio.get_running_loop().time() + self.watchdog_timeout
+        else:
+            self._forget_heartbeat(child)  # the process closed its end: it exited (its watcher sees to it)
+
+    def _forget_heartbeat(self, child: Child) -> None:
+        if child._heartbeat >= 0:
+            asyncio.get_running_loop().remove_reader(child._heartbeat)
+            os.close(child._heartbeat)
+            child._heartbeat = -1
+
+    async def _watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            for child in self.children:
+                proc = child.process
+                if self.stopping or child._heartbeat < 0 or proc is None or proc.returncode is not None:
+                    continue
+                if loop.time() > child._deadline:
+                    child.hung += 1
+                    log.error(
+                        "%s (pid %d) has not answered its health check for %.0fs: its event loop is stuck; "
+                        "killing it to restart it",
+                        child.name,
+                        proc.pid,
+                        self.watchdog_timeout,
+                    )
+                    self._forget_heartbeat(child)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
 
     async def _watch(self, child: Child) -> None:
         loop = asyncio.get_running_loop()
@@ -114,6 +192,8 @@ class Supervisor:
         for task in list(self._watchers):
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
+        for child in self.children:
+            self._forget_heartbeat(child)
         # A watcher may have been restarting a child while we stopped the others: stop that one too,
         # or it would outlive us, holding the port and its spool.
         for child in self.children:
@@ -180,3 +260,30 @@ def install_stop_handlers(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+
+
+def start_heartbeat() -> None:
+    """If a supervisor gave this process a heartbeat pipe, write to it once a second from a timer on the
+    running event loop, for as long as the loop turns (see the module's docstring)."""
+    raw = os.environ.pop(HEARTBEAT_ENV, "")
+    if not raw.isdigit():
+        return
+    fd = int(raw)
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return  # not the pipe it should be: never write into a descriptor that is something else
+        os.set_blocking(fd, False)
+    except OSError:
+        return
+    loop = asyncio.get_running_loop()
+
+    def beat() -> None:
+        try:
+            os.write(fd, b".")
+        except BlockingIOError:
+            pass  # the supervisor is behind reading: it has plenty of beats already
+        except OSError:
+            return  # the supervisor is gone
+        loop.call_later(HEARTBEAT_INTERVAL, beat)
+
+    beat()

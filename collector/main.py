@@ -9,7 +9,7 @@ import os
 from aiohttp import web
 
 from clickedge.settings import ConfigError
-from clickedge.supervise import RESTARTS_ENV, install_stop_handlers
+from clickedge.supervise import RESTARTS_ENV, install_stop_handlers, start_heartbeat
 from collector.app import DRAINING, create_app
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
@@ -18,6 +18,7 @@ log = logging.getLogger("clickedge.collector")
 
 
 async def run(config: CollectorConfig) -> int:
+    start_heartbeat()  # when `up` supervises it
     stop = asyncio.Event()
     install_stop_handlers(stop)
     app = create_app(config, CollectorMetrics(restarts=int(os.environ.get(RESTARTS_ENV, "0") or 0)))

@@ -137,6 +137,7 @@ class EdgeConfig:
         parse=s.port,
         help="if set, worker i also serves /metrics on this port + i (0: only on the edge port)",
     )
+    watchdog_timeout: float = s.watchdog_setting()
     access_log_sample: float = s.setting(
         0.0,
         flag="--access-log-sample",

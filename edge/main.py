@@ -19,6 +19,7 @@ from clickedge.supervise import (
     Supervisor,
     check_port_free,
     install_stop_handlers,
+    start_heartbeat,
 )
 from edge import keys
 from edge.clientip import ClientIP
@@ -194,6 +195,7 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 
 async def run(config: EdgeConfig, argv: Sequence[str]) -> int:
     """The `clickedge edge` command: one worker in this process, or N supervised worker processes."""
+    start_heartbeat()  # when supervised (by `up`, or by `edge --workers N` for its workers)
     stop = asyncio.Event()
     if config.workers == 1:
         supervised = os.environ.get(REUSE_PORT_ENV) == "1"
@@ -209,7 +211,7 @@ async def run(config: EdgeConfig, argv: Sequence[str]) -> int:
     # The workers share the port with SO_REUSEPORT, which would also let them share it silently with a
     # stranger already listening there: make sure nobody is.
     check_port_free(config.host, config.port)
-    supervisor = Supervisor()
+    supervisor = Supervisor(watchdog_timeout=config.watchdog_timeout)
     install_stop_handlers(stop, on_force=supervisor.kill_all)
     env = {**os.environ, REUSE_PORT_ENV: "1"}
     for i in range(config.workers):

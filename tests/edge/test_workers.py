@@ -146,3 +146,33 @@ async def test_a_stop_signalled_to_every_process_at_once_still_drains(data_dir: 
         async with asyncio.timeout(30):
             code = await proc.wait()
     assert code == 0  # every worker drained and exited 0, none was cut short
+
+
+async def test_a_worker_whose_event_loop_stops_is_killed_and_replaced(data_dir: Path) -> None:
+    # SIGSTOP freezes a worker as a stuck event loop would: no /healthz, no reaction to SIGTERM, no exit.
+    # Its heartbeat stops; the supervisor kills it and starts another in its slot.
+    port = free_port()
+    proc = await start_edge(
+        data_dir, port, "--collector-url", "http://127.0.0.1:9", "--watchdog-timeout", "1", "--drain-grace", "0"
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        async def both_listening() -> bool:
+            return len(children(proc.pid)) == 2 and await answering_workers(base) == 2
+
+        await eventually(both_listening, timeout=30)
+        frozen = min(children(proc.pid))
+        os.kill(frozen, signal.SIGSTOP)
+
+        async def replaced() -> bool:
+            now = children(proc.pid)
+            return frozen not in now and len(now) == 2
+
+        await eventually(replaced, timeout=15)
+        await eventually(both_listening, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            code = await proc.wait()
+    assert code == 0
