@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import errno
 import getpass
 import logging
 import os
@@ -16,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
-import asyncpg
 import orjson
 import uvloop
 
@@ -24,7 +24,9 @@ from clickedge import __version__, logs, settings
 from clickedge.pgembed import EmbeddedPostgresError
 from clickedge.services import services
 from clickedge.settings import ConfigError
+from clickedge.stack import DEFAULT_PUBLIC_URL, PUBLIC_URL_FILE
 from collector.config import CollectorConfig
+from collector.database import DatabaseUnavailable, connect
 from edge import keys
 from edge.config import EdgeConfig
 from edge.main import SpoolUnavailableError
@@ -35,6 +37,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clickedge")
 T = TypeVar("T")
+
+
+def _whole_number(raw: str) -> int:
+    """Ids and times on the command line: ASCII digits only, as in the admin API (int() would also take
+    other scripts' digits and '0_5')."""
+    try:
+        return settings.whole_number(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _data_dir_args(parser: argparse.ArgumentParser, *, after_action: bool = False) -> None:
@@ -58,8 +69,7 @@ def _data_dir_args(parser: argparse.ArgumentParser, *, after_action: bool = Fals
 def _key_path(args: argparse.Namespace) -> Path:
     if args.keys_file or os.environ.get("CLICKEDGE_KEYS_FILE"):
         return Path(args.keys_file or os.environ["CLICKEDGE_KEYS_FILE"])
-    data_dir = args.data_dir or Path(os.environ.get("CLICKEDGE_DATA_DIR") or ".clickedge")
-    return data_dir / "keys.json"
+    return _data_dir(args) / "keys.json"
 
 
 def read_config(args: argparse.Namespace) -> settings.ConfigFile | None:
@@ -114,14 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mint", help="print a tracked link for a destination")
     p.add_argument("destination", help="the http(s) URL the link redirects to")
-    p.add_argument("--campaign", type=int, required=True, help="campaign id (0..4294967295)")
-    p.add_argument("--link", type=int, required=True, help="link placement id (0..4294967295)")
-    p.add_argument("--contact", type=int, default=None, help="contact id; omit for an anonymous link")
-    p.add_argument("--sent-at", type=int, default=None, help="send time, Unix seconds (default now)")
+    p.add_argument("--campaign", type=_whole_number, required=True, help="campaign id (0..4294967295)")
+    p.add_argument("--link", type=_whole_number, required=True, help="link placement id (0..4294967295)")
+    p.add_argument("--contact", type=_whole_number, default=None, help="contact id; omit for an anonymous link")
+    p.add_argument("--sent-at", type=_whole_number, default=None, help="send time, Unix seconds (default now)")
     p.add_argument(
         "--public-url",
         default=None,
-        help="base URL of the edge [env CLICKEDGE_PUBLIC_URL; default http://127.0.0.1:8080]",
+        help="base URL of the edge [env CLICKEDGE_PUBLIC_URL; default: the one `up` recorded in DATA_DIR/public.url,"
+        " else http://127.0.0.1:8080]",
     )
     p.add_argument("--token-only", action="store_true", help="print only the token")
     _data_dir_args(p)
@@ -131,11 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir_args(p)
 
     p = sub.add_parser("rewrite", help="rewrite a message's links into tracked links (HTML on stdin)")
-    p.add_argument("--campaign", type=int, required=True, help="campaign id")
-    p.add_argument("--contact", type=int, default=None, help="the recipient's contact id (omit: anonymous)")
+    p.add_argument("--campaign", type=_whole_number, required=True, help="campaign id")
+    p.add_argument("--contact", type=_whole_number, default=None, help="the recipient's contact id (omit: anonymous)")
     p.add_argument("--text", type=Path, default=None, help="also rewrite this plain-text part; written to TEXT.tracked")
-    p.add_argument("--sent-at", type=int, default=None, help="send time, Unix seconds (default now)")
-    p.add_argument("--public-url", default=None, help="base URL of the edge [env CLICKEDGE_PUBLIC_URL]")
+    p.add_argument("--sent-at", type=_whole_number, default=None, help="send time, Unix seconds (default now)")
+    p.add_argument(
+        "--public-url",
+        default=None,
+        help="base URL of the edge; wins over the campaign's tracking_url [env CLICKEDGE_PUBLIC_URL; default: the"
+        " campaign's tracking_url, else the one `up` recorded in DATA_DIR/public.url, else http://127.0.0.1:8080]",
+    )
     p.add_argument(
         "--database-url",
         default=None,
@@ -144,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir_args(p)
 
     p = sub.add_parser("actions", help="show or set what a link's first click does")
-    p.add_argument("--campaign", type=int, required=True)
-    p.add_argument("--link", type=int, required=True)
+    p.add_argument("--campaign", type=_whole_number, required=True)
+    p.add_argument("--link", type=_whole_number, required=True)
     p.add_argument(
         "--set",
         dest="new_actions",
@@ -188,9 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     kc = ksub.add_parser("create", help="create a key; it verifies at once and mints once activated")
     kc.add_argument("--activate", action="store_true", help="also make it the key new links use")
     ka = ksub.add_parser("activate", help="make a key the one new links use")
-    ka.add_argument("key_id", type=int)
+    ka.add_argument("key_id", type=_whole_number)
     kr = ksub.add_parser("retire", help="stop a key from verifying: its links stop redirecting")
-    kr.add_argument("key_id", type=int)
+    kr.add_argument("key_id", type=_whole_number)
     for action in (kl, kc, ka, kr):
         _data_dir_args(action, after_action=True)
     return parser
@@ -216,6 +232,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmbeddedPostgresError as exc:
         print(f"clickedge {args.command}: embedded PostgreSQL: {exc}", file=sys.stderr)
         return 1
+    except DatabaseUnavailable as exc:
+        print(f"clickedge {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file or directory it needs: which, and why; never a traceback
+        print(f"clickedge {args.command}: {_file_problem(exc)}", file=sys.stderr)
+        return 2 if exc.errno in _PATH_ERRNOS else 1
+
+
+# A path that cannot be used as given (fix the configuration or the permissions), as opposed to a disk that
+# failed or filled up (it may work again).
+_PATH_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.ELOOP}
+)
+
+
+def _file_problem(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    hint = {
+        errno.EROFS: " (the data dir must be writable: --data-dir or CLICKEDGE_DATA_DIR)",
+        errno.EACCES: " (the data dir must be writable: --data-dir or CLICKEDGE_DATA_DIR)",
+        errno.ENOTDIR: " (a path in it is a file where a directory is needed)",
+    }.get(exc.errno or 0, "")
+    return f"{where}{exc.strerror or exc}{hint}"
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
@@ -301,13 +340,32 @@ def _toml_value(value: object) -> str:
     return orjson.dumps(str(value)).decode()  # a JSON string is a TOML basic string
 
 
+def _public_url(args: argparse.Namespace) -> str:
+    """Where minted links point: --public-url, CLICKEDGE_PUBLIC_URL, the URL `clickedge up` recorded in the data
+    dir (its edge port), or http://127.0.0.1:8080."""
+    base = args.public_url or os.environ.get("CLICKEDGE_PUBLIC_URL")
+    if not base:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            base = (_data_dir(args) / PUBLIC_URL_FILE).read_text().strip()
+    return settings.http_url(base or DEFAULT_PUBLIC_URL)
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get("CLICKEDGE_DATA_DIR") or ".clickedge")
+
+
+def _required_dsn(args: argparse.Namespace) -> str:
+    dsn = _database_url(args)
+    assert dsn is not None  # _database_url raises when there is none
+    return dsn
+
+
 def _database_url(args: argparse.Namespace, *, required: bool = True) -> str | None:
     """--database-url, CLICKEDGE_DATABASE_URL, or the DSN `clickedge up` left in the data dir."""
     dsn = getattr(args, "database_url", None) or os.environ.get("CLICKEDGE_DATABASE_URL")
     if not dsn:
-        data_dir = args.data_dir or Path(os.environ.get("CLICKEDGE_DATA_DIR") or ".clickedge")
         with contextlib.suppress(FileNotFoundError):
-            dsn = (data_dir / "database.url").read_text().strip()
+            dsn = (_data_dir(args) / "database.url").read_text().strip()
     if not dsn and required:
         raise ConfigError("no database: set CLICKEDGE_DATABASE_URL or --database-url (or run `clickedge up`)")
     if dsn:
@@ -325,7 +383,7 @@ async def _rewrite(args: argparse.Namespace) -> int:
     codec = keys.load(_key_path(args)).codec()
     html = sys.stdin.read()
     text = args.text.read_text() if args.text else None
-    base = settings.http_url(args.public_url or os.environ.get("CLICKEDGE_PUBLIC_URL") or "http://127.0.0.1:8080")
+    base = _public_url(args)
     sent_at = args.sent_at if args.sent_at is not None else int(time.time())
     if base_url_problem(base) is not None:
         raise ConfigError(f"--public-url / CLICKEDGE_PUBLIC_URL {base_url_problem(base)}")
@@ -336,7 +394,7 @@ async def _rewrite(args: argparse.Namespace) -> int:
         return 2
     dsn = _database_url(args, required=False)
     if dsn:
-        conn = await asyncpg.connect(dsn)
+        conn = await connect(dsn)
         try:
             async with conn.transaction():
                 tracking, tracking_url = await campaigns.ensure_campaign(conn, args.campaign)
@@ -372,7 +430,7 @@ async def _actions(args: argparse.Namespace) -> int:
     from collector import campaigns
     from collector.actions import ActionError
 
-    conn = await asyncpg.connect(_database_url(args))
+    conn = await connect(_required_dsn(args))
     try:
         if args.new_actions is not None:
             try:
@@ -416,8 +474,7 @@ async def _actions(args: argparse.Namespace) -> int:
 def _webhook_master(args: argparse.Namespace) -> bytes | None:
     from collector.config import existing_webhook_secret
 
-    data_dir = args.data_dir or Path(os.environ.get("CLICKEDGE_DATA_DIR") or ".clickedge")
-    return existing_webhook_secret(os.environ.get("CLICKEDGE_WEBHOOK_SECRET", ""), data_dir)
+    return existing_webhook_secret(os.environ.get("CLICKEDGE_WEBHOOK_SECRET", ""), _data_dir(args))
 
 
 def _print_endpoint_secret(endpoint: Endpoint, master: bytes, file: TextIO = sys.stderr) -> None:
@@ -439,7 +496,7 @@ async def _webhooks(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    conn = await asyncpg.connect(_database_url(args))
+    conn = await connect(_required_dsn(args))
     try:
         if args.action == "rotate":
             assert master is not None
@@ -466,7 +523,7 @@ async def _webhooks(args: argparse.Namespace) -> int:
 async def _apikeys(args: argparse.Namespace) -> int:
     from collector import apikeys
 
-    conn = await asyncpg.connect(_database_url(args))
+    conn = await connect(_required_dsn(args))
     try:
         action = args.action or "list"
         if action == "create":
@@ -494,9 +551,8 @@ async def _apikeys(args: argparse.Namespace) -> int:
 
 def _mint(args: argparse.Namespace) -> int:
     codec = keys.load(_key_path(args)).codec()
-    base = args.public_url or os.environ.get("CLICKEDGE_PUBLIC_URL") or "http://127.0.0.1:8080"
     try:
-        base = settings.http_url(base)
+        base = _public_url(args)
         token = codec.mint(
             args.destination,
             campaign_id=args.campaign,

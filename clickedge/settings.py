@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 T = TypeVar("T")
 
@@ -36,6 +36,7 @@ class Spec:
     help: str
     secret: bool = False
     show: Callable[[Any], Any] | None = None  # the value as a user writes it, where parse changed it
+    default_text: str = ""  # what the default means, where the value alone would not say (an empty string)
 
 
 def setting(
@@ -47,8 +48,10 @@ def setting(
     help: str,
     secret: bool = False,
     show: Callable[[Any], Any] | None = None,
+    default_text: str = "",
 ) -> Any:
-    return dataclasses.field(default=default, metadata={"spec": Spec(flag, env, parse, help, secret, show)})
+    spec = Spec(flag, env, parse, help, secret, show, default_text)
+    return dataclasses.field(default=default, metadata={"spec": spec})
 
 
 def specs(cls: type) -> list[tuple[dataclasses.Field[Any], Spec]]:
@@ -59,14 +62,26 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: frozenset
     for f, spec in specs(cls):
         if spec.flag in skip:
             continue
-        shown = "(set)" if spec.secret else f.default
         parser.add_argument(
             spec.flag,
             dest=f.name,
             default=None,
             metavar=f.name.upper(),
-            help=f"{spec.help} [env {spec.env}; default {shown}]",
+            # argparse formats help with %: a literal % must be doubled.
+            help=f"{spec.help} [env {spec.env}; default: {default_text(f, spec)}]".replace("%", "%%"),
         )
+
+
+def default_text(f: dataclasses.Field[Any], spec: Spec) -> str:
+    """The default as --help says it: its meaning where given, "none" for an empty one, never a secret."""
+    if spec.default_text:
+        return spec.default_text
+    if f.default in ("", None, ()):
+        return "none"
+    if spec.secret:
+        return "<redacted>"
+    value = spec.show(f.default) if spec.show is not None else f.default
+    return str(value)
 
 
 CONFIG_FLAG = "--config"
@@ -230,12 +245,21 @@ def keys_file_setting() -> Any:
         flag="--keys-file",
         env="CLICKEDGE_KEYS_FILE",
         parse=path,
-        help="link key file (default DATA_DIR/keys.json)",
+        help="link key file",
+        default_text="DATA_DIR/keys.json",
     )
 
 
-def ingest_secret_setting(help: str) -> Any:
-    return setting("", flag="--ingest-secret", env="CLICKEDGE_INGEST_SECRET", parse=text, secret=True, help=help)
+def ingest_secret_setting(help: str, default_text: str) -> Any:
+    return setting(
+        "",
+        flag="--ingest-secret",
+        env="CLICKEDGE_INGEST_SECRET",
+        parse=text,
+        secret=True,
+        help=help,
+        default_text=default_text,
+    )
 
 
 def watchdog_setting() -> Any:
@@ -284,28 +308,44 @@ def whole_number(raw: str) -> int:
 
 
 def port(raw: str) -> int:
-    value = int(raw)
+    try:
+        value = whole_number(raw.strip())
+    except ValueError:
+        value = -1
     if not 0 <= value <= 65535:
-        raise ValueError("a port is a number from 0 to 65535")
+        raise ValueError("a port is a whole number from 0 to 65535")
     return value
 
 
 def positive_int(raw: str) -> int:
-    value = int(raw)
+    try:
+        value = whole_number(raw.strip())
+    except ValueError:
+        value = 0
     if value < 1:
         raise ValueError("must be a whole number of at least 1")
     return value
 
 
+def _number(raw: str, what: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"must be {what}") from None
+    if value != value or value in (float("inf"), float("-inf")):  # nan, inf: float() takes them
+        raise ValueError(f"must be {what}")
+    return value
+
+
 def positive_float(raw: str) -> float:
-    value = float(raw)
+    value = _number(raw, "a number greater than 0")
     if not value > 0:
         raise ValueError("must be a number greater than 0")
     return value
 
 
 def non_negative_float(raw: str) -> float:
-    value = float(raw)
+    value = _number(raw, "a number of at least 0")
     if not value >= 0:
         raise ValueError("must be a number of at least 0")
     return value
@@ -337,13 +377,50 @@ def networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, .
 
 def check_dsn(dsn: str) -> None:
     """Refuse a DSN that can never connect; say what is wrong without echoing it (it may hold a password)."""
-    parts = urlsplit(dsn)
+    try:
+        parts = urlsplit(dsn)
+    except ValueError as exc:  # an unclosed [ of an IPv6 address, say
+        raise ConfigError(f"CLICKEDGE_DATABASE_URL is not a valid URL ({exc})") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError("CLICKEDGE_DATABASE_URL must start with postgresql:// (or postgres://)")
     try:
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
         raise ConfigError("CLICKEDGE_DATABASE_URL has a port that is not a number from 0 to 65535") from None
+
+
+PASSWORD_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with every password in it shown as ***: the user info's, and the values of ``password=``
+    and ``sslpassword=`` query parameters (any case, percent-encoded or not). Everything else is kept as
+    written, so the user recognises their DSN."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return "<redacted>"  # not a URL (check_dsn refuses it): nothing can be kept safely
+    end = len(rest)
+    for mark in "/?#":
+        found = rest.find(mark)
+        if found >= 0:
+            end = min(end, found)
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if at and colon:
+        netloc = f"{user}:***@{hosts}"
+    before, question, query = tail.partition("?")
+    if question:
+        query, hash_, fragment = query.partition("#")
+        query = "&".join(_redact_parameter(item) for item in query.split("&")) + hash_ + fragment
+    return f"{scheme}://{netloc}{before}{question}{query}"
+
+
+def _redact_parameter(item: str) -> str:
+    name = item.partition("=")[0]
+    if unquote_plus(name).strip().lower() in PASSWORD_PARAMETERS:
+        return f"{name}=***"
+    return item
 
 
 def log_format(raw: str) -> str:
@@ -354,7 +431,7 @@ def log_format(raw: str) -> str:
 
 
 def fraction(raw: str) -> float:
-    value = float(raw)
+    value = _number(raw, "a number from 0 to 1")
     if not 0 <= value <= 1:
         raise ValueError("must be a number from 0 to 1")
     return value

@@ -13,19 +13,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote_plus
 
 import aiohttp
-import asyncpg
 
 from clickedge import settings as s
 from clickedge.pgembed import EmbeddedPostgres, free_port
 from clickedge.supervise import Child, Supervisor, check_port_free, install_stop_handlers
 from collector import apikeys
+from collector.database import connect
 from collector.schema import migrate_dsn
 from edge import keys
 
 log = logging.getLogger("clickedge.up")
+PUBLIC_URL_FILE = "public.url"  # the base URL of the links `up` serves: `mint` and `rewrite` use it
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class UpConfig:
         parse=s.text,
         secret=True,
         help="use this PostgreSQL instead of the embedded one",
+        default_text="none: an embedded PostgreSQL in DATA_DIR/pg",
     )
     pg_port: int = s.setting(
         0,
@@ -62,7 +64,8 @@ class UpConfig:
         flag="--public-url",
         env="CLICKEDGE_PUBLIC_URL",
         parse=s.http_url,
-        help="base URL of tracked links (default http://127.0.0.1:EDGE_PORT)",
+        help="base URL of tracked links",
+        default_text="http://127.0.0.1:EDGE_PORT",
     )
     watchdog_timeout: float = s.watchdog_setting()
     log_level: str = s.log_level_setting()
@@ -76,40 +79,6 @@ def ensure_ingest_secret(data_dir: Path) -> str:
     secret = secrets.token_urlsafe(32)
     write_private(path, secret + "\n")
     return secret
-
-
-PASSWORD_PARAMETERS = frozenset({"password", "sslpassword"})
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN with every password in it shown as ***: the user info's, and the values of ``password=``
-    and ``sslpassword=`` query parameters (any case, percent-encoded or not). Everything else is kept as
-    written, so the user recognises their DSN."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep:
-        return "<redacted>"  # not a URL (check_dsn refuses it): nothing can be kept safely
-    end = len(rest)
-    for mark in "/?#":
-        found = rest.find(mark)
-        if found >= 0:
-            end = min(end, found)
-    netloc, tail = rest[:end], rest[end:]
-    userinfo, at, hosts = netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    if at and colon:
-        netloc = f"{user}:***@{hosts}"
-    before, question, query = tail.partition("?")
-    if question:
-        query, hash_, fragment = query.partition("#")
-        query = "&".join(_redact_parameter(item) for item in query.split("&")) + hash_ + fragment
-    return f"{scheme}://{netloc}{before}{question}{query}"
-
-
-def _redact_parameter(item: str) -> str:
-    name = item.partition("=")[0]
-    if unquote_plus(name).strip().lower() in PASSWORD_PARAMETERS:
-        return f"{name}=***"
-    return item
 
 
 async def wait_ready(url: str, child: Child, *, processes: int = 1, timeout: float = 60.0) -> None:
@@ -189,10 +158,13 @@ async def _up(config: UpConfig, config_file: s.ConfigFile | None) -> int:
         if port:
             check_port_free("127.0.0.1", port)
     data_dir = config.data_dir.resolve()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise s.ConfigError(f"--data-dir {data_dir} is a file, not a directory")
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ring = keys.load_or_create(data_dir / "keys.json")
     secret = ensure_ingest_secret(data_dir)
     public_url = config.public_url or f"http://127.0.0.1:{config.edge_port}"
+    write_private(data_dir / PUBLIC_URL_FILE, public_url + "\n")  # so `mint` and `rewrite` make links to it
 
     dsn = config.database_url
     if dsn:
@@ -263,7 +235,7 @@ async def _up(config: UpConfig, config_file: s.ConfigFile | None) -> int:
             sent_at=int(time.time()),
         )
         where = f"   (with password: {data_dir / 'database.url'})" if pg is not None else ""
-        print(_banner(redact_dsn(dsn) + where, config, public_url, f"{public_url}/c/{sample}", admin_key), flush=True)
+        print(_banner(s.redact_dsn(dsn) + where, config, public_url, f"{public_url}/c/{sample}", admin_key), flush=True)
         failed = asyncio.create_task(supervisor.failed.wait())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -290,7 +262,7 @@ async def ensure_admin_key(dsn: str, data_dir: Path) -> Path:
     path = data_dir / "admin.key"
     if path.exists():
         return path
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn)
     try:
         key = await apikeys.create(conn, "clickedge up (local admin)", ["write"])
     finally:

@@ -226,8 +226,13 @@ def die_with_parent(sig: int) -> Callable[[], None] | None:
 
 
 def check_port_free(host: str, port: int) -> None:
-    """Raise ConfigError if ``host:port`` cannot be bound (someone listens there already)."""
+    """Raise ConfigError if something listens on ``host:port`` already.
+
+    The probe binds with SO_REUSEADDR, as the servers themselves do: then only a socket listening there (on
+    that address or a wildcard one) makes the bind fail, not the TIME-WAIT connections a stop under
+    traffic leaves for a minute, nor a local client's connection that happens to use the port."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

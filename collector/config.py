@@ -34,10 +34,13 @@ class CollectorConfig:
         flag="--database-url",
         env="CLICKEDGE_DATABASE_URL",
         parse=s.text,
-        help="PostgreSQL DSN; `up` starts an embedded server when empty",
+        help="PostgreSQL DSN",
+        default_text="none (required; `up` sets it)",
         secret=True,
     )
-    ingest_secret: str = s.ingest_secret_setting("shared secret edges present to ship clicks (at least 16 chars)")
+    ingest_secret: str = s.ingest_secret_setting(
+        "shared secret edges present to ship clicks (at least 16 characters)", "none (required)"
+    )
     pool_size: int = s.setting(
         8,
         flag="--pool-size",
@@ -88,7 +91,8 @@ class CollectorConfig:
         env="CLICKEDGE_WEBHOOK_SECRET",
         parse=s.text,
         secret=True,
-        help="key that signs webhooks (default: DATA_DIR/webhook.secret, created if missing)",
+        help="master key from which each webhook destination's signing secret is derived",
+        default_text="DATA_DIR/webhook.secret, created if missing",
     )
     max_clock_skew: float = s.setting(
         300.0,
@@ -177,6 +181,11 @@ class CollectorConfig:
         problem = base_url_problem(self.public_url)
         if problem is not None:
             raise s.ConfigError(f"CLICKEDGE_PUBLIC_URL {problem}")
+        if not self.ingest_secret:
+            raise s.ConfigError(
+                "no ingest secret: set CLICKEDGE_INGEST_SECRET (or --ingest-secret) to the secret the edges present,"
+                " at least 16 characters (`up` makes one in DATA_DIR/ingest.secret)"
+            )
         if len(self.ingest_secret) < 16:
             raise s.ConfigError("CLICKEDGE_INGEST_SECRET (or --ingest-secret) must be at least 16 characters")
 

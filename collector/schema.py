@@ -6,6 +6,8 @@ from pathlib import Path
 
 import asyncpg
 
+from collector.database import connect
+
 # In the source tree collector/schema.sql links to the root schema.sql; a built wheel carries a copy.
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.sql"
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('clickedge.schema'))"
@@ -20,7 +22,7 @@ async def migrate(conn: asyncpg.Connection, schema: Path = SCHEMA_PATH) -> None:
 
 
 async def migrate_dsn(dsn: str, schema: Path = SCHEMA_PATH) -> None:
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn)
     try:
         await migrate(conn, schema)
     finally:

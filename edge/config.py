@@ -51,7 +51,7 @@ class EdgeConfig:
         parse=s.http_url,
         help="base URL of the collector the edge ships clicks to",
     )
-    ingest_secret: str = s.ingest_secret_setting("shared secret for the collector (default: DATA_DIR/ingest.secret)")
+    ingest_secret: str = s.ingest_secret_setting("shared secret for the collector", "DATA_DIR/ingest.secret")
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = s.setting(
         (),
         flag="--trusted-proxies",
@@ -78,7 +78,8 @@ class EdgeConfig:
         flag="--spool-dir",
         env="CLICKEDGE_SPOOL_DIR",
         parse=s.path,
-        help="where clicks are spooled before shipping (default DATA_DIR/spool)",
+        help="where clicks are spooled before shipping",
+        default_text="DATA_DIR/spool",
     )
     spool_max_bytes: int = s.setting(
         1 << 30,

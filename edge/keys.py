@@ -130,9 +130,12 @@ def load_or_create(path: Path) -> KeyRing:
 
 
 def save(ring: KeyRing, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = json.dumps({"version": 1, "keys": [asdict(k) for k in ring.keys]}, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-", suffix=".tmp")
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {path}: {exc.strerror or exc} ({path.parent} must be writable)") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(body)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -242,3 +244,136 @@ def test_apikeys_from_the_command_line(database_url: str) -> None:
     assert key_id in listing and "dashboards" in listing and key.split("_", 2)[2] not in listing
     assert clickedge("apikeys", "revoke", key_id, env=env).returncode == 0
     assert "revoked" in clickedge("apikeys", env=env).stdout.split(key_id, 1)[1].splitlines()[0]
+
+
+# -- start-up and one-shot commands: one line saying what to fix, never a traceback (issue 11, items 7-9) --------
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    return lines[-1]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens there once it is closed
+
+
+@pytest.mark.parametrize("command", ["migrate", "up"])
+def test_an_unreachable_database_is_one_line_and_exit_1(command: str, tmp_path: Path) -> None:
+    dsn = f"postgresql://u:pw-s3cret@127.0.0.1:{_closed_port()}/db"
+    args = ["--data-dir", str(tmp_path / "d"), "--edge-port", "0", "--collector-port", "0"] if command == "up" else []
+    result = clickedge(command, "--database-url", dsn, *args)
+    assert result.returncode == 1
+    line = _one_line(result)
+    assert "cannot connect to the database at postgresql://u:***@127.0.0.1:" in line
+    assert "pw-s3cret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("dsn", "message"),
+    [
+        ("postgresql://u:pw-s3cret@[::1/db", "not a valid URL"),
+        ("postgresql://u:pw-s3cret@127.0.0.1:5432/db?sslmode=sometimes", "sslmode"),
+        ("postgresql://u:pw-s3cret@127.0.0.1:99999/db", "port that is not a number"),
+    ],
+)
+@pytest.mark.parametrize("command", ["migrate", "up"])
+def test_a_malformed_database_url_is_one_line_and_exit_2(command: str, dsn: str, message: str, tmp_path: Path) -> None:
+    args = ["--data-dir", str(tmp_path / "d"), "--edge-port", "0", "--collector-port", "0"] if command == "up" else []
+    result = clickedge(command, "--database-url", dsn, *args)
+    assert result.returncode == 2, result.stderr
+    assert message in _one_line(result) and "pw-s3cret" not in result.stderr
+
+
+def test_up_with_a_data_dir_that_is_a_file_says_so(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    for data_dir, message in ((tmp_path / "afile", "is a file, not a directory"), (tmp_path / "afile" / "d", "")):
+        result = clickedge("up", "--data-dir", str(data_dir), "--edge-port", "0", "--collector-port", "0")
+        assert result.returncode == 2, result.stderr
+        line = _one_line(result)
+        assert str(data_dir) in line and message in line
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory nothing can be written to: a read-only tmpfs as root (root ignores permission bits),
+    else permissions."""
+    path = tmp_path / "ro"
+    path.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], check=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["umount", str(path)], check=True)
+    else:
+        path.chmod(0o500)
+        try:
+            yield path
+        finally:
+            path.chmod(0o700)
+
+
+@pytest.mark.parametrize("command", [["up", "--edge-port", "0", "--collector-port", "0"], ["keys", "create"]])
+def test_a_read_only_data_dir_is_one_line_and_exit_2(command: list[str], read_only_dir: Path) -> None:
+    result = clickedge(*command, "--data-dir", str(read_only_dir))
+    assert result.returncode == 2, result.stderr
+    line = _one_line(result)
+    assert f"cannot write {read_only_dir}/keys.json" in line and "must be writable" in line
+
+
+def test_help_says_what_each_default_means() -> None:
+    text = " ".join(clickedge("up", "--help").stdout.split())
+    assert "default: none: an embedded PostgreSQL in DATA_DIR/pg" in text
+    assert "default: http://127.0.0.1:EDGE_PORT" in text
+    assert "(set)" not in text and "default ]" not in text and "default: ]" not in text
+    text = " ".join(clickedge("collector", "--help").stdout.split())
+    assert "CLICKEDGE_INGEST_SECRET; default: none (required)" in text
+
+
+def test_an_unset_ingest_secret_is_named_as_unset(database_url: str) -> None:
+    result = clickedge("collector", env={"CLICKEDGE_DATABASE_URL": database_url, "CLICKEDGE_INGEST_SECRET": ""})
+    assert result.returncode == 2
+    assert "no ingest secret: set CLICKEDGE_INGEST_SECRET" in _one_line(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["up", "--edge-port", "abc"], "--edge-port='abc' is not valid: a port is a whole number from 0 to 65535"),
+        (["edge", "--workers", "two"], "--workers='two' is not valid: must be a whole number of at least 1"),
+        (["edge", "--batch-linger", "soon"], "--batch-linger='soon' is not valid: must be a number greater than 0"),
+        (["edge", "--edge-port", "8\u0660"], "a port is a whole number from 0 to 65535"),
+        (["mint", "--campaign", "0_5", "--link", "1", DEST], "must be a whole number written with the digits 0-9"),
+    ],
+)
+def test_numbers_that_are_not_say_what_is_meant(args: list[str], message: str, data_dir: Path) -> None:
+    result = clickedge(*args, env={"CLICKEDGE_DATA_DIR": str(data_dir)})
+    assert result.returncode == 2
+    line = _one_line(result)
+    assert message in line and "invalid literal" not in line and "could not convert" not in line
+
+
+def test_mint_and_rewrite_use_the_public_url_up_recorded(data_dir: Path) -> None:
+    (data_dir / "public.url").write_text("http://127.0.0.1:38080\n")  # as `up --edge-port 38080` leaves it
+    env = {"CLICKEDGE_PUBLIC_URL": ""}
+    minted = clickedge("mint", "--data-dir", str(data_dir), "--campaign", "1", "--link", "1", DEST, env=env)
+    assert minted.returncode == 0 and minted.stdout.startswith("http://127.0.0.1:38080/c/"), minted.stderr
+    given = clickedge(
+        "mint", "--data-dir", str(data_dir), "--campaign", "1", "--link", "1", "--public-url", "https://t.example", DEST
+    )
+    assert given.stdout.startswith("https://t.example/c/")  # told otherwise, it does as told
+    rewritten = subprocess.run(
+        [sys.executable, "-m", "clickedge", "rewrite", "--data-dir", str(data_dir), "--campaign", "5"],
+        input='<a href="https://shop.example.com/">x</a>',
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CLICKEDGE_PUBLIC_URL": "", "CLICKEDGE_DATABASE_URL": ""},
+        check=False,
+    )
+    assert rewritten.returncode == 0, rewritten.stderr
+    assert 'href="http://127.0.0.1:38080/c/' in rewritten.stdout

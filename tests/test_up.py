@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from clickedge.pgembed import free_port
-from clickedge.stack import redact_dsn
+from clickedge.settings import redact_dsn
 from tests.conftest import eventually
 
 REPO = Path(__file__).resolve().parent.parent
@@ -334,3 +334,17 @@ async def test_up_never_prints_a_password_given_as_a_query_parameter(tmp_path: P
         assert password not in stack.output and quote(password) not in stack.output
     finally:
         assert await stop(stack) == 0
+
+
+async def test_up_restarted_right_after_traffic_comes_up(tmp_path: Path, database_url: str) -> None:
+    # The edge closes keep-alive connections when it stops, and the collector the edges': TIME-WAIT on both
+    # ports. Nothing listens there; `up` must start again at once, on the same ports.
+    ports = (free_port(), free_port())
+    env = {**os.environ, "CLICKEDGE_DATABASE_URL": database_url}
+    for _ in range(2):
+        stack = await start_up(tmp_path, env, ports)
+        async with aiohttp.ClientSession() as http:  # open while `up` stops: the edge closes it
+            for _ in range(10):
+                async with http.get(stack.banner["sample link"], allow_redirects=False) as resp:
+                    assert resp.status == 302
+            assert await stop(stack) == 0

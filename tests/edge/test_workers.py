@@ -176,3 +176,31 @@ async def test_a_worker_whose_event_loop_stops_is_killed_and_replaced(data_dir: 
         async with asyncio.timeout(30):
             code = await proc.wait()
     assert code == 0
+
+
+async def test_an_edge_restarted_right_after_serving_keep_alive_traffic_comes_up(data_dir: Path) -> None:
+    # Stopping closes the clients' keep-alive connections from the edge's side, which leaves them in
+    # TIME-WAIT on the edge's port for a minute. Nothing listens there: starting again must work at once.
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    options = ("--collector-url", "http://127.0.0.1:9", "--drain-grace", "0", "--shutdown-timeout", "1")
+    for attempt in range(2):
+        proc = await start_edge(data_dir, port, *options)
+        try:
+
+            async def both_listening(pid: int = proc.pid) -> bool:
+                return len(children(pid)) == 2 and await answering_workers(base) == 2
+
+            await eventually(both_listening, timeout=30)
+            async with aiohttp.ClientSession() as http:  # one keep-alive connection, many requests
+                for _ in range(20):
+                    async with http.get(f"{base}/healthz") as resp:
+                        assert resp.status == 200
+                proc.send_signal(signal.SIGTERM)
+                async with asyncio.timeout(30):
+                    code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert code == 0, f"start {attempt + 1} exited with {code}"
