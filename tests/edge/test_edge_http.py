@@ -543,3 +543,21 @@ async def test_a_client_that_never_reads_is_parked_with_bounded_memory(run_edge:
             # at most one read, not 64 KiB of requests' worth of 404 pages (about 1 MB).
             assert transport.get_write_buffer_size() <= WRITE_HIGH + PIPELINE_ANSWERS * 1024
             assert len(connection._stash) <= READ_SIZE
+
+
+async def test_a_forwarded_address_whose_zone_is_not_utf8_is_recorded_without_it(
+    run_edge: RunEdge, data_dir: Path
+) -> None:
+    # Header bytes that are not UTF-8 used to reach the click record as surrogates, which it cannot hold: a
+    # 500 and no click. A zone says which of the proxy's interfaces a packet came in on; it is dropped.
+    async with run_edge(trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),)) as edge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        request = (
+            f"GET /c/{mint(data_dir)} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: ".encode() + b"fe80::1%\xff\xfe\r\n\r\n"
+        )
+        writer.write(request)
+        status, headers, _ = await read_answer(reader)
+        assert (status, headers["location"]) == (302, URL)
+        writer.close()
+        assert spooled(edge)[0][7] == "fe80::1"
+        assert edge.http.errors == {"parser": 0, "handler": 0}
