@@ -333,7 +333,7 @@ class _Connection(asyncio.BufferedProtocol):
                 stop = size if end < 0 else end + 4
             piece = stash if stop - start == size else stash[start:stop]
             start = stop
-            self._partial = b"" if piece.endswith(b"\r\n\r\n") else (self._partial + piece)[-3:]
+            self._partial = b"" if piece.endswith(b"\r\n\r\n") else (self._partial + piece[-3:])[-3:]
             try:
                 messages, _upgraded, _tail = self._parser.feed_data(piece)
             except HttpProcessingError as exc:
