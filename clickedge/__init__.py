@@ -1,3 +1,5 @@
-"""Clickedge: self-hosted click tracking with signed links, a redirect edge and an exactly-once collector."""
+"""Clickedge's application shell: the command line, `up`, the embedded PostgreSQL and process supervision."""
 
-__version__ = "0.1.0"
+from common import __version__
+
+__all__ = ["__version__"]

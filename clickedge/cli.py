@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING, TextIO, TypeVar
 import orjson
 import uvloop
 
-from clickedge import __version__, logs, settings
 from clickedge.pgembed import EmbeddedPostgresError
 from clickedge.services import services
-from clickedge.settings import ConfigError
 from clickedge.stack import DEFAULT_PUBLIC_URL, PUBLIC_URL_FILE
 from collector.config import CollectorConfig
 from collector.database import DatabaseUnavailable, connect
-from edge import keys
+from common import __version__, logs, settings
+from common.settings import ConfigError
 from edge.config import EdgeConfig
 from edge.main import SpoolUnavailableError
-from edge.token import DestinationError, TokenError
+from links import keys
+from links.token import DestinationError, TokenError
 
 if TYPE_CHECKING:
     from collector.endpoints import Endpoint
@@ -375,7 +375,7 @@ def _database_url(args: argparse.Namespace, *, required: bool = True) -> str | N
 
 async def _rewrite(args: argparse.Namespace) -> int:
     from collector import campaigns
-    from edge.rewrite import RewriteError, base_url_problem, prepare
+    from links.rewrite import RewriteError, base_url_problem, prepare
 
     if not 0 <= args.campaign <= 2**32 - 1 or (args.contact is not None and not 1 <= args.contact <= 2**63 - 1):
         print("clickedge rewrite: --campaign must be 0..4294967295 and --contact at least 1", file=sys.stderr)
@@ -568,7 +568,7 @@ def _mint(args: argparse.Namespace) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    from edge.server import TOKEN_PREFIX
+    from edge.redirect import TOKEN_PREFIX
 
     text = args.link.strip()
     if "://" in text:

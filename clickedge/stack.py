@@ -16,13 +16,13 @@ from pathlib import Path
 
 import aiohttp
 
-from clickedge import settings as s
 from clickedge.pgembed import EmbeddedPostgres, free_port
 from clickedge.supervise import Child, Supervisor, check_port_free, install_stop_handlers
 from collector import apikeys
 from collector.database import connect
 from collector.schema import migrate_dsn
-from edge import keys
+from common import settings as s
+from links import keys
 
 log = logging.getLogger("clickedge.up")
 PUBLIC_URL_FILE = "public.url"  # the base URL of the links `up` serves: `mint` and `rewrite` use it

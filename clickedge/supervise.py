@@ -21,7 +21,7 @@ import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from clickedge.settings import ConfigError
+from common.settings import ConfigError
 
 log = logging.getLogger("clickedge.supervise")
 

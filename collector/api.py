@@ -14,13 +14,13 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from clickedge.settings import whole_number
 from collector import apikeys, campaigns, endpoints, reports
 from collector.actions import ActionError
 from collector.destinations import Network
 from collector.openapi import document
 from collector.rewriter import RewriteBusy, Rewriter
-from edge.rewrite import RewriteError, base_url_problem
+from common.settings import whole_number
+from links.rewrite import RewriteError, base_url_problem
 
 POOL = web.AppKey("admin_pool", asyncpg.Pool)
 REWRITER = web.AppKey("rewriter", Rewriter)

@@ -15,13 +15,13 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from clickedge.events import BATCH_REJECTED_HEADER, BatchError, decode_batch, now_us
 from collector import api, apikeys, ingest
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.rewriter import Rewriter
 from collector.schema import ensure_partitions
 from collector.webhooks import Deliverer, outbox_state
+from common.events import BATCH_REJECTED_HEADER, BatchError, decode_batch, now_us
 
 log = logging.getLogger("clickedge.collector")
 

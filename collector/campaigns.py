@@ -10,7 +10,7 @@ import orjson
 
 from collector import actions, endpoints
 from collector.destinations import Networks
-from edge.rewrite import LinkSlot
+from links.rewrite import LinkSlot
 
 
 class NotFound(LookupError):

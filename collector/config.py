@@ -8,9 +8,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from clickedge import settings as s
 from collector.destinations import ALLOW_SETTING, Network
-from edge.rewrite import base_url_problem
+from common import settings as s
+from links.rewrite import base_url_problem
 
 
 @dataclass(frozen=True)

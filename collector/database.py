@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from clickedge.settings import ConfigError, check_dsn, redact_dsn
+from common.settings import ConfigError, check_dsn, redact_dsn
 
 CONNECT_TIMEOUT = 10.0
 

@@ -2,7 +2,7 @@
 of a link's webhooks: the admin side of webhooks. asyncpg only.
 
 An endpoint's secret is derived from the master webhook secret, its id and its generation
-(clickedge.signing.endpoint_secret), so the database holds none: it is shown once when the endpoint is
+(common.signing.endpoint_secret), so the database holds none: it is shown once when the endpoint is
 made (an action list names its URL for the first time) and when it is rotated, never listed.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from clickedge.signing import endpoint_secret
 from collector.destinations import scrub, shown
+from common.signing import endpoint_secret
 
 COLUMNS = "id, url, generation, created_at, rotated_at"
 

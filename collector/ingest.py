@@ -19,10 +19,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-from clickedge.events import Click
 from collector import actions
 from collector.copy_binary import encode_stage_rows
 from collector.rules import QUALIFYING_CLICK
+from common.events import Click
 
 STAGE_COLUMNS = (
     "contact_id",

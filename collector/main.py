@@ -8,11 +8,11 @@ import os
 
 from aiohttp import web
 
-from clickedge.settings import ConfigError
 from clickedge.supervise import RESTARTS_ENV, install_stop_handlers, start_heartbeat
 from collector.app import DRAINING, create_app
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
+from common.settings import ConfigError
 
 log = logging.getLogger("clickedge.collector")
 

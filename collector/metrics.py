@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from clickedge.metrics import new_registry
 from collector.ingest import REASONS
+from common.metrics import new_registry
+from links.token import FORMAT_VERSION
 
 # 100 µs .. ~30 s
 LATENCY_BUCKETS = (
@@ -34,7 +35,7 @@ LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.
 
 class CollectorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, restarts: int = 0) -> None:
-        self.registry = registry or new_registry("collector")
+        self.registry = registry or new_registry("collector", FORMAT_VERSION)
         r = self.registry
         self.clicks_received = Counter(
             "clickedge_collector_clicks_received", "Clicks received in accepted batches", registry=r

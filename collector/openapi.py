@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clickedge import __version__
+from common import __version__
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 ACTION = {

@@ -1,4 +1,4 @@
-"""The collector's rewrite endpoint: the sender library (edge.rewrite, edge.keys) plus registration.
+"""The collector's rewrite endpoint: the sender library (links.rewrite, links.keys) plus registration.
 
 A campaign's message is prepared once and cached (by its content) so that each recipient's rewrite only
 mints; its links are registered in PostgreSQL the first time, and each recipient is recorded once.
@@ -26,9 +26,9 @@ from typing import Any
 import asyncpg
 
 from collector import campaigns, tokenizer
-from edge import keys
-from edge.rewrite import PreparedMessage, RewriteError
-from edge.token import TokenCodec
+from links import keys
+from links.rewrite import PreparedMessage, RewriteError
+from links.token import TokenCodec
 
 CACHE_SIZE = 64
 MAX_MESSAGE_CHARS = 1 << 20

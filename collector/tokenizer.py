@@ -1,6 +1,6 @@
 """A tokenizer worker process: ``python -m collector.tokenizer``, started by collector/rewriter.py.
 
-It prepares one message at a time (edge.rewrite.prepare) and is spoken to over its stdin and stdout in
+It prepares one message at a time (links.rewrite.prepare) and is spoken to over its stdin and stdout in
 frames: a 4-byte big-endian length, then a pickle. It writes READY once its imports are done, then for
 each request ``(html, text)`` a reply ``("ok", PreparedMessage)`` or ``("error", reason)``. It exits when
 its stdin closes. The collector kills it (SIGKILL) when a message takes longer than its deadline.
@@ -16,7 +16,7 @@ import struct
 import sys
 from typing import IO, Any
 
-from edge.rewrite import RewriteError, prepare
+from links.rewrite import RewriteError, prepare
 
 HEADER = struct.Struct(">I")
 READY = b"clickedge-tokenizer-ready\n"

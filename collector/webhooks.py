@@ -36,10 +36,10 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.connector import AddrInfoType
 from aiohttp.resolver import DefaultResolver
 
-from clickedge.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
 from collector import endpoints
 from collector.destinations import ALLOW_SETTING, Networks, refusal, scrub, shown
 from collector.metrics import CollectorMetrics
+from common.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
 
 log = logging.getLogger("clickedge.collector.webhooks")
 

@@ -1,1 +1,1 @@
-"""The redirect edge. `edge.token` is the link token codec, importable by senders."""
+"""The redirect edge: decodes a link in memory, makes its click durable, answers the 302, ships the clicks."""

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from clickedge import settings as s
+from common import settings as s
 
 
 def fsync_mode(raw: str) -> float | None:

@@ -11,7 +11,6 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clickedge.settings import ConfigError
 from clickedge.supervise import (
     CONFIG_ERROR_EXIT,
     RESTARTS_ENV,
@@ -21,15 +20,16 @@ from clickedge.supervise import (
     install_stop_handlers,
     start_heartbeat,
 )
-from edge import keys
+from common.settings import ConfigError
 from edge.clientip import ClientIP
 from edge.config import EdgeConfig
-from edge.http import HttpServer
 from edge.metrics import EdgeMetrics
-from edge.server import Edge, MetricsEndpoint
+from edge.protocol import HttpServer
+from edge.redirect import Edge, MetricsEndpoint
 from edge.shipper import Shipper
 from edge.spool import Spool, SpoolLockedError
 from edge.syncer import Syncer
+from links import keys
 
 log = logging.getLogger("clickedge.edge")
 REUSE_PORT_ENV = "CLICKEDGE_REUSE_PORT"  # set by `edge --workers N` for its own workers only

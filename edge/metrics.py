@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from clickedge.metrics import new_registry
+from common.metrics import new_registry
 from edge.spool import Spool
+from links.token import FORMAT_VERSION
 
 # 10 µs .. 1 s: the handler itself runs in microseconds.
 HANDLER_BUCKETS = (
@@ -42,7 +43,7 @@ OUTCOMES = ("redirect", "invalid", "malformed", "oversized", "not_found", "metho
 class EdgeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, restarts: int = 0, worker: int = 0) -> None:
         # Every series says which worker it is from: each worker counts for itself and is scraped on its own.
-        self.registry = registry or new_registry("edge", {"worker": str(worker)})
+        self.registry = registry or new_registry("edge", FORMAT_VERSION, {"worker": str(worker)})
         r = self.registry
         # Touched by every redirect: plain integers, read by the registry at scrape time. prometheus-client's
         # Counter.inc and Histogram.observe take a lock and cost about 7 % of the edge's throughput.

@@ -41,8 +41,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from clickedge.events import BATCH_REJECTED_HEADER, encode_spooled_batch, payload_clicked_at_us
-from clickedge.logs import Throttled
+from common.events import BATCH_REJECTED_HEADER, encode_spooled_batch, payload_clicked_at_us
+from common.logs import Throttled
 from edge.metrics import EdgeMetrics
 from edge.spool import Batch, Spool, SpoolView
 

@@ -24,8 +24,8 @@ import uvloop
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
-from edge import keys
-from edge.token import LINK_PATH, TokenError
+from links import keys
+from links.token import LINK_PATH, TokenError
 
 FIXED = "https://example.com/"
 INSERT = """INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id, client_ip,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
-from edge.token import VERSION_1, TokenCodec
+from links.token import VERSION_1, TokenCodec
 from loadtests.report import write_json
 
 _FIELDS = struct.Struct(">IIQIB")

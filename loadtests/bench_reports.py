@@ -26,13 +26,13 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from clickedge.events import EventIds
 from clickedge.pgembed import EmbeddedPostgres, free_port
 from collector import apikeys, campaigns
 from collector.app import create_app
 from collector.config import CollectorConfig
 from collector.schema import migrate_dsn
-from edge.rewrite import LinkSlot
+from common.events import EventIds
+from links.rewrite import LinkSlot
 from loadtests.report import as_json, write_json
 
 CAMPAIGN = 4_000_000_001

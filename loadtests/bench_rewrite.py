@@ -14,8 +14,8 @@ import statistics
 import sys
 import time
 
-from edge.rewrite import prepare
-from edge.token import TokenCodec
+from links.rewrite import prepare
+from links.token import TokenCodec
 from loadtests.report import write_json
 
 LINK = (

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from clickedge.pgembed import free_port
-from edge import keys
+from links import keys
 from loadtests.report import as_json, write_json
 from loadtests.run import SECRET, cpu_seconds, edge_command, rss_mb, start, stop, wait_http
 

@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from edge import keys
-from edge.token import LINK_PATH, TokenCodec
+from links import keys
+from links.token import LINK_PATH, TokenCodec
 
 
 def token_paths(codec: TokenCodec, campaign: int, count: int, links: int = 20, sent_at: int = 0) -> Iterator[str]:

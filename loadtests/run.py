@@ -40,12 +40,12 @@ import aiohttp
 import asyncpg
 import orjson
 
-from clickedge.events import Click, EventIds, decode_batch
 from clickedge.pgembed import EmbeddedPostgres, free_port
 from collector import ingest
 from collector.copy_binary import encode_stage_rows
 from collector.schema import migrate_dsn
-from edge import keys
+from common.events import Click, EventIds, decode_batch
+from links import keys
 from loadtests.make_tokens import token_paths
 from loadtests.report import write_json
 

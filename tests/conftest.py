@@ -15,7 +15,7 @@ import pytest
 
 from clickedge.pgembed import EmbeddedPostgres, free_port
 from collector.schema import migrate_dsn
-from edge import keys
+from links import keys
 
 T = TypeVar("T")
 INGEST_SECRET = "test-ingest-secret-0123456789"

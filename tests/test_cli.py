@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import keys
+from links import keys
 from loadtests.bench_decode import version_1_token
 
 DEST = "https://shop.example.com/pricing?utm_source=news#plans"

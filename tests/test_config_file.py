@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from clickedge import logs, settings
 from clickedge.cli import build_parser
 from clickedge.pgembed import free_port
 from clickedge.services import services
 from collector.config import CollectorConfig
+from common import logs, settings
 from edge.config import EdgeConfig
 from tests.conftest import INGEST_SECRET
 from tests.test_cli import clickedge

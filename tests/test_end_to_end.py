@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestServer
 
 from collector.app import create_app
 from collector.config import CollectorConfig
-from edge import keys
 from edge.config import EdgeConfig
 from edge.main import shutdown, start
+from links import keys
 from tests.conftest import INGEST_SECRET, eventually
 
 URL = "https://shop.example.com/pricing?utm_source=news#plans"

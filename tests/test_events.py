@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clickedge.events import MAX_BATCH_CLICKS, MAX_USER_AGENT, BatchError, EventIds, click_payload, decode_batch
+from common.events import MAX_BATCH_CLICKS, MAX_USER_AGENT, BatchError, EventIds, click_payload, decode_batch
 from edge.spool import MAX_PAYLOAD
 
 

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from clickedge.settings import ConfigError
 from clickedge.supervise import check_port_free
+from common.settings import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from clickedge.pgembed import free_port
-from clickedge.settings import redact_dsn
+from common.settings import redact_dsn
 from tests.conftest import eventually
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,12 +18,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from clickedge import signing
-from clickedge.events import EventIds
 from collector import apikeys, campaigns
 from collector.app import WEBHOOKS, create_app
 from collector.config import CollectorConfig
-from edge.rewrite import LinkSlot
+from common import signing
+from common.events import EventIds
+from links.rewrite import LinkSlot
 from tests.collector.clock import RECENT_MS, RECENT_S, RECENT_US
 from tests.conftest import INGEST_SECRET, eventually
 

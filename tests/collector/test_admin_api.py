@@ -16,13 +16,13 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from clickedge.settings import whole_number
 from collector import apikeys
 from collector.api import ROUTES
 from collector.app import create_app
 from collector.config import CollectorConfig
-from edge import keys
-from edge.token import LINK_PATH
+from common.settings import whole_number
+from links import keys
+from links.token import LINK_PATH
 from tests.collector.clock import RECENT_MS, RECENT_US
 from tests.conftest import INGEST_SECRET
 
@@ -239,7 +239,7 @@ async def test_hostile_input_gets_a_4xx_not_a_500(
 async def test_csv_exports_neutralise_formulas(
     api: TestClient[Any, Any], db: asyncpg.Connection, keyring: dict[str, str], campaign_id: int
 ) -> None:
-    from clickedge.events import EventIds
+    from common.events import EventIds
 
     write = auth(keyring["write"])
     html = '<a href="https://x.example.com/" data-clickedge-name="=HYPERLINK(&quot;http://evil&quot;)">x</a>'

@@ -13,10 +13,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from clickedge.events import Click, EventIds, now_us
 from collector.app import create_app
 from collector.config import CollectorConfig
 from collector.ingest import FUTURE, TOO_OLD, check_clock
+from common.events import Click, EventIds, now_us
 from tests.conftest import INGEST_SECRET, eventually
 
 AUTH = {"Authorization": f"Bearer {INGEST_SECRET}"}

@@ -10,9 +10,9 @@ import asyncpg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clickedge.events import METHODS, Click, EventIds, decode_batch
 from collector import ingest
 from collector.copy_binary import HEADER, TRAILER, encode_stage_rows
+from common.events import METHODS, Click, EventIds, decode_batch
 from loadtests.run import stage_records
 
 _ids = EventIds()

@@ -13,9 +13,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from clickedge.events import EventIds
 from collector.app import create_app
 from collector.config import CollectorConfig
+from common.events import EventIds
 from tests.collector.clock import RECENT_S, RECENT_US
 from tests.conftest import INGEST_SECRET
 

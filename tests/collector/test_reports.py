@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clickedge.events import EventIds
 from collector import apikeys, campaigns
 from collector.app import create_app
 from collector.config import CollectorConfig
-from edge.rewrite import LinkSlot
+from common.events import EventIds
+from links.rewrite import LinkSlot
 from tests.collector.clock import RECENT_MS, RECENT_US
 from tests.conftest import INGEST_SECRET
 

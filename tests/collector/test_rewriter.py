@@ -19,13 +19,13 @@ from collector import apikeys
 from collector.app import create_app
 from collector.config import CollectorConfig
 from collector.tokenizer import answer
-from edge.token import LINK_PATH
+from links.token import LINK_PATH
 from tests.conftest import INGEST_SECRET, eventually
 from tests.faults.harness import CollectorProc, kill_leftovers, wait_http
 
 LEGITIMATE = '<p>Hello</p><a href="https://shop.example.com/pricing">Pricing</a>'
 # About 2.5 s of tokenizing on a 2-core machine, far past the 0.3 s deadline the tests set; its tail of
-# unclosed "<a " alone took Python 3.11's tokenizer minutes before edge/rewrite.py stopped feeding it.
+# unclosed "<a " alone took Python 3.11's tokenizer minutes before links/rewrite.py stopped feeding it.
 HOSTILE = "<a ]>" * 140_000 + "<a " * 100_000
 DEADLINE = 0.3
 

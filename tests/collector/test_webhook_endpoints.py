@@ -15,12 +15,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from clickedge import signing
 from collector import apikeys, campaigns
 from collector.app import create_app
 from collector.config import CollectorConfig
 from collector.schema import migrate
-from edge.rewrite import LinkSlot
+from common import signing
+from links.rewrite import LinkSlot
 from tests.collector.test_actions import INGEST, LOOPBACK, WEBHOOK_SECRET, Receiver, clicks, settle
 from tests.conftest import INGEST_SECRET, eventually
 from tests.test_cli import clickedge

@@ -24,8 +24,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from clickedge import settings
 from collector.config import CollectorConfig
+from common import settings
 from edge.config import EdgeConfig
 
 ROOT = Path(__file__).resolve().parents[2]

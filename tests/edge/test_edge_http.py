@@ -17,11 +17,11 @@ import orjson
 import pytest
 
 from clickedge.pgembed import free_port
-from edge import keys
 from edge.config import EdgeConfig
-from edge.http import PIPELINE_ANSWERS, READ_SIZE, WRITE_HIGH, origin_form
 from edge.main import RunningEdge, shutdown, start
-from edge.token import MAX_TOKEN_CHARS
+from edge.protocol import PIPELINE_ANSWERS, READ_SIZE, WRITE_HIGH, origin_form
+from links import keys
+from links.token import MAX_TOKEN_CHARS
 from tests.conftest import eventually
 
 URL = "https://shop.example.com/pricing?utm_source=news&a=%2F#plans"
@@ -471,7 +471,7 @@ async def test_a_request_whose_body_arrives_with_it_is_answered_and_recorded(
         writer.close()
         assert [row[4] for row in spooled(edge)] == [1, 2]
         assert edge.http.errors == {"parser": 0, "handler": 0}
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.name == "clickedge.edge.http"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.name == "clickedge.edge.protocol"]
 
 
 @pytest.mark.parametrize("origin", ["http://t.example.com", "HTTPS://t.example.com:8443", "http://t.example.com?"])

@@ -31,10 +31,10 @@ import uvloop
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from edge import keys
 from edge.config import EdgeConfig
-from edge.http import READ_SIZE
 from edge.main import RunningEdge, shutdown, start
+from edge.protocol import READ_SIZE
+from links import keys
 from tests.conftest import INGEST_SECRET
 
 DESTINATION = "https://shop.example.com/p?q=1"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge import keys
-from edge.token import TokenError
+from links import keys
+from links.token import TokenError
 
 
 def test_first_key_is_active_and_file_is_private(tmp_path: Path) -> None:

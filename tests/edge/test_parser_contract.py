@@ -1,11 +1,11 @@
-"""What edge/http.py relies on in aiohttp's private HTTP parser interface. pyproject.toml pins the aiohttp
+"""What edge/protocol.py relies on in aiohttp's private HTTP parser interface. pyproject.toml pins the aiohttp
 minor version these checks passed on; when an upgrade changes any of it, this file fails and says what.
 
 The edge feeds ``aiohttp.http_parser.HttpRequestParser`` itself and answers from its messages, so it
 depends on: the constructor's arguments, ``feed_data``'s result shape, the message fields it reads,
 ``EMPTY_PAYLOAD`` marking a request without a body, the exceptions it raises (``HttpProcessingError``,
 ``LineTooLong`` with the limit as its second argument), and the flow-control calls a body's payload stream
-makes on the protocol object it is given (edge/http.py's ``_IgnoredBody`` answers exactly those).
+makes on the protocol object it is given (edge/protocol.py's ``_IgnoredBody`` answers exactly those).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 
-from edge.http import _IGNORED_BODY, BODY_LIMIT, MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE
+from edge.protocol import _IGNORED_BODY, BODY_LIMIT, MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,9 @@ class StrictProtocol:
         self.calls.append(("resume_reading", kwargs))
 
     def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"aiohttp's payload stream now uses protocol.{name}: edge/http.py's _IgnoredBody needs it")
+        raise AssertionError(
+            f"aiohttp's payload stream now uses protocol.{name}: edge/protocol.py's _IgnoredBody lacks it"
+        )
 
 
 def new_parser(protocol: object) -> Any:
@@ -88,7 +90,7 @@ async def test_messages_carry_what_the_edge_reads() -> None:
     assert first.headers.getall("x-forwarded-for") == ["1.2.3.4", "5.6.7.8"]
     assert first.should_close is False and first.upgrade is False
     assert payload is EMPTY_PAYLOAD and payload2 is EMPTY_PAYLOAD
-    # Absolute-form comes as written: edge/http.py takes its path.
+    # Absolute-form comes as written: edge/protocol.py takes its path.
     assert (second.method, second.path, second.version, second.should_close) == (
         "HEAD",
         "http://t.example/c/d",
@@ -143,7 +145,7 @@ async def test_bad_requests_raise_http_processing_errors() -> None:
             new_parser(_IGNORED_BODY).feed_data(bad)
     with pytest.raises(LineTooLong) as too_long:
         new_parser(_IGNORED_BODY).feed_data(b"GET /" + b"a" * MAX_LINE_SIZE + b" HTTP/1.1\r\n\r\n")
-    assert too_long.value.args[1] == MAX_LINE_SIZE  # how edge/http.py tells an oversized token (414)
+    assert too_long.value.args[1] == MAX_LINE_SIZE  # how edge/protocol.py tells an oversized token (414)
     with pytest.raises(HttpProcessingError) as too_many:
         new_parser(_IGNORED_BODY).feed_data(b"GET /x HTTP/1.1\r\n" + b"A: b\r\n" * (MAX_HEADERS + 1) + b"\r\n")
     assert not (isinstance(too_many.value, LineTooLong) and too_many.value.args[1] == MAX_LINE_SIZE)

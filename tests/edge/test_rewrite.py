@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.rewrite import RewriteError, prepare
-from edge.token import LINK_PATH, TokenCodec
+from links.rewrite import RewriteError, prepare
+from links.token import LINK_PATH, TokenCodec
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "newsletters"
 BASE = "https://t.example.net"
@@ -189,7 +189,7 @@ def test_character_references_are_decoded_as_browsers_do_in_attributes(href: str
 
 
 def test_html_the_tokenizer_rejects_is_a_clear_error() -> None:
-    from edge.rewrite import RewriteError
+    from links.rewrite import RewriteError
 
     with pytest.raises(RewriteError, match="cannot be tokenized"):
         prepare('<a href="https://x.example.com/">x</a><![x]>')

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.token import (
+from links.token import (
     FORMAT_VERSION,
     INVALID,
     MALFORMED,

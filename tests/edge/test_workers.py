@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from clickedge.pgembed import free_port
 from collector.app import create_app
 from collector.config import CollectorConfig
-from edge import keys
+from links import keys
 from tests.conftest import INGEST_SECRET, eventually
 
 

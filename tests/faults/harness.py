@@ -19,7 +19,7 @@ import aiohttp
 import asyncpg
 
 from clickedge.pgembed import free_port
-from edge import keys
+from links import keys
 from tests.conftest import INGEST_SECRET
 
 URL = "https://shop.example.com/landing?utm_source=fault"

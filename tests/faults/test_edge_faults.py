@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 import pytest
 
-from clickedge.events import EventIds, click_payload
+from common.events import EventIds, click_payload
 from edge.spool import HEADER_SIZE, Spool, frame, parse
 from tests.collector.clock import RECENT_US
 from tests.conftest import eventually, require

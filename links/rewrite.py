@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Protocol
 
-from edge.token import LINK_PATH, DestinationError, validate_destination
+from links.token import LINK_PATH, DestinationError, validate_destination
 
 PLACEHOLDER_MARKS = ("{{", "}}", "{%", "%%", "*|", "|*", "[[", "]]", "<%", "${", "{$")
 TEXT_URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)  # plain text has no markup to tokenize

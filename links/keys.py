@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from edge.token import KEY_BYTES, MAX_KEY_ID, TokenCodec
+from links.token import KEY_BYTES, MAX_KEY_ID, TokenCodec
 
 ACTIVE = "active"
 VERIFYING = "verifying"

@@ -44,9 +44,9 @@ from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD
 from multidict import CIMultiDictProxy
 
-from clickedge.logs import Throttled
+from common.logs import Throttled
 
-log = logging.getLogger("clickedge.edge.http")
+log = logging.getLogger("clickedge.edge.protocol")
 _errors_log = Throttled(log)
 
 # Long enough that every oversized token still reaches the handler and gets its 414 page.

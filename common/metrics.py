@@ -10,8 +10,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from clickedge import __version__
-from edge.token import FORMAT_VERSION
+from common import __version__
 
 
 class LabelledRegistry(CollectorRegistry):
@@ -31,9 +30,9 @@ class LabelledRegistry(CollectorRegistry):
             yield labelled
 
 
-def new_registry(service: str, labels: Mapping[str, str] | None = None) -> CollectorRegistry:
-    """A registry of a service's own, with process and Python platform metrics, build information, and
-    no *_created series."""
+def new_registry(service: str, token_format: int, labels: Mapping[str, str] | None = None) -> CollectorRegistry:
+    """A registry of a service's own, with process and Python platform metrics, build information (the
+    link token format the service reads or writes among it), and no *_created series."""
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only add bulk
     registry = LabelledRegistry(labels) if labels else CollectorRegistry()
     ProcessCollector(registry=registry)
@@ -43,5 +42,5 @@ def new_registry(service: str, labels: Mapping[str, str] | None = None) -> Colle
         "Always 1; the labels say what is running",
         ["service", "version", "token_format", "python"],
         registry=registry,
-    ).labels(service, __version__, str(FORMAT_VERSION), platform.python_version()).set(1)
+    ).labels(service, __version__, str(token_format), platform.python_version()).set(1)
     return registry

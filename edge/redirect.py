@@ -1,6 +1,6 @@
 """The redirect edge: decode a token in memory, spool the click, answer 302. No awaited I/O on the hot path.
 
-The HTTP side is edge/http.py (aiohttp's parser under a small protocol); this module decides what each
+The HTTP side is edge/protocol.py (aiohttp's parser under a small protocol); this module decides what each
 request gets. Answers that never change are built once, as bytes; a redirect only adds its Location. The
 clicks of all requests read in one event-loop pass are written to the spool with one write(), which
 returns as soon as the bytes are in the page cache, before any of those requests is answered.
@@ -19,13 +19,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDictProxy
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from clickedge.events import EventIds, click_payload
+from common.events import EventIds, click_payload
 from edge.clientip import ClientIP
-from edge.http import Answer
 from edge.metrics import EdgeMetrics
+from edge.protocol import Answer
 from edge.spool import Spool
 from edge.syncer import Syncer
-from edge.token import INVALID, LINK_PATH, MALFORMED, OVERSIZED, TokenCodec, TokenError
+from links.token import INVALID, LINK_PATH, MALFORMED, OVERSIZED, TokenCodec, TokenError
 
 log = logging.getLogger("clickedge.edge")
 access = logging.getLogger("clickedge.access")
@@ -48,7 +48,7 @@ _REDIRECT_TAIL = b"\r\n" + _NO_STORE + b"Content-Length: 0\r\n"
 
 
 def answer(status: int, body: bytes = b"", content_type: str = _TEXT, extra: bytes = _NO_STORE) -> Answer:
-    """A complete answer but for Date and Connection, which edge/http.py adds."""
+    """A complete answer but for Date and Connection, which edge/protocol.py adds."""
     head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode() + extra
     if body:
         head += f"Content-Type: {content_type}\r\n".encode()
