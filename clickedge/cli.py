@@ -286,8 +286,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         dsn = args.database_url or os.environ.get("CLICKEDGE_DATABASE_URL")
         if not dsn:
             raise ConfigError("set CLICKEDGE_DATABASE_URL or --database-url to a PostgreSQL DSN")
-        asyncio.run(migrate_dsn(dsn))
-        print("schema applied")
+        print(asyncio.run(migrate_dsn(dsn)))
         return 0
     if command == "mint":
         return _mint(args)
