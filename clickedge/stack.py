@@ -17,16 +17,20 @@ from pathlib import Path
 import aiohttp
 
 from clickedge.pgembed import EmbeddedPostgres, free_port
-from clickedge.supervise import Child, Supervisor, check_port_free, install_stop_handlers
+from clickedge.supervise import Child, Supervisor, check_port_free
 from collector import apikeys
 from collector.database import connect
 from collector.schema import migrate_dsn
 from common import settings as s
+from common.files import write_private
+from common.process import install_stop_handlers
+from edge.config import EdgeConfig
 from links import keys
 
 log = logging.getLogger("clickedge.up")
 PUBLIC_URL_FILE = "public.url"  # the base URL of the links `up` serves: `mint` and `rewrite` use it
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
+DATABASE_URL_FILE = "database.url"  # the DSN of the database `up` runs, password included (mode 0600)
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"  # where links point when nothing says otherwise
 
 
 @dataclass(frozen=True)
@@ -43,14 +47,8 @@ class UpConfig:
     workers: int = s.setting(
         1, flag="--workers", env="CLICKEDGE_WORKERS", parse=s.positive_int, help="edge worker processes"
     )
-    database_url: str = s.setting(
-        "",
-        flag="--database-url",
-        env="CLICKEDGE_DATABASE_URL",
-        parse=s.text,
-        secret=True,
-        help="use this PostgreSQL instead of the embedded one",
-        default_text="none: an embedded PostgreSQL in DATA_DIR/pg",
+    database_url: str = s.database_url_setting(
+        "use this PostgreSQL instead of the embedded one", "none: an embedded PostgreSQL in DATA_DIR/pg"
     )
     pg_port: int = s.setting(
         0,
@@ -59,14 +57,7 @@ class UpConfig:
         parse=s.port,
         help="port of the embedded PostgreSQL (0: any free port)",
     )
-    public_url: str = s.setting(
-        "",
-        flag="--public-url",
-        env="CLICKEDGE_PUBLIC_URL",
-        parse=s.http_url,
-        help="base URL of tracked links",
-        default_text="http://127.0.0.1:EDGE_PORT",
-    )
+    public_url: str = s.public_url_setting("base URL of tracked links", default_text="http://127.0.0.1:EDGE_PORT")
     watchdog_timeout: float = s.watchdog_setting()
     log_level: str = s.log_level_setting()
     log_format: str = s.log_format_setting("text")
@@ -174,7 +165,7 @@ async def _up(config: UpConfig, config_file: s.ConfigFile | None) -> int:
         await asyncio.to_thread(pg.init)
         await pg.start()
         dsn = pg.dsn
-        write_private(data_dir / "database.url", dsn + "\n")
+        write_private(data_dir / DATABASE_URL_FILE, dsn + "\n")
     try:
         await migrate_dsn(dsn)
         env = {
@@ -234,7 +225,7 @@ async def _up(config: UpConfig, config_file: s.ConfigFile | None) -> int:
             contact_id=1,
             sent_at=int(time.time()),
         )
-        where = f"   (with password: {data_dir / 'database.url'})" if pg is not None else ""
+        where = f"   (with password: {data_dir / DATABASE_URL_FILE})" if pg is not None else ""
         print(_banner(s.redact_dsn(dsn) + where, config, public_url, f"{public_url}/c/{sample}", admin_key), flush=True)
         failed = asyncio.create_task(supervisor.failed.wait())
         stopped = asyncio.create_task(stop.wait())
@@ -251,10 +242,8 @@ async def _up(config: UpConfig, config_file: s.ConfigFile | None) -> int:
 
 
 def _file_sets(config_file: s.ConfigFile | None, section: str, name: str) -> bool:
-    """Whether the configuration file sets ``name`` for ``section`` (in its table or at the top level)."""
-    from clickedge.services import services
-
-    return config_file is not None and name in config_file.values(section, services()[section])
+    """Whether the configuration file sets ``name`` for the edge (in its table or at the top level)."""
+    return config_file is not None and name in config_file.values(section, EdgeConfig)
 
 
 async def ensure_admin_key(dsn: str, data_dir: Path) -> Path:
@@ -269,12 +258,6 @@ async def ensure_admin_key(dsn: str, data_dir: Path) -> Path:
         await conn.close()
     write_private(path, key + "\n")
     return path
-
-
-def write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def _banner(database: str, config: UpConfig, public_url: str, sample: str, admin_key: Path) -> str:
