@@ -25,6 +25,7 @@ from pathlib import Path
 import asyncpg
 
 from clickedge.supervise import die_with_parent
+from common.files import write_private
 
 SERVICE_USER = "clickedge-pg"
 SUPERUSER = "postgres"
@@ -99,17 +100,13 @@ class EmbeddedPostgres:
             return
         # Password authentication even on loopback: any local user could otherwise connect as superuser.
         if not self.password_path.exists():
-            fd = os.open(self.password_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(24) + "\n")
+            write_private(self.password_path, secrets.token_urlsafe(24) + "\n", exclusive=True)
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         if user is not None:
             shutil.chown(self.data_dir, user, user)
         # initdb reads the password from a file; it runs as the service user, who must be able to read it.
         pwfile = self.data_dir.parent / ".pg.pwfile"
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self._password() + "\n")
+        write_private(pwfile, self._password() + "\n")
         if user is not None:
             shutil.chown(pwfile, user, user)
         try:

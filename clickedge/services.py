@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from clickedge.stack import UpConfig
+from collector.config import CollectorConfig
+from edge.config import EdgeConfig
+
+SERVICES: dict[str, type] = {"edge": EdgeConfig, "collector": CollectorConfig, "up": UpConfig}
+
 
 def services() -> dict[str, type]:
-    # Imported here: clickedge.stack imports this module.
-    from clickedge.stack import UpConfig
-    from collector.config import CollectorConfig
-    from edge.config import EdgeConfig
-
-    return {"edge": EdgeConfig, "collector": CollectorConfig, "up": UpConfig}
+    return SERVICES

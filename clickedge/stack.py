@@ -17,16 +17,21 @@ from pathlib import Path
 import aiohttp
 
 from clickedge.pgembed import EmbeddedPostgres, free_port
-from clickedge.supervise import Child, Supervisor, check_port_free, install_stop_handlers
+from clickedge.supervise import Child, Supervisor, check_port_free
 from collector import apikeys
 from collector.database import connect
 from collector.schema import migrate_dsn
 from common import settings as s
+from common.files import write_private
+from common.process import install_stop_handlers
+from edge.config import EdgeConfig
 from links import keys
+from links.token import LINK_PATH
 
 log = logging.getLogger("clickedge.up")
 PUBLIC_URL_FILE = "public.url"  # the base URL of the links `up` serves: `mint` and `rewrite` use it
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
+DATABASE_URL_FILE = "database.url"  # the DSN of the database `up` runs, password included (mode 0600)
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"  # where links point when nothing says otherwise
 
 
 @dataclass(frozen=True)
@@ -43,14 +48,8 @@ class UpConfig:
     workers: int = s.setting(
         1, flag="--workers", env="CLICKEDGE_WORKERS", parse=s.positive_int, help="edge worker processes"
     )
-    database_url: str = s.setting(
-        "",
-        flag="--database-url",
-        env="CLICKEDGE_DATABASE_URL",
-        parse=s.text,
-        secret=True,
-        help="use this PostgreSQL instead of the embedded one",
-        default_text="none: an embedded PostgreSQL in DATA_DIR/pg",
+    database_url: str = s.database_url_setting(
+        "use this PostgreSQL instead of the embedded one", "none: an embedded PostgreSQL in DATA_DIR/pg"
     )
     pg_port: int = s.setting(
         0,
@@ -59,14 +58,7 @@ class UpConfig:
         parse=s.port,
         help="port of the embedded PostgreSQL (0: any free port)",
     )
-    public_url: str = s.setting(
-        "",
-        flag="--public-url",
-        env="CLICKEDGE_PUBLIC_URL",
-        parse=s.http_url,
-        help="base URL of tracked links",
-        default_text="http://127.0.0.1:EDGE_PORT",
-    )
+    public_url: str = s.public_url_setting("base URL of tracked links", default_text="http://127.0.0.1:EDGE_PORT")
     watchdog_timeout: float = s.watchdog_setting()
     log_level: str = s.log_level_setting()
     log_format: str = s.log_format_setting("text")
@@ -143,20 +135,69 @@ async def up(config: UpConfig, config_file: s.ConfigFile | None = None) -> int:
         return await _up(config, config_file)
 
 
+@dataclass(frozen=True)
+class _Local:
+    """What `up` keeps in its data dir: the directory, the link keys, the ingest secret, the public URL."""
+
+    data_dir: Path
+    ring: keys.KeyRing
+    secret: str
+    public_url: str
+
+
 async def _up(config: UpConfig, config_file: s.ConfigFile | None) -> int:
     stop = asyncio.Event()
     supervisor = Supervisor(watchdog_timeout=config.watchdog_timeout)
-    pg: EmbeddedPostgres | None = None
+    pg: list[EmbeddedPostgres] = []  # the embedded database, once started
 
     def force() -> None:  # a second Ctrl-C: nothing we started may outlive us
         supervisor.kill_all()
-        if pg is not None:
-            pg.kill_now()
+        for db in pg:
+            db.kill_now()
 
     install_stop_handlers(stop, on_force=force)
     for port in (config.edge_port, config.collector_port, config.pg_port):
         if port:
             check_port_free("127.0.0.1", port)
+    local = _prepare_data_dir(config)
+    dsn = config.database_url
+    if dsn:
+        s.check_dsn(dsn)
+    else:
+        pg.append(await _start_embedded(config, local.data_dir))
+        dsn = pg[0].dsn
+    try:
+        await migrate_dsn(dsn)
+        admin_key = await ensure_admin_key(dsn, local.data_dir)
+        env = _service_env(config, config_file, dsn, local.secret)
+        collector = Child("collector", _collector_argv(config, local), env)
+        await supervisor.start(collector)
+        await wait_ready(f"http://127.0.0.1:{config.collector_port}/readyz", collector)
+        edge = Child("edge", _edge_argv(config, config_file, local), env)
+        await supervisor.start(edge)
+        await wait_ready(f"http://127.0.0.1:{config.edge_port}/healthz", edge, processes=config.workers)
+        await wait_ready(f"http://127.0.0.1:{config.edge_port}/readyz", edge)
+        sample = local.ring.codec().mint(
+            "https://example.com/?utm_source=clickedge#welcome",
+            campaign_id=1,
+            link_id=1,
+            contact_id=1,
+            sent_at=int(time.time()),
+        )
+        where = f"   (with password: {local.data_dir / DATABASE_URL_FILE})" if pg else ""
+        link = f"{local.public_url}{LINK_PATH}{sample}"
+        print(_banner(s.redact_dsn(dsn) + where, config, local.public_url, link, admin_key), flush=True)
+        return await _until_stopped(supervisor, stop)
+    finally:
+        log.info("stopping: edge, then collector, then database")
+        await supervisor.stop_all(timeout=30)
+        for db in pg:
+            await asyncio.to_thread(db.stop)
+        log.info("stopped")
+
+
+def _prepare_data_dir(config: UpConfig) -> _Local:
+    """The data dir, made if needed, with its keys and ingest secret; the public URL recorded in it."""
     data_dir = config.data_dir.resolve()
     if data_dir.exists() and not data_dir.is_dir():
         raise s.ConfigError(f"--data-dir {data_dir} is a file, not a directory")
@@ -165,96 +206,65 @@ async def _up(config: UpConfig, config_file: s.ConfigFile | None) -> int:
     secret = ensure_ingest_secret(data_dir)
     public_url = config.public_url or f"http://127.0.0.1:{config.edge_port}"
     write_private(data_dir / PUBLIC_URL_FILE, public_url + "\n")  # so `mint` and `rewrite` make links to it
+    return _Local(data_dir, ring, secret, public_url)
 
-    dsn = config.database_url
-    if dsn:
-        s.check_dsn(dsn)
-    else:
-        pg = EmbeddedPostgres(data_dir / "pg", config.pg_port or free_port())
-        await asyncio.to_thread(pg.init)
-        await pg.start()
-        dsn = pg.dsn
-        write_private(data_dir / "database.url", dsn + "\n")
-    try:
-        await migrate_dsn(dsn)
-        env = {
-            **os.environ,
-            "CLICKEDGE_DATABASE_URL": dsn,
-            "CLICKEDGE_INGEST_SECRET": secret,
-            # One stack, one way of logging: up's own log settings ([up] or the top level of the file)
-            # apply to the edge and the collector too. Their other settings come from their tables.
-            "CLICKEDGE_LOG_LEVEL": config.log_level,
-            "CLICKEDGE_LOG_FORMAT": config.log_format,
-            # And one watchdog: the edge's own supervisor (--workers N) watches its workers the same way.
-            "CLICKEDGE_WATCHDOG_TIMEOUT": str(config.watchdog_timeout),
-        }
-        if config_file is not None:
-            env[s.CONFIG_ENV] = str(config_file.path)
-        base = [sys.executable, "-m", "clickedge"]
-        admin_key = await ensure_admin_key(dsn, data_dir)
-        collector = Child(
-            "collector",
-            [
-                *base,
-                "collector",
-                "--collector-port",
-                str(config.collector_port),
-                "--data-dir",
-                str(data_dir),
-                "--public-url",
-                public_url,
-            ],
-            env,
-        )
-        await supervisor.start(collector)
-        await wait_ready(f"http://127.0.0.1:{config.collector_port}/readyz", collector)
-        edge_argv = [
-            *base,
-            "edge",
-            "--edge-port",
-            str(config.edge_port),
-            "--workers",
-            str(config.workers),
-            "--data-dir",
-            str(data_dir),
-            "--collector-url",
-            f"http://127.0.0.1:{config.collector_port}",
-        ]
-        if "CLICKEDGE_DRAIN_GRACE" not in os.environ and not _file_sets(config_file, "edge", "drain_grace"):
-            edge_argv += ["--drain-grace", "0"]  # no load balancer to tell locally: stop at once
-        edge = Child("edge", edge_argv, env)
-        await supervisor.start(edge)
-        await wait_ready(f"http://127.0.0.1:{config.edge_port}/healthz", edge, processes=config.workers)
-        await wait_ready(f"http://127.0.0.1:{config.edge_port}/readyz", edge)
 
-        sample = ring.codec().mint(
-            "https://example.com/?utm_source=clickedge#welcome",
-            campaign_id=1,
-            link_id=1,
-            contact_id=1,
-            sent_at=int(time.time()),
-        )
-        where = f"   (with password: {data_dir / 'database.url'})" if pg is not None else ""
-        print(_banner(s.redact_dsn(dsn) + where, config, public_url, f"{public_url}/c/{sample}", admin_key), flush=True)
-        failed = asyncio.create_task(supervisor.failed.wait())
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        failed.cancel()
-        stopped.cancel()
-        return 1 if supervisor.failed.is_set() and not stop.is_set() else 0
-    finally:
-        log.info("stopping: edge, then collector, then database")
-        await supervisor.stop_all(timeout=30)
-        if pg is not None:
-            await asyncio.to_thread(pg.stop)
-        log.info("stopped")
+async def _start_embedded(config: UpConfig, data_dir: Path) -> EmbeddedPostgres:
+    pg = EmbeddedPostgres(data_dir / "pg", config.pg_port or free_port())
+    await asyncio.to_thread(pg.init)
+    await pg.start()
+    write_private(data_dir / DATABASE_URL_FILE, pg.dsn + "\n")
+    return pg
+
+
+def _service_env(config: UpConfig, config_file: s.ConfigFile | None, dsn: str, secret: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "CLICKEDGE_DATABASE_URL": dsn,
+        "CLICKEDGE_INGEST_SECRET": secret,
+        # One stack, one way of logging: up's own log settings ([up] or the top level of the file)
+        # apply to the edge and the collector too. Their other settings come from their tables.
+        "CLICKEDGE_LOG_LEVEL": config.log_level,
+        "CLICKEDGE_LOG_FORMAT": config.log_format,
+        # And one watchdog: the edge's own supervisor (--workers N) watches its workers the same way.
+        "CLICKEDGE_WATCHDOG_TIMEOUT": str(config.watchdog_timeout),
+    }
+    if config_file is not None:
+        env[s.CONFIG_ENV] = str(config_file.path)
+    return env
+
+
+def _collector_argv(config: UpConfig, local: _Local) -> list[str]:
+    return [
+        *[sys.executable, "-m", "clickedge", "collector", "--collector-port", str(config.collector_port)],
+        *["--data-dir", str(local.data_dir), "--public-url", local.public_url],
+    ]
+
+
+def _edge_argv(config: UpConfig, config_file: s.ConfigFile | None, local: _Local) -> list[str]:
+    argv = [
+        *[sys.executable, "-m", "clickedge", "edge", "--edge-port", str(config.edge_port)],
+        *["--workers", str(config.workers), "--data-dir", str(local.data_dir)],
+        *["--collector-url", f"http://127.0.0.1:{config.collector_port}"],
+    ]
+    if "CLICKEDGE_DRAIN_GRACE" not in os.environ and not _file_sets(config_file, "edge", "drain_grace"):
+        argv += ["--drain-grace", "0"]  # no load balancer to tell locally: stop at once
+    return argv
+
+
+async def _until_stopped(supervisor: Supervisor, stop: asyncio.Event) -> int:
+    """Serve until asked to stop (0) or a service fails for good (1)."""
+    failed = asyncio.create_task(supervisor.failed.wait())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    failed.cancel()
+    stopped.cancel()
+    return 1 if supervisor.failed.is_set() and not stop.is_set() else 0
 
 
 def _file_sets(config_file: s.ConfigFile | None, section: str, name: str) -> bool:
-    """Whether the configuration file sets ``name`` for ``section`` (in its table or at the top level)."""
-    from clickedge.services import services
-
-    return config_file is not None and name in config_file.values(section, services()[section])
+    """Whether the configuration file sets ``name`` for the edge (in its table or at the top level)."""
+    return config_file is not None and name in config_file.values(section, EdgeConfig)
 
 
 async def ensure_admin_key(dsn: str, data_dir: Path) -> Path:
@@ -269,12 +279,6 @@ async def ensure_admin_key(dsn: str, data_dir: Path) -> Path:
         await conn.close()
     write_private(path, key + "\n")
     return path
-
-
-def write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def _banner(database: str, config: UpConfig, public_url: str, sample: str, admin_key: Path) -> str:

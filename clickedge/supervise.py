@@ -17,22 +17,18 @@ import logging
 import os
 import signal
 import socket
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from common.process import CONFIG_ERROR_EXIT, HEARTBEAT_ENV, HEARTBEAT_INTERVAL, RESTARTS_ENV
 from common.settings import ConfigError
 
 log = logging.getLogger("clickedge.supervise")
 
 PR_SET_PDEATHSIG = 1
-CONFIG_ERROR_EXIT = 2  # what `clickedge` exits with on a configuration error
-RESTARTS_ENV = "CLICKEDGE_RESTARTS"  # tells a child how often its slot was restarted, for its metrics
 RESTART_BACKOFF_START = 0.5
 RESTART_BACKOFF_CAP = 30.0
 STABLE_AFTER = 30.0  # a child that ran this long resets its backoff
-HEARTBEAT_ENV = "CLICKEDGE_HEARTBEAT_FD"
-HEARTBEAT_INTERVAL = 1.0
 FIRST_BEAT_GRACE = 60.0  # start-up before the first beat: opening a spool with a backlog, connecting
 
 
@@ -237,58 +233,3 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-
-
-def install_stop_handlers(
-    stop: asyncio.Event, on_force: Callable[[], None] | None = None, *, same_stop_seconds: float = 0.0
-) -> None:
-    """First SIGTERM/SIGINT asks for a graceful stop; a second one exits at once, after ``on_force``
-    (which kills what must not outlive this process). A supervised worker passes ``same_stop_seconds``:
-    signals that soon after the first are the same request, because a service manager that signals the
-    whole control group (systemd's default KillMode) and the supervisor passing the signal on reach it
-    twice at once, and that must not skip its drain."""
-    loop = asyncio.get_running_loop()
-    first: list[float] = []
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set() and first and loop.time() - first[0] < same_stop_seconds:
-            log.info("%s again: already stopping", signal.Signals(signum).name)
-            return
-        if stop.is_set():
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            if on_force is not None:
-                on_force()
-            os._exit(128 + signum)
-        log.info("%s received: stopping", signal.Signals(signum).name)
-        first.append(loop.time())
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-
-
-def start_heartbeat() -> None:
-    """If a supervisor gave this process a heartbeat pipe, write to it once a second from a timer on the
-    running event loop, for as long as the loop turns (see the module's docstring)."""
-    raw = os.environ.pop(HEARTBEAT_ENV, "")
-    if not raw.isdigit():
-        return
-    fd = int(raw)
-    try:
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-            return  # not the pipe it should be: never write into a descriptor that is something else
-        os.set_blocking(fd, False)
-    except OSError:
-        return
-    loop = asyncio.get_running_loop()
-
-    def beat() -> None:
-        try:
-            os.write(fd, b".")
-        except BlockingIOError:
-            pass  # the supervisor is behind reading: it has plenty of beats already
-        except OSError:
-            return  # the supervisor is gone
-        loop.call_later(HEARTBEAT_INTERVAL, beat)
-
-    beat()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from collector.destinations import ALLOW_SETTING, Network
 from common import settings as s
+from common.files import write_private
 from links.rewrite import base_url_problem
 
 
@@ -29,15 +28,7 @@ class CollectorConfig:
         parse=s.port,
         help="collector HTTP port (ingest, health, metrics)",
     )
-    database_url: str = s.setting(
-        "",
-        flag="--database-url",
-        env="CLICKEDGE_DATABASE_URL",
-        parse=s.text,
-        help="PostgreSQL DSN",
-        default_text="none (required; `up` sets it)",
-        secret=True,
-    )
+    database_url: str = s.database_url_setting("PostgreSQL DSN", "none (required; `up` sets it)")
     ingest_secret: str = s.ingest_secret_setting(
         "shared secret edges present to ship clicks (at least 16 characters)", "none (required)"
     )
@@ -78,22 +69,10 @@ class CollectorConfig:
     )
     data_dir: Path = s.data_dir_setting("directory with the link keys (for the rewrite API) and the webhook secret")
     keys_file: Path | None = s.keys_file_setting()
-    public_url: str = s.setting(
-        "http://127.0.0.1:8080",
-        flag="--public-url",
-        env="CLICKEDGE_PUBLIC_URL",
-        parse=s.http_url,
-        help="base URL of tracked links minted by the rewrite API",
+    public_url: str = s.public_url_setting(
+        "base URL of tracked links minted by the rewrite API (a campaign's tracking_url wins)", "http://127.0.0.1:8080"
     )
-    webhook_secret: str = s.setting(
-        "",
-        flag="--webhook-secret",
-        env="CLICKEDGE_WEBHOOK_SECRET",
-        parse=s.text,
-        secret=True,
-        help="master key from which each webhook destination's signing secret is derived",
-        default_text="DATA_DIR/webhook.secret, created if missing",
-    )
+    webhook_secret: str = s.webhook_secret_setting()
     max_clock_skew: float = s.setting(
         300.0,
         flag="--max-clock-skew",
@@ -161,17 +140,8 @@ class CollectorConfig:
         path = self.data_dir / WEBHOOK_MASTER_FILE
         if not path.exists():
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # Written in full under a temporary name, then linked into place: whoever loses a race to
-            # create it reads the winner's complete key, never an empty or half-written one.
-            tmp = path.with_name(f".webhook.secret.{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-            tmp.unlink()
+            # Whoever loses a race to create it reads the winner's complete key.
+            write_private(path, secrets.token_urlsafe(32) + "\n", exclusive=True)
         return _read_webhook_secret(path)
 
     def __post_init__(self) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from aiohttp import web
 
-from clickedge.supervise import RESTARTS_ENV, install_stop_handlers, start_heartbeat
 from collector.app import DRAINING, create_app
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
+from common.process import install_stop_handlers, restarts, start_heartbeat
 from common.settings import ConfigError
 
 log = logging.getLogger("clickedge.collector")
@@ -21,7 +20,7 @@ async def run(config: CollectorConfig) -> int:
     start_heartbeat()  # when `up` supervises it
     stop = asyncio.Event()
     install_stop_handlers(stop)
-    app = create_app(config, CollectorMetrics(restarts=int(os.environ.get(RESTARTS_ENV, "0") or 0)))
+    app = create_app(config, CollectorMetrics(restarts=restarts()))
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)

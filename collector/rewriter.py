@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from collector import campaigns, tokenizer
+from collector import campaigns, sending, tokenizer
 from links import keys
 from links.rewrite import PreparedMessage, RewriteError
 from links.token import TokenCodec
@@ -215,7 +215,7 @@ class Rewriter:
     ) -> dict[str, Any]:
         # No database connection is held while the message waits for a tokenizer: the pool also serves ingest.
         async with pool.acquire() as conn:
-            tracking, tracking_url = await campaigns.ensure_campaign(conn, campaign_id)
+            tracking, _ = await sending.tracking_for(conn, campaign_id)
         if not tracking:
             return {"html": html, "text": text, "tracking": False, "links": []}
         digest = hashlib.sha256(html.encode() + b"\0" + (text or "").encode()).digest()
@@ -224,21 +224,24 @@ class Rewriter:
             cached = (await self._prepare(html, text), False)
         message, registered = cached
         async with pool.acquire() as conn:
-            if not registered:
-                await campaigns.register_links(conn, campaign_id, message.links)
-            self._prepared[(campaign_id, digest)] = (message, True)
-            self._prepared.move_to_end((campaign_id, digest))
-            while len(self._prepared) > CACHE_SIZE:
-                self._prepared.popitem(last=False)
-            if contact is not None:
-                await campaigns.record_recipient(conn, campaign_id, contact)
-        out_html, out_text = message.render(
+            tracking, tracking_url = await sending.register(conn, campaign_id, message, contact, links=not registered)
+        self._prepared[(campaign_id, digest)] = (message, True)
+        self._prepared.move_to_end((campaign_id, digest))
+        while len(self._prepared) > CACHE_SIZE:
+            self._prepared.popitem(last=False)
+        sendable = sending.render(
+            message,
+            (html, text),
             self._minter(),
-            base_url=tracking_url or self._public_url,
+            tracking=tracking,
+            base=sending.base_url(tracking_url, self._public_url),
             campaign_id=campaign_id,
-            contact_id=contact,
+            contact=contact,
             sent_at=sent_at,
         )
+        if not sendable.tracking:
+            return {"html": html, "text": text, "tracking": False, "links": []}
+        out_html, out_text = sendable.html, sendable.text
         return {
             "html": out_html,
             "text": out_text,

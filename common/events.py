@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from common.limits import MAX_CONTACT, MAX_ID, MAX_KEY_ID
+
 WIRE_VERSION = 1
 FIELDS = (
     "event_id",
@@ -40,9 +42,9 @@ BATCH_REJECTED_HEADER = "Clickedge-Batch-Rejected"
 MAX_EDGE_NAME = 64
 MAX_BATCH_CLICKS = 10_000
 METHODS = frozenset({"GET", "HEAD"})
-_MAX_U32 = 2**32 - 1
-_MAX_BIGINT = 2**63 - 1
-_MAX_U16 = 2**16 - 1
+_MAX_U32 = MAX_ID
+_MAX_BIGINT = MAX_CONTACT
+_MAX_U16 = MAX_KEY_ID
 _MAX_CLICKED_US = _MAX_U32 * 1_000_000
 _NFIELDS = len(FIELDS)
 

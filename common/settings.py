@@ -58,14 +58,19 @@ def specs(cls: type) -> list[tuple[dataclasses.Field[Any], Spec]]:
     return [(f, f.metadata["spec"]) for f in dataclasses.fields(cls) if "spec" in f.metadata]
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: frozenset[str] = frozenset()) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, skip: frozenset[str] = frozenset(), suppress: bool = False
+) -> None:
+    """A flag per setting of ``cls``. ``suppress``: for the subparser of an action (`keys create --data-dir
+    D`), whose defaults would otherwise overwrite what was given before the action (`keys --data-dir D
+    create`)."""
     for f, spec in specs(cls):
         if spec.flag in skip:
             continue
         parser.add_argument(
             spec.flag,
             dest=f.name,
-            default=None,
+            default=argparse.SUPPRESS if suppress else None,
             metavar=f.name.upper(),
             # argparse formats help with %: a literal % must be doubled.
             help=f"{spec.help} [env {spec.env}; default: {default_text(f, spec)}]".replace("%", "%%"),
@@ -199,7 +204,7 @@ def load(
             continue
         raw = getattr(args, f.name, None) if args is not None else None
         source = spec.flag
-        if raw is None and spec.env in environ:
+        if raw is None and environ.get(spec.env):  # set, and not to "": `CLICKEDGE_X= cmd` unsets it
             raw, source = environ[spec.env], spec.env
         if raw is None and f.name in from_file:
             value, source = from_file[f.name]
@@ -269,6 +274,41 @@ def watchdog_setting() -> Any:
         env="CLICKEDGE_WATCHDOG_TIMEOUT",
         parse=non_negative_float,
         help="seconds a supervised process's event loop may go silent before it is killed and restarted (0: off)",
+    )
+
+
+def public_url_setting(help: str, default: str = "", default_text: str = "") -> Any:
+    return setting(
+        default,
+        flag="--public-url",
+        env="CLICKEDGE_PUBLIC_URL",
+        parse=http_url,
+        help=help,
+        default_text=default_text,
+    )
+
+
+def database_url_setting(help: str, default_text: str) -> Any:
+    return setting(
+        "",
+        flag="--database-url",
+        env="CLICKEDGE_DATABASE_URL",
+        parse=text,
+        secret=True,
+        help=help,
+        default_text=default_text,
+    )
+
+
+def webhook_secret_setting(default_text: str = "DATA_DIR/webhook.secret, created if missing") -> Any:
+    return setting(
+        "",
+        flag="--webhook-secret",
+        env="CLICKEDGE_WEBHOOK_SECRET",
+        parse=text,
+        secret=True,
+        help="master key from which each webhook destination's signing secret is derived",
+        default_text=default_text,
     )
 
 

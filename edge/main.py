@@ -1,4 +1,4 @@
-"""Edge process lifecycle: start, serve, drain in order on SIGTERM; or supervise N workers."""
+"""Edge worker lifecycle: start, serve, drain in order on SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,33 +6,25 @@ import asyncio
 import logging
 import os
 import socket
-import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from clickedge.supervise import (
-    CONFIG_ERROR_EXIT,
-    RESTARTS_ENV,
-    Child,
-    Supervisor,
-    check_port_free,
-    install_stop_handlers,
-    start_heartbeat,
-)
+from common.process import install_stop_handlers, restarts, start_heartbeat
 from common.settings import ConfigError
 from edge.clientip import ClientIP
 from edge.config import EdgeConfig
+from edge.durability import ClickDurability
 from edge.metrics import EdgeMetrics
-from edge.protocol import HttpServer
-from edge.redirect import Edge, MetricsEndpoint
+from edge.protocol import Handler, HttpServer
+from edge.redirect import MetricsEndpoint, RedirectHandler, SampledAccessLog
 from edge.shipper import Shipper
 from edge.spool import Spool, SpoolLockedError
 from edge.syncer import Syncer
 from links import keys
 
 log = logging.getLogger("clickedge.edge")
-REUSE_PORT_ENV = "CLICKEDGE_REUSE_PORT"  # set by `edge --workers N` for its own workers only
+REUSE_PORT_ENV = "CLICKEDGE_REUSE_PORT"  # set by `edge --workers N` (clickedge/workers.py) for its workers only
 SAME_STOP_SECONDS = 2.0  # a worker's SIGTERMs this close together are one stop (see install_stop_handlers)
 
 
@@ -52,7 +44,7 @@ def read_ingest_secret(config: EdgeConfig) -> str:
 
 @dataclass
 class RunningEdge:
-    edge: Edge
+    handler: RedirectHandler
     spool: Spool
     syncer: Syncer
     shipper: Shipper
@@ -81,7 +73,7 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         raise SpoolUnavailableError(f"cannot open the spool in {config.worker_spool}: {exc}") from None
     if spool.stats.truncated_bytes:
         log.warning("cut a torn record (%d bytes) off the spool's last segment", spool.stats.truncated_bytes)
-    metrics = EdgeMetrics(restarts=int(os.environ.get(RESTARTS_ENV, "0") or 0), worker=config.worker_index)
+    metrics = EdgeMetrics(restarts=restarts(), worker=config.worker_index)
     syncer = Syncer(spool, metrics, config.fsync)
     shipper = Shipper(
         spool,
@@ -94,7 +86,7 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         dead_letter=config.worker_spool.parent / f"dead-letter-worker-{config.worker_index}.jsonl",
     )
     metrics.watch_spool(spool, lambda: shipper.oldest_unacked_us, shipper.dead_letter_max)
-    edge = Edge(
+    handler = RedirectHandler(
         codec,
         spool,
         syncer,
@@ -103,10 +95,11 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         on_batch_ready=shipper.wake.set,
         batch_size=config.batch_size,
     )
-    metrics.watch_ready(lambda: not edge.draining and spool.healthy)
+    metrics.watch_ready(lambda: not handler.draining and spool.healthy)
+    served: Handler = handler
     if config.access_log_sample > 0:
-        edge.log_a_sample(config.access_log_sample)
-    http = HttpServer(edge, keepalive_timeout=config.keepalive_timeout)
+        served = SampledAccessLog(handler, config.access_log_sample)
+    http = HttpServer(served, keepalive_timeout=config.keepalive_timeout, durability=ClickDurability(spool, syncer))
     metrics.watch_http(http.errors)
     metrics_http: HttpServer | None = None
     where = f"{config.host}:{config.port}"
@@ -115,14 +108,14 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         if config.metrics_port:
             # Each worker's own port, so Prometheus can scrape every worker (the edge port reaches any one).
             where = f"{config.host}:{config.metrics_port + config.worker_index}"
-            metrics_http = HttpServer(MetricsEndpoint(edge), keepalive_timeout=config.keepalive_timeout)
-            edge.metrics_here = False
+            metrics_http = HttpServer(MetricsEndpoint(handler), keepalive_timeout=config.keepalive_timeout)
+            handler.metrics_here = False
             await metrics_http.listen(config.host, config.metrics_port + config.worker_index, reuse_port=False)
     except OSError as exc:
         await http.stop(0)
         spool.close()
         raise ConfigError(f"cannot listen on {where}: {exc.strerror}") from None
-    running = RunningEdge(edge, spool, syncer, shipper, http, port, set(), metrics_http)
+    running = RunningEdge(handler, spool, syncer, shipper, http, port, set(), metrics_http)
     _spawn(running, syncer.run(), "spool-sync")
     _spawn(running, shipper.run(), "shipper")
     _spawn(running, _count_backlog(spool), "count-backlog")
@@ -154,7 +147,7 @@ async def shutdown(running: RunningEdge, *, grace: float, timeout: float) -> int
     """Drain in order: not ready at once, keep serving for ``grace`` (the load balancer notices), stop
     accepting and finish in-flight requests, then ship what can be shipped within ``timeout``. What is
     left stays in the spool for the next start. Returns the clicks left unshipped."""
-    running.edge.draining = True  # /readyz 503; answers say Connection: close, so clients reconnect elsewhere
+    running.handler.draining = True  # /readyz 503; answers say Connection: close, so clients reconnect elsewhere
     if grace > 0:
         log.info("draining: /readyz answers 503; serving for %.1fs more", grace)
         await asyncio.sleep(grace)
@@ -193,48 +186,12 @@ def _report_crash(task: asyncio.Task[None]) -> None:
         os._exit(70)  # the supervisor restarts the worker; the spool keeps every click meanwhile
 
 
-async def run(config: EdgeConfig, argv: Sequence[str]) -> int:
-    """The `clickedge edge` command: one worker in this process, or N supervised worker processes."""
+async def run_worker(config: EdgeConfig) -> int:
+    """The `clickedge edge` command with one worker: this process serves. ``clickedge.workers`` starts N of
+    these, sharing the port (it sets REUSE_PORT_ENV for them)."""
     start_heartbeat()  # when supervised (by `up`, or by `edge --workers N` for its workers)
     stop = asyncio.Event()
-    if config.workers == 1:
-        supervised = os.environ.get(REUSE_PORT_ENV) == "1"
-        install_stop_handlers(stop, same_stop_seconds=SAME_STOP_SECONDS if supervised else 0.0)
-        await serve(config, stop, reuse_port=supervised)
-        return 0
-    # Check what every worker needs here, so a bad configuration stops start-up instead of a restart loop.
-    try:
-        keys.load(config.key_path)
-    except keys.KeyFileError as exc:
-        raise ConfigError(str(exc)) from None
-    read_ingest_secret(config)
-    # The workers share the port with SO_REUSEPORT, which would also let them share it silently with a
-    # stranger already listening there: make sure nobody is.
-    check_port_free(config.host, config.port)
-    supervisor = Supervisor(watchdog_timeout=config.watchdog_timeout)
-    install_stop_handlers(stop, on_force=supervisor.kill_all)
-    env = {**os.environ, REUSE_PORT_ENV: "1"}
-    for i in range(config.workers):
-        # Flags win over the environment, so the worker sees the same options with --workers 1, and its
-        # own index, which gives it its own spool.
-        argv_worker = [
-            sys.executable,
-            "-m",
-            "clickedge",
-            "edge",
-            *argv,
-            "--workers",
-            "1",
-            "--worker-index",
-            str(i),
-        ]
-        await supervisor.start(Child(f"edge-worker-{i}", argv_worker, env))
-    stopped = asyncio.create_task(stop.wait())
-    failed = asyncio.create_task(supervisor.failed.wait())
-    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    failed.cancel()
-    codes = await supervisor.stop_all(config.drain_grace + config.shutdown_timeout + 5, together=True)
-    if supervisor.failed.is_set() and not stop.is_set():
-        return CONFIG_ERROR_EXIT
-    return 0 if all(code == 0 for code in codes) else 1
+    supervised = os.environ.get(REUSE_PORT_ENV) == "1"
+    install_stop_handlers(stop, same_stop_seconds=SAME_STOP_SECONDS if supervised else 0.0)
+    await serve(config, stop, reuse_port=supervised)
+    return 0

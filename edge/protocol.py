@@ -12,8 +12,10 @@ Per connection:
   write. Absolute-form targets (``GET http://host/c/… HTTP/1.1``) are routed by their path.
 - After ``Connection: close``, HTTP/1.0 without keep-alive, a request with a body, an upgrade, an
   unparsable request or a handler error, the answer is sent and the connection closed.
-- A handler may ask for its answer to wait (``Answer``'s ``wait``): the connection's answers are then held,
-  in order, until ``Handler.wait_durable`` returns, and no more requests are read meanwhile.
+- What the answers of one event-loop pass stand for is made durable before they are written: the server
+  calls ``Durability.flush`` once per pass first (edge/durability.py says what that means for a click).
+  A handler may ask for its answer to wait (``Answer``'s ``wait``): the connection's answers are then
+  held, in order, until ``Durability.wait`` returns, and no more requests are read meanwhile.
 - Memory stays bounded whatever a client sends and however little it reads: reads go into one buffer
   that every connection shares (``READ_SIZE``); input is fed to the parser one request head at a time, and
   a connection answers at most ``PIPELINE_ANSWERS`` requests per event-loop pass. What it has read and not
@@ -66,13 +68,15 @@ _PARSER_FAILED = BadHttpMessage("the request could not be parsed")
 
 
 # (head, body, wait). head: the status line and headers, each line ending in CRLF; Date, Connection and
-# the blank line are added here. wait: hold this answer (and those after it) until Handler.wait_durable
+# the blank line are added here. wait: hold this answer (and those after it) until Durability.wait
 # returns. A plain tuple: one is built per request, and a NamedTuple's constructor costs a fifth of a µs.
 Answer = tuple[bytes, bytes, bool]
 
 
 class Handler(Protocol):
-    draining: bool  # while set, answers say Connection: close, so clients move to other nodes
+    @property
+    def draining(self) -> bool:
+        """While true, answers say Connection: close, so clients move to other nodes."""
 
     def respond(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
         """Answer one request. Must not raise for anything a client can send."""
@@ -83,11 +87,23 @@ class Handler(Protocol):
     def server_error(self) -> Answer:
         """Answer after respond() raised (a bug); the connection is closed after it."""
 
-    def before_send(self) -> None:
+
+class Durability(Protocol):
+    def flush(self) -> None:
         """Called once per event-loop pass, before the answers to that pass's requests are written."""
 
-    def wait_durable(self) -> Awaitable[None]:
+    def wait(self) -> Awaitable[None]:
         """Return once what the held answers stand for is safe (for the edge: clicks on disk)."""
+
+
+class _NothingToKeep:
+    """For a server whose answers stand for nothing that must be kept (the metrics port)."""
+
+    def flush(self) -> None:
+        pass
+
+    async def wait(self) -> None:
+        pass
 
 
 def origin_form(target: str) -> str:
@@ -126,8 +142,9 @@ _IGNORED_BODY = _IgnoredBody()
 class HttpServer:
     """Listens, tracks connections, closes idle ones, and stops in order."""
 
-    def __init__(self, handler: Handler, *, keepalive_timeout: float) -> None:
+    def __init__(self, handler: Handler, *, keepalive_timeout: float, durability: Durability | None = None) -> None:
         self.handler = handler
+        self.durability: Durability = durability or _NothingToKeep()
         self.keepalive_timeout = keepalive_timeout
         self.connections: set[_Connection] = set()
         self.date_line = b""
@@ -166,7 +183,7 @@ class HttpServer:
         self._timers["sweep"] = self._loop.call_later(max(0.05, self.keepalive_timeout / 4), self._sweep)
 
     def defer(self, connection: _Connection, out: list[bytes], close: bool, wait: bool) -> None:
-        """Send these answers at the end of this event-loop pass, after ``Handler.before_send``: the edge
+        """Send these answers at the end of this event-loop pass, after ``Durability.flush``: the edge
         writes the clicks of every request read in the pass with one write() before answering any."""
         if not self._deferred:
             self._loop.call_soon(self._send_deferred)
@@ -175,7 +192,7 @@ class HttpServer:
     def _send_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
         if deferred:
-            self.handler.before_send()
+            self.durability.flush()
         for connection, out, close, wait in deferred:
             connection.send(out, close, wait)
 
@@ -442,7 +459,7 @@ class _Connection(asyncio.BufferedProtocol):
         try:
             while self.held:
                 count = len(self.held)
-                await self._handler.wait_durable()  # covers every answer held before it was called
+                await self._server.durability.wait()  # covers every answer held before it was called
                 out, self.held = self.held[:count], self.held[count:]
                 if self._transport is not None and not self._transport.is_closing():
                     self._transport.writelines(out)

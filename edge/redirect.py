@@ -1,9 +1,9 @@
-"""The redirect edge: decode a token in memory, spool the click, answer 302. No awaited I/O on the hot path.
+"""The redirect handler: what each request to the edge gets. Decode the token in memory, add the click to
+the spool, answer 302. No awaited I/O.
 
-The HTTP side is edge/protocol.py (aiohttp's parser under a small protocol); this module decides what each
-request gets. Answers that never change are built once, as bytes; a redirect only adds its Location. The
-clicks of all requests read in one event-loop pass are written to the spool with one write(), which
-returns as soon as the bytes are in the page cache, before any of those requests is answered.
+The HTTP side is edge/protocol.py (aiohttp's parser under a small protocol); when the click added here
+reaches disk, relative to its answer, is edge/durability.py. Answers that never change are built once, as
+bytes; a redirect only adds its Location. The sampled access log wraps a handler (``SampledAccessLog``).
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ _SPOOL_FULL = answer(503, b"spool full: clicks are not being made durable\n")
 _SPOOL_FAILING = answer(503, b"spool cannot write: clicks are not being made durable\n")
 
 
-class Edge:
-    """State shared by the handler: the codec, the spool, metrics, and readiness."""
+class RedirectHandler:
+    """Answers the edge's port: tracked links, /healthz, /readyz and (unless a metrics port is set) /metrics."""
 
     def __init__(
         self,
@@ -181,49 +181,55 @@ class Edge:
         # Counted, and logged only at debug level: the open internet sends plenty of garbage.
         return self.error_page(OVERSIZED if line_too_long else MALFORMED)
 
-    def before_send(self) -> None:
-        # One write() for the clicks of every request read in this event-loop pass, before any is answered.
-        self.spool.flush()
-
     def server_error(self) -> Answer:
         return _SERVER_ERROR
 
-    async def wait_durable(self) -> None:
-        await self.syncer.wait()
 
-    def log_a_sample(self, fraction: float) -> None:
-        """Write ``fraction`` of requests to the log (the sampled access log); off by default."""
-        respond = self.respond
-        draw = random.random
+class SampledAccessLog:
+    """A handler that writes ``fraction`` of the requests it answers to the log, around another handler
+    (the sampled access log, off by default: CLICKEDGE_ACCESS_LOG_SAMPLE)."""
 
-        def logged(method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
-            answered = respond(method, path, headers, peer)
-            if draw() < fraction:
-                head = answered[0]
-                access.info(
-                    "%s %s %s",
-                    method,
-                    path[:_LOGGED_PATH],
-                    head[9:12].decode(),
-                    extra={
-                        "method": method,
-                        # Enough of a token to find it again, not the whole (it says who clicked).
-                        "path": path[:_LOGGED_PATH],
-                        "status": int(head[9:12]),
-                        "peer": peer,
-                        "user_agent": headers.get("User-Agent", "")[:200],
-                    },
-                )
-            return answered
+    def __init__(self, handler: RedirectHandler, fraction: float) -> None:
+        self.handler = handler
+        self._fraction = fraction
+        self._draw = random.Random().random  # its own: sampling does not touch the process's global state
 
-        self.respond = logged  # type: ignore[method-assign]
+    @property
+    def draining(self) -> bool:
+        return self.handler.draining
+
+    def respond(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
+        answered = self.handler.respond(method, path, headers, peer)
+        if self._draw() < self._fraction:
+            head = answered[0]
+            access.info(
+                "%s %s %s",
+                method,
+                path[:_LOGGED_PATH],
+                head[9:12].decode(),
+                extra={
+                    "method": method,
+                    # Enough of a token to find it again, not the whole (it says who clicked).
+                    "path": path[:_LOGGED_PATH],
+                    "status": int(head[9:12]),
+                    "peer": peer,
+                    "user_agent": headers.get("User-Agent", "")[:200],
+                },
+            )
+        return answered
+
+    def bad_request(self, exc: HttpProcessingError, *, line_too_long: bool) -> Answer:
+        return self.handler.bad_request(exc, line_too_long=line_too_long)
+
+    def server_error(self) -> Answer:
+        return self.handler.server_error()
 
 
 class MetricsEndpoint:
     """A worker's own metrics port: /metrics and /healthz, nothing else (see --metrics-port)."""
 
-    def __init__(self, edge: Edge) -> None:
-        self.edge = edge
+    def __init__(self, handler: RedirectHandler) -> None:
+        self.edge = handler
         self.draining = False
 
     def respond(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
@@ -238,9 +244,3 @@ class MetricsEndpoint:
 
     def server_error(self) -> Answer:
         return _SERVER_ERROR
-
-    def before_send(self) -> None:
-        pass
-
-    async def wait_durable(self) -> None:
-        pass

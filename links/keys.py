@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from links.token import KEY_BYTES, MAX_KEY_ID, TokenCodec
+from common.files import write_private
+from common.limits import MAX_KEY_ID
+from links.token import KEY_BYTES, TokenCodec
 
 ACTIVE = "active"
 VERIFYING = "verifying"
@@ -133,16 +133,6 @@ def save(ring: KeyRing, path: Path) -> None:
     body = json.dumps({"version": 1, "keys": [asdict(k) for k in ring.keys]}, indent=2) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-", suffix=".tmp")
+        write_private(path, body)
     except OSError as exc:
         raise KeyFileError(f"cannot write {path}: {exc.strerror or exc} ({path.parent} must be writable)") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

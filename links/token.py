@@ -36,15 +36,14 @@ import pybase64
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
+from common.limits import MAX_CONTACT, MAX_ID, MAX_KEY_ID
+
 FORMAT_VERSION = 2  # what mint writes
 VERSION_1 = 1  # verified still: the clear header was associated data
 LINK_PATH = "/c/"
 KEY_BYTES = 32  # AES-128-SIV: 256 bits of key material, half for S2V/CMAC, half for CTR
 TAG_BYTES = 16
 MAX_URL_BYTES = 2048
-MAX_ID = 2**32 - 1
-MAX_CONTACT = 2**63 - 1  # fits a PostgreSQL bigint
-MAX_KEY_ID = 2**16 - 1
 
 _CLEAR = struct.Struct(">BH")
 _FIELDS = struct.Struct(">IIQIB")

@@ -21,8 +21,8 @@ import pytest
 
 from clickedge.pgembed import EmbeddedPostgresError, bin_dir
 from collector.schema import Migrated, migrate, migrations
+from tests.clickedge.test_cli import clickedge
 from tests.conftest import eventually, require
-from tests.test_cli import clickedge
 
 MIGRATIONS = migrations()
 NAMES = tuple(m.name for m in MIGRATIONS)

@@ -20,9 +20,9 @@ from collector.app import create_app
 from collector.config import CollectorConfig
 from common import signing
 from links.rewrite import LinkSlot
+from tests.clickedge.test_cli import clickedge
 from tests.collector.test_actions import INGEST, LOOPBACK, WEBHOOK_SECRET, Receiver, clicks, settle
 from tests.conftest import INGEST_SECRET, eventually
-from tests.test_cli import clickedge
 
 MASTER = WEBHOOK_SECRET.encode()
 

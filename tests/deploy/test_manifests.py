@@ -487,7 +487,18 @@ def test_dockerfile_final_stage_runs_as_a_fixed_non_root_user() -> None:
 def test_dockerignore_keeps_what_the_build_needs() -> None:
     lines = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
     ignored = {line.strip().rstrip("/") for line in lines}
-    for needed in ("pyproject.toml", "README.md", "schema.sql", "clickedge", "edge", "collector", "*", "**"):
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "schema.sql",
+        "clickedge",
+        "edge",
+        "collector",
+        "links",
+        "common",
+        "*",
+        "**",
+    ):
         assert needed not in ignored
 
 

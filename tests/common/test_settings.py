@@ -20,8 +20,8 @@ from clickedge.services import services
 from collector.config import CollectorConfig
 from common import logs, settings
 from edge.config import EdgeConfig
+from tests.clickedge.test_cli import clickedge
 from tests.conftest import INGEST_SECRET
-from tests.test_cli import clickedge
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -19,7 +19,7 @@ from clickedge.pgembed import free_port
 from common.settings import redact_dsn
 from tests.conftest import eventually
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Stack:

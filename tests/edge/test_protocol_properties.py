@@ -237,7 +237,7 @@ def parse_answers(data: bytes, heads: list[bool]) -> list[tuple[int, dict[str, s
 @given(data=st.data())
 def test_any_request_stream_gets_well_formed_answers_in_order(edge: Edge, data: st.DataObject) -> None:
     requests, pieces = data.draw(stream(edge.tokens))
-    redirects = edge.running.edge.metrics.outcome["redirect"]
+    redirects = edge.running.handler.metrics.outcome["redirect"]
     recorded_before = redirects.value
     errors_before = dict(edge.running.http.errors)
     logged_before = len(edge.errors)

@@ -9,7 +9,7 @@ import sys
 
 SCRIPT = """
 import asyncio, os, signal, sys, time
-from clickedge.supervise import install_stop_handlers
+from common.process import install_stop_handlers
 
 async def main():
     stop = asyncio.Event()

@@ -1,0 +1,68 @@
+"""One recipient's message made ready to send: the rewrite API and `clickedge rewrite` both come here.
+
+One rule for where the links point: the campaign's own tracking domain (``tracking_url``) when it has one,
+else the configured public URL (the collector's CLICKEDGE_PUBLIC_URL; for the command line, its
+--public-url, CLICKEDGE_PUBLIC_URL, the URL `up` recorded, or the default). And one transaction for what
+is registered: the campaign, its link placements and the recipient, together or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from collector import campaigns
+from links.rewrite import PreparedMessage
+from links.token import TokenCodec
+
+
+@dataclass(frozen=True, slots=True)
+class Sendable:
+    html: str
+    text: str | None
+    tracking: bool  # False: tracking is off for the campaign and the message is unchanged
+
+
+def base_url(tracking_url: str | None, public_url: str) -> str:
+    """Where a campaign's links point: its tracking domain, else the public URL."""
+    return tracking_url or public_url
+
+
+async def tracking_for(conn: asyncpg.Connection, campaign_id: int) -> tuple[bool, str | None]:
+    """The campaign's tracking setting and domain, creating the campaign (tracking on) if it is new."""
+    return await campaigns.ensure_campaign(conn, campaign_id)
+
+
+async def register(
+    conn: asyncpg.Connection, campaign_id: int, message: PreparedMessage, contact: int | None, *, links: bool = True
+) -> tuple[bool, str | None]:
+    """In one transaction: the campaign, its placements (unless ``links`` is False: already registered) and
+    the recipient. Returns the campaign's tracking setting and domain; nothing is registered when tracking
+    is off. Raises campaigns.Conflict when a placement is registered for another destination."""
+    async with conn.transaction():
+        tracking, tracking_url = await campaigns.ensure_campaign(conn, campaign_id)
+        if tracking:
+            if links:
+                await campaigns.register_links(conn, campaign_id, message.links)
+            if contact is not None:
+                await campaigns.record_recipient(conn, campaign_id, contact)
+    return tracking, tracking_url
+
+
+def render(
+    message: PreparedMessage,
+    original: tuple[str, str | None],
+    codec: TokenCodec,
+    *,
+    tracking: bool,
+    base: str,
+    campaign_id: int,
+    contact: int | None,
+    sent_at: int,
+) -> Sendable:
+    """The recipient's message: its links minted on ``base``, or the original when tracking is off."""
+    if not tracking:
+        return Sendable(original[0], original[1], tracking=False)
+    html, text = message.render(codec, base_url=base, campaign_id=campaign_id, contact_id=contact, sent_at=sent_at)
+    return Sendable(html, text, tracking=True)

@@ -1,0 +1,5 @@
+"""The ranges every part agrees on: what a link token can carry is what a click row and the API take."""
+
+MAX_ID = 2**32 - 1  # campaign and link ids, and Unix seconds (a token's send time)
+MAX_CONTACT = 2**63 - 1  # contact ids: a PostgreSQL bigint
+MAX_KEY_ID = 2**16 - 1

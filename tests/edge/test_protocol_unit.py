@@ -1,0 +1,196 @@
+"""The HTTP layer (edge/protocol.py) alone, over an in-memory transport, as uvicorn tests its protocols: what
+it writes, when it reads, and in which order it makes answers durable and sends them. The socket-level tests
+(test_protocol.py) cover the same behaviour end to end on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import CIMultiDictProxy
+
+from edge.protocol import PIPELINE_ANSWERS, READ_SIZE, Answer, HttpServer, _Connection
+
+REQUEST = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+class MemoryTransport(asyncio.Transport):
+    """Records what the protocol writes and whether it wants to read."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+        self.written = bytearray()
+        self.reading = True
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.events.append("write")
+        self.written += data
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.events.append("write")
+        for data in list_of_data:
+            self.written += data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def answers(self) -> list[int]:
+        return [
+            int(line.split(b" ")[1]) for line in bytes(self.written).split(b"\r\n") if line.startswith(b"HTTP/1.1 ")
+        ]
+
+
+class Handler:
+    draining = False
+
+    def __init__(self, events: list[str], *, wait: bool = False, fail_on: str = "") -> None:
+        self.events = events
+        self.wait = wait
+        self.fail_on = fail_on
+
+    def respond(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
+        if path == self.fail_on:
+            raise RuntimeError("a bug")
+        self.events.append("respond")
+        return b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n", b"", self.wait
+
+    def bad_request(self, exc: HttpProcessingError, *, line_too_long: bool) -> Answer:
+        return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n", b"", False
+
+    def server_error(self) -> Answer:
+        return b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n", b"", False
+
+
+class Durability:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.released = asyncio.Event()
+
+    def flush(self) -> None:
+        self.events.append("flush")
+
+    async def wait(self) -> None:
+        await self.released.wait()
+        self.events.append("durable")
+
+
+def connect(
+    handler: Handler, durability: Durability, events: list[str]
+) -> tuple[HttpServer, _Connection, MemoryTransport]:
+    server = HttpServer(handler, keepalive_timeout=60, durability=durability)
+    connection = _Connection(server)
+    transport = MemoryTransport(events)
+    connection.connection_made(transport)
+    return server, connection, transport
+
+
+def receive(connection: _Connection, data: bytes) -> None:
+    """What the event loop does when ``data`` arrives: fill the shared buffer, then say how much."""
+    for start in range(0, len(data), READ_SIZE):
+        piece = data[start : start + READ_SIZE]
+        connection.get_buffer(-1)[: len(piece)] = piece
+        connection.buffer_updated(len(piece))
+
+
+async def next_pass() -> None:
+    await asyncio.sleep(0)  # one turn of the event loop: the answers deferred to the end of the pass go out
+
+
+async def test_a_pass_makes_its_answers_durable_before_it_sends_them_and_answers_a_bounded_share() -> None:
+    events: list[str] = []
+    _, connection, transport = connect(Handler(events), Durability(events), events)
+    receive(connection, REQUEST * 40)
+    assert events.count("respond") == PIPELINE_ANSWERS and "write" not in events  # nothing sent yet
+    assert not transport.reading  # the rest of the read waits, unparsed
+    await next_pass()
+    first = events.index("write")
+    assert events[:first] == ["respond"] * PIPELINE_ANSWERS + ["flush"]  # durable first, then sent
+    assert transport.answers() == [204] * PIPELINE_ANSWERS
+    for _ in range(3):
+        await next_pass()
+    assert transport.answers() == [204] * 40 and transport.reading
+    assert events.count("flush") == 3  # one per pass: 16, 16, 8
+
+
+async def test_nothing_more_is_parsed_while_the_client_leaves_answers_untaken() -> None:
+    events: list[str] = []
+    _, connection, transport = connect(Handler(events), Durability(events), events)
+    connection.pause_writing()  # the transport's buffer is over its high-water mark
+    receive(connection, REQUEST * 3)
+    await next_pass()
+    assert events == [] and not transport.reading
+    connection.resume_writing()
+    await next_pass()
+    assert transport.answers() == [204, 204, 204] and transport.reading
+
+
+async def test_answers_that_ask_to_wait_are_held_until_durable_and_reading_stops_meanwhile() -> None:
+    events: list[str] = []
+    durability = Durability(events)
+    _, connection, transport = connect(Handler(events, wait=True), durability, events)
+    receive(connection, REQUEST * 2)
+    await next_pass()
+    assert transport.written == b"" and not transport.reading
+    durability.released.set()
+    for _ in range(3):
+        await next_pass()
+    assert transport.answers() == [204, 204] and events.index("durable") < events.index("write")
+    assert transport.reading
+
+
+async def test_a_half_closed_client_gets_its_answers_then_the_connection_closes() -> None:
+    events: list[str] = []
+    _, connection, transport = connect(Handler(events), Durability(events), events)
+    receive(connection, REQUEST * 20)
+    assert connection.eof_received() is True  # keep the transport open to write what is due
+    for _ in range(3):
+        await next_pass()
+    assert transport.answers() == [204] * 20 and transport.closed
+
+
+async def test_a_handler_bug_is_a_500_that_closes_and_is_counted() -> None:
+    events: list[str] = []
+    server, connection, transport = connect(Handler(events, fail_on="/bug"), Durability(events), events)
+    receive(connection, REQUEST + b"GET /bug HTTP/1.1\r\nHost: a\r\n\r\n" + REQUEST)
+    await next_pass()
+    assert transport.answers() == [204, 500] and transport.closed
+    assert server.errors == {"parser": 0, "handler": 1}
+
+
+async def test_a_parser_failure_is_a_400_that_closes_and_is_counted() -> None:
+    events: list[str] = []
+    server, connection, transport = connect(Handler(events), Durability(events), events)
+
+    class Broken:
+        def feed_data(self, data: bytes) -> Any:
+            raise TypeError("the parser's own bug")
+
+    connection._parser = Broken()  # type: ignore[assignment]
+    receive(connection, REQUEST)
+    await next_pass()
+    assert transport.answers() == [400] and transport.closed
+    assert server.errors == {"parser": 1, "handler": 0}
