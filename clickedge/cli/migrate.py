@@ -11,7 +11,7 @@ from common import logs
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("migrate", help="apply schema.sql to the database (idempotent)")
+    p = sub.add_parser("migrate", help="bring the database's schema up to date (idempotent)")
     add_options(p, DatabaseOptions)
     p.set_defaults(run=run)
 
@@ -19,6 +19,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     options = load(DatabaseOptions, args)
     logs.configure(options.log_level, "text")
-    asyncio.run(migrate_dsn(options.dsn()))
-    print("schema applied")
+    print(asyncio.run(migrate_dsn(options.dsn())))
     return 0

@@ -18,7 +18,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from collector import apikeys, campaigns
 from collector.app import create_app
 from collector.config import CollectorConfig
-from collector.schema import migrate
 from common import signing
 from links.rewrite import LinkSlot
 from tests.clickedge.test_cli import clickedge
@@ -109,32 +108,6 @@ async def test_each_destination_signs_with_its_own_secret_shown_once_and_rotatab
             assert (await collector.post("/v1/webhooks/999999999999/rotate", headers=write)).status == 404
         finally:
             await settle(db, [hook_a, hook_b])
-
-
-async def test_webhook_urls_set_before_endpoints_existed_get_one_on_migrate(
-    db: asyncpg.Connection, campaign_id: int
-) -> None:
-    old_link = f"https://old-{campaign_id}.example.com/hook"
-    pending = f"https://pending-{campaign_id}.example.com/hook"
-    await campaigns.upsert_campaign(db, campaign_id)
-    await campaigns.register_links(db, campaign_id, [LinkSlot(1, "https://shop.example.com/", "CTA", "html")])
-    # As an older collector stored them: actions on a link, and a delivery waiting in the outbox.
-    # (Failed already, so no deliverer ever sends it anywhere.)
-    actions = orjson.dumps([{"type": "add_tag", "tag": "x"}, {"type": "webhook", "url": old_link}]).decode()
-    await db.execute("UPDATE links SET actions = $2 WHERE campaign_id = $1", campaign_id, actions)
-    await db.execute(
-        "INSERT INTO webhook_outbox (idempotency_key, url, body, next_attempt_at) "
-        "VALUES (gen_random_uuid(), $1, '{}', now() + interval '1 day')",
-        pending,
-    )
-    try:
-        await db.execute("DELETE FROM webhook_endpoints WHERE url = ANY($1)", [old_link, pending])
-        await migrate(db)
-        await migrate(db)  # idempotent
-        rows = await db.fetch("SELECT url, generation FROM webhook_endpoints WHERE url = ANY($1)", [old_link, pending])
-        assert sorted((r["url"], r["generation"]) for r in rows) == sorted([(old_link, 1), (pending, 1)])
-    finally:
-        await settle(db, [pending])
 
 
 def test_endpoint_secrets_are_derived_per_endpoint_and_generation() -> None:

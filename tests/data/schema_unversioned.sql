@@ -1,0 +1,291 @@
+-- schema.sql as it was at 9cae958, the last commit before versioned migrations (collector/schema.py), kept
+-- verbatim below this header: tests/collector/test_schema.py upgrades a database it left, which has no
+-- schema_migrations table.
+
+-- Clickedge database schema: the source of truth. Applied idempotently by `clickedge migrate` and
+-- `clickedge up`, in one transaction under an advisory lock, so several collectors may apply it at once.
+
+CREATE TABLE IF NOT EXISTS campaigns (
+    campaign_id  bigint PRIMARY KEY CHECK (campaign_id BETWEEN 0 AND 4294967295),
+    name         text NOT NULL DEFAULT '' CHECK (length(name) <= 200),
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+-- tracking off: messages of the campaign come back from rewriting unchanged.
+ALTER TABLE campaigns ADD COLUMN IF NOT EXISTS tracking boolean NOT NULL DEFAULT true;
+-- Distinct recipients, kept with campaign_recipients, for click-through rates.
+ALTER TABLE campaigns ADD COLUMN IF NOT EXISTS recipients bigint NOT NULL DEFAULT 0;
+-- The base URL of the campaign's tracked links (a sender's own tracking domain); NULL: the collector's
+-- CLICKEDGE_PUBLIC_URL. Every edge answers on every domain pointed at it.
+ALTER TABLE campaigns ADD COLUMN IF NOT EXISTS tracking_url text CHECK (length(tracking_url) <= 200);
+
+CREATE TABLE IF NOT EXISTS campaign_recipients (
+    campaign_id  bigint NOT NULL REFERENCES campaigns (campaign_id),
+    contact_id   bigint NOT NULL CHECK (contact_id > 0),
+    added_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (campaign_id, contact_id)
+);
+
+-- One row per placement of a link in a campaign's message (the same URL twice is two links).
+CREATE TABLE IF NOT EXISTS links (
+    campaign_id  bigint NOT NULL REFERENCES campaigns (campaign_id),
+    link_id      bigint NOT NULL CHECK (link_id BETWEEN 0 AND 4294967295),
+    destination  text NOT NULL CHECK (length(destination) <= 2048),
+    placement    integer NOT NULL DEFAULT 0,
+    name         text NOT NULL DEFAULT '' CHECK (length(name) <= 200),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (campaign_id, link_id)
+);
+-- What a contact's first qualifying click on this link does: a JSON array of
+-- {"type": "add_tag"|"remove_tag"|"start_automation"|"end_automation"|"subscribe"|"unsubscribe"|"webhook", ...}.
+ALTER TABLE links ADD COLUMN IF NOT EXISTS actions jsonb NOT NULL DEFAULT '[]';
+
+-- Every change of a link's actions: who, when, before, after.
+CREATE TABLE IF NOT EXISTS link_action_audit (
+    id           bigserial PRIMARY KEY,
+    campaign_id  bigint NOT NULL,
+    link_id      bigint NOT NULL,
+    actor        text NOT NULL,
+    changed_at   timestamptz NOT NULL DEFAULT now(),
+    before       jsonb NOT NULL,
+    after        jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS link_action_audit_link ON link_action_audit (campaign_id, link_id, id);
+
+-- Every recorded click. Partitioned by month on clicked_at so retention drops whole partitions.
+-- The primary key starts with contact_id so the table can later be distributed by contact (Citus needs
+-- unique keys to include the distribution column) and includes clicked_at because a partitioned table's
+-- keys must include the partition column. contact_id 0 means an anonymous click (no contact in the token).
+-- A redelivered event has the same (contact_id, clicked_at, event_id), so it conflicts and is not re-applied.
+CREATE TABLE IF NOT EXISTS clicks (
+    contact_id   bigint NOT NULL CHECK (contact_id >= 0),
+    clicked_at   timestamptz NOT NULL,
+    event_id     uuid NOT NULL,
+    campaign_id  bigint NOT NULL,
+    link_id      bigint NOT NULL,
+    sent_at      timestamptz NOT NULL,
+    key_id       integer NOT NULL,
+    client_ip    inet,
+    user_agent   text NOT NULL,
+    method       text NOT NULL,
+    edge         text NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (contact_id, clicked_at, event_id)
+) PARTITION BY RANGE (clicked_at);
+
+-- Catches clicks whose time falls outside the monthly partitions made ahead of time.
+CREATE TABLE IF NOT EXISTS clicks_default PARTITION OF clicks DEFAULT;
+
+CREATE INDEX IF NOT EXISTS clicks_campaign_link ON clicks (campaign_id, link_id, clicked_at);
+
+-- Per-link counters, kept at ingest from newly inserted rows only, in the click's transaction.
+CREATE TABLE IF NOT EXISTS link_click_counts (
+    campaign_id  bigint NOT NULL,
+    link_id      bigint NOT NULL,
+    clicks       bigint NOT NULL DEFAULT 0,
+    last_click   timestamptz,
+    PRIMARY KEY (campaign_id, link_id)
+);
+
+-- Report tables, kept at ingest from newly inserted click rows only, in the click's transaction, so a
+-- report never scans raw clicks. Contact 0 (anonymous) has no unique-click rows.
+-- First and last click per contact x link: unique clicks, and "who clicked this link".
+CREATE TABLE IF NOT EXISTS link_clickers (
+    campaign_id  bigint NOT NULL,
+    link_id      bigint NOT NULL,
+    contact_id   bigint NOT NULL,
+    first_click  timestamptz NOT NULL,
+    last_click   timestamptz NOT NULL,
+    clicks       bigint NOT NULL,
+    PRIMARY KEY (campaign_id, link_id, contact_id)
+);
+-- A repeated click updates its pair's row; room left on each page lets that be a HOT update, which
+-- writes no new index entry.
+ALTER TABLE link_clickers SET (fillfactor = 80);
+-- Distinct clickers per campaign.
+CREATE TABLE IF NOT EXISTS campaign_clickers (
+    campaign_id  bigint NOT NULL,
+    contact_id   bigint NOT NULL,
+    first_click  timestamptz NOT NULL,
+    PRIMARY KEY (campaign_id, contact_id)
+);
+CREATE TABLE IF NOT EXISTS campaign_stats (
+    campaign_id      bigint PRIMARY KEY,
+    clicks           bigint NOT NULL DEFAULT 0,
+    unique_clicks    bigint NOT NULL DEFAULT 0,
+    unique_clickers  bigint NOT NULL DEFAULT 0
+);
+ALTER TABLE link_click_counts ADD COLUMN IF NOT EXISTS unique_clicks bigint NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS campaign_hourly (
+    campaign_id  bigint NOT NULL,
+    hour         timestamptz NOT NULL,
+    clicks       bigint NOT NULL,
+    PRIMARY KEY (campaign_id, hour)
+);
+
+-- Contact state that link actions change.
+CREATE TABLE IF NOT EXISTS contact_tags (
+    contact_id  bigint NOT NULL,
+    tag         text NOT NULL,
+    added_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (contact_id, tag)
+);
+CREATE TABLE IF NOT EXISTS automation_runs (
+    contact_id  bigint NOT NULL,
+    automation  text NOT NULL,
+    started_at  timestamptz NOT NULL,
+    ended_at    timestamptz,
+    PRIMARY KEY (contact_id, automation, started_at)
+);
+CREATE TABLE IF NOT EXISTS list_memberships (
+    contact_id  bigint NOT NULL,
+    list        text NOT NULL,
+    subscribed  boolean NOT NULL,
+    changed_at  timestamptz NOT NULL,
+    PRIMARY KEY (contact_id, list)
+);
+-- Each link's actions are applied once per contact: the row is the proof, inserted with the click.
+CREATE TABLE IF NOT EXISTS applied_link_actions (
+    campaign_id  bigint NOT NULL,
+    link_id      bigint NOT NULL,
+    contact_id   bigint NOT NULL,
+    event_id     uuid NOT NULL,
+    applied_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (campaign_id, link_id, contact_id)
+);
+-- The actions applied, for the contact timeline.
+CREATE TABLE IF NOT EXISTS contact_events (
+    id           bigserial PRIMARY KEY,
+    contact_id   bigint NOT NULL,
+    at           timestamptz NOT NULL,
+    campaign_id  bigint NOT NULL,
+    link_id      bigint NOT NULL,
+    event_id     uuid NOT NULL,
+    action       jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS contact_events_contact ON contact_events (contact_id, at);
+-- [issue 11 item 18: action order] An action's place in its link's list, so the timeline shows one
+-- click's actions in the order they ran (rows from before this column: 0, and their id keeps the order).
+ALTER TABLE contact_events ADD COLUMN IF NOT EXISTS position integer NOT NULL DEFAULT 0;
+-- [end item 18]
+
+-- Webhooks to call, written with the click; a background task delivers them (at least once).
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    id               bigserial PRIMARY KEY,
+    idempotency_key  uuid NOT NULL UNIQUE,
+    url              text NOT NULL,
+    body             jsonb NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    attempts         integer NOT NULL DEFAULT 0,
+    delivered_at     timestamptz,
+    failed_at        timestamptz,
+    last_error       text
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_attempt_at)
+    WHERE delivered_at IS NULL AND failed_at IS NULL;
+
+-- Admin API keys: only a SHA-256 of the secret is kept.
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id       text PRIMARY KEY,
+    name         text NOT NULL,
+    secret_hash  bytea NOT NULL,
+    scopes       text[] NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    revoked_at   timestamptz
+);
+
+-- [issue 11 item 19: clicks far from the collector's clock, and the default partition]
+-- Clicks the collector refused because of their time, with the values as the edge sent them: clicked
+-- more than CLICKEDGE_COLLECTOR_MAX_CLOCK_SKEW ahead of the collector's clock (reason 'future': the edge's
+-- clock is wrong) or more than CLICKEDGE_COLLECTOR_MAX_CLICK_AGE ago ('too_old'). Written with the rest of
+-- their batch, once per event id; never in clicks or any report.
+CREATE TABLE IF NOT EXISTS refused_clicks (
+    event_id       uuid PRIMARY KEY,
+    reason         text NOT NULL,
+    edge           text NOT NULL,
+    clicked_at_us  bigint NOT NULL,
+    campaign_id    bigint NOT NULL,
+    link_id        bigint NOT NULL,
+    contact_id     bigint,
+    sent_at        bigint NOT NULL,
+    key_id         integer NOT NULL,
+    client_ip      inet,
+    user_agent     text NOT NULL,
+    method         text NOT NULL,
+    received_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- Creates the monthly partitions of clicks from `months_back` months before now to `months_ahead` after,
+-- and one for every month that has rows in clicks_default (clicks that arrived before their month had a
+-- partition: after a long outage, say). Such a month's partition is made as a plain table, the default
+-- partition's rows for it are moved in, and it is attached; PostgreSQL cannot create a partition over
+-- rows the default partition holds for its range. Safe to call often and from several collectors: it
+-- takes a transaction-level advisory lock, and runs as one transaction.
+CREATE OR REPLACE FUNCTION clickedge_ensure_click_partitions(months_back integer, months_ahead integer)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    this_month date := date_trunc('month', now() AT TIME ZONE 'UTC')::date;
+    m date;
+    name text;
+    low timestamptz;
+    high timestamptz;
+    created integer := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('clickedge.click_partitions'));
+    FOR m IN
+        SELECT (this_month + make_interval(months => i))::date FROM generate_series(-months_back, months_ahead) i
+        UNION
+        SELECT date_trunc('month', clicked_at AT TIME ZONE 'UTC')::date FROM clicks_default
+        ORDER BY 1
+    LOOP
+        name := format('clicks_%s', to_char(m, 'YYYY_MM'));
+        CONTINUE WHEN to_regclass(name) IS NOT NULL;
+        IF created = 0 THEN
+            -- Creating a partition locks clicks anyway; locking it first (before clicks_default, as ingest
+            -- does) means a concurrent batch waits instead of deadlocking with the move below.
+            LOCK TABLE ONLY clicks IN ACCESS EXCLUSIVE MODE;
+        END IF;
+        low := m::timestamp AT TIME ZONE 'UTC';
+        high := (m + interval '1 month')::timestamp AT TIME ZONE 'UTC';
+        IF EXISTS (SELECT 1 FROM clicks_default WHERE clicked_at >= low AND clicked_at < high) THEN
+            EXECUTE format('CREATE TABLE %I (LIKE clicks INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+            EXECUTE format(
+                'WITH moved AS (DELETE FROM clicks_default WHERE clicked_at >= %L AND clicked_at < %L RETURNING *) '
+                'INSERT INTO %I SELECT * FROM moved', low, high, name);
+            EXECUTE format('ALTER TABLE clicks ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', name, low, high);
+            RAISE NOTICE 'clickedge: moved rows of % from clicks_default into %', m, name;
+        ELSE
+            EXECUTE format('CREATE TABLE %I PARTITION OF clicks FOR VALUES FROM (%L) TO (%L)', name, low, high);
+        END IF;
+        created := created + 1;
+    END LOOP;
+    RETURN created;
+END;
+$$;
+-- [end item 19]
+
+SELECT clickedge_ensure_click_partitions(1, 3);
+
+-- ---------------------------------------------------------------------------------------------------
+-- Webhook endpoints (hardening, issue 11): every URL a webhook action names is an endpoint with its own
+-- signing secret, HMAC-SHA256(master webhook secret, 'endpoint:<id>:<generation>'), derived by the
+-- collector and never stored. Rotating an endpoint moves it to the next generation. Endpoints are made
+-- when an action list first names a URL (and by the deliverer for a URL that has none yet).
+CREATE TABLE IF NOT EXISTS webhook_endpoints (
+    id          bigserial PRIMARY KEY,
+    url         text NOT NULL UNIQUE,
+    generation  integer NOT NULL DEFAULT 1 CHECK (generation >= 1),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    rotated_at  timestamptz
+);
+-- Webhook URLs set before endpoints existed, on links and in deliveries still pending.
+INSERT INTO webhook_endpoints (url)
+SELECT url FROM (
+    SELECT a->>'url' AS url FROM links, jsonb_array_elements(actions) AS a WHERE a->>'type' = 'webhook'
+    UNION
+    SELECT url FROM webhook_outbox WHERE delivered_at IS NULL AND failed_at IS NULL
+) AS named WHERE url IS NOT NULL ORDER BY url
+ON CONFLICT (url) DO NOTHING;
+-- A link's webhook deliveries, for GET /v1/campaigns/{id}/links/{link}/webhooks: the body names them.
+CREATE INDEX IF NOT EXISTS webhook_outbox_link ON webhook_outbox
+    (((body->'campaign'->>'id')::bigint), ((body->'link'->>'id')::bigint), id);
