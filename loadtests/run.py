@@ -283,7 +283,7 @@ async def measure_edges(harness: Harness, cores: int) -> list[Result]:
     request path (verify, spool, metrics, client address) and its shipper waits, as in a collector
     outage; the clicks ship when it resumes and are counted. Shipping live, on this machine the
     collector and PostgreSQL share the load generator's core, which costs throughput both sides show as
-    idle time (loadtests/README.md, "Results: the harness", says what was measured)."""
+    idle time (what was measured: see loadtests/README.md, section "Results: the harness")."""
     server = harness.cpus.server
     one = await measure_edge(harness, "clickedge edge, 1 worker", 1, "edge1", server, collector_paused=True)
     live = await measure_edge(harness, "clickedge edge, 1 worker, shipping live", 1, "edgeLive", server)
