@@ -1,9 +1,9 @@
 """PostgreSQL's binary COPY format for the collector's staging rows. Pure: no framework imports.
 
-asyncpg's ``copy_records_to_table`` sends every value through its general codec machinery: about 5.5 µs
-a row for the staging rows, 27 ms of client CPU for a 5,000-click batch, as much as the database spends
-on the batch's inserts. These rows have one fixed shape (``ingest.STAGE_COLUMNS``), so the stream is
-built here with one ``struct.pack`` per row and a few byte strings.
+asyncpg's ``copy_records_to_table`` sends every value through its general codec machinery, which made
+the client's CPU the larger part of staging a batch. These rows have one fixed shape
+(``ingest.STAGE_COLUMNS``), so the stream is built here with one ``struct.pack`` per row and a few byte
+strings (the measured choice: see loadtests/README.md, section "Results: the harness", collector ingest).
 
 Format (PostgreSQL documentation, "COPY", binary format): a signature, flags and header extension; then
 per row a 16-bit field count and each field as a 32-bit length (-1 for NULL) followed by its value in

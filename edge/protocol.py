@@ -3,8 +3,8 @@
 aiohttp's ``web.Server`` builds a request object, a payload stream, a response object and a writer for
 every request, and runs the handler as a coroutine. The edge needs none of it; every answer is a few
 hundred bytes known at once. So each connection feeds aiohttp's own parser (llhttp in C: the same limits
-and header validation as aiohttp's server) and writes the answer's bytes itself (loadtests/README.md has
-the measurements).
+and header validation as aiohttp's server) and writes the answer's bytes itself (the measured choice: see
+loadtests/README.md, section "Results: the harness").
 
 Per connection:
 
@@ -69,7 +69,7 @@ _PARSER_FAILED = BadHttpMessage("the request could not be parsed")
 
 # (head, body, wait). head: the status line and headers, each line ending in CRLF; Date, Connection and
 # the blank line are added here. wait: hold this answer (and those after it) until Durability.wait
-# returns. A plain tuple: one is built per request, and a NamedTuple's constructor costs a fifth of a µs.
+# returns. A plain tuple: one is built per request, and a NamedTuple's constructor is a Python call.
 Answer = tuple[bytes, bytes, bool]
 
 

@@ -206,9 +206,8 @@ def _untrackable(url: str) -> str | None:
     return None
 
 
-# Python 3.11's tokenizer is quadratic on a few malformed inputs (CVE-2025-6069 and relatives). Measured
-# with 80 000 characters: "<a " repeated took 86 s, '<a x="' 23 s, "<!--" 4 s, "</", "<?", "<![if x" and
-# "<!--[if x]>" 0.2 to 0.9 s, each doubling of the input taking about four times as long. Two causes:
+# Python 3.11's tokenizer is quadratic on a few malformed inputs (CVE-2025-6069 and relatives), "<a "
+# repeated worst of all: each doubling of the input takes about four times as long. Two causes:
 # 1. An unclosed "<a", "</", "<?", "<!…" is scanned to the end of the document, and with no ">" after it
 #    the next "<" is tried the same way. Every construct the tokenizer reports ends with ">", so whatever
 #    follows the last ">" yields no edit: only the document up to it is fed.

@@ -18,8 +18,8 @@ The clear bytes choose how to verify, and any change to them fails verification:
 and a token sealed under one key never verifies under another; version 2 seals with no associated data,
 version 1 (still verified, for links already sent) bound the clear bytes as associated data, so a token
 moved from one version to the other fails its tag. Version 2 drops that associated data because it cost
-a second S2V string, 0.4 of the 1.5 microseconds AES-SIV takes per click, and protected nothing the key
-id and version did not already.
+a second S2V string on every click and protected nothing the key id and version did not already (the
+measured choice: see loadtests/README.md, section "Results: token decode").
 
 This module imports no framework: senders import it as a library to mint links.
 """
@@ -92,7 +92,8 @@ class DestinationError(ValueError):
 
 
 class Link(NamedTuple):
-    # A NamedTuple rather than a frozen dataclass: built once per click, it costs a fifth as much.
+    # A NamedTuple rather than a frozen dataclass: built once per click, and a frozen dataclass sets each
+    # field through object.__setattr__.
     destination: str
     campaign_id: int
     link_id: int
@@ -182,8 +183,8 @@ class TokenCodec:
 
     def decode(self, token: str) -> Link:
         """Verify and open a token, or raise TokenError. The tag check is constant-time (OpenSSL CMAC)."""
-        # The hot path of every redirect, measured and written for it: one pass of each C routine, one
-        # cipher lookup by the two key id bytes.
+        # The hot path of every redirect, written for it: one pass of each C routine, one cipher lookup by
+        # the two key id bytes (the measured choices: see loadtests/README.md, section "Results: token decode").
         size = len(token)
         if size > MAX_TOKEN_CHARS:
             raise TokenError(f"token is {size} characters; the longest valid is {MAX_TOKEN_CHARS}", kind=OVERSIZED)
@@ -213,8 +214,8 @@ class TokenCodec:
             raise TokenError("authentication tag does not match: altered or forged token", kind=INVALID) from None
         url = plain[_FIELDS_SIZE:]
         # Only a minter that skipped validate_destination (and holds the key) could put a line break or
-        # non-ASCII here; the destination goes into a header line. (Integer membership is a memchr: 40 ns
-        # for both, where b"\n" in url takes 150 ns each.)
+        # non-ASCII here; the destination goes into a header line. (Integer membership is one memchr; a
+        # bytes needle is first tried as an integer, an exception raised and cleared, then searched for.)
         if 10 in url or 13 in url:
             raise TokenError("destination holds a line break", kind=INVALID)
         try:
@@ -222,7 +223,7 @@ class TokenCodec:
         except UnicodeDecodeError:
             raise TokenError("destination is not ASCII", kind=INVALID) from None
         campaign_id, link_id, contact_id, sent_at, flags = _unpack_fields(plain)
-        # tuple.__new__ skips the NamedTuple's Python-level __new__: a fifth of a microsecond per click.
+        # tuple.__new__ skips the NamedTuple's Python-level __new__: one Python call fewer per click.
         return _new_tuple(
             Link,
             (

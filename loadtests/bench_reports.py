@@ -6,7 +6,7 @@ more batch through the real ingest path so the incremental path is on top. It th
 report, a page of "who clicked" and a contact timeline over real HTTP, and checks the campaign report
 against a recount from the raw rows (which is the slow way, timed too, for contrast).
 
-    .venv/bin/python loadtests/bench_reports.py [--clicks 10000000] [--json out.json]
+    .venv/bin/python -m loadtests.bench_reports [--clicks 10000000] [--json out.json]
 """
 
 from __future__ import annotations

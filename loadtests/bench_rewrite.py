@@ -3,7 +3,7 @@
 The campaign's message is prepared once (tokenized, links found); each recipient then costs one mint per
 link and a join. Also measured, for comparison, preparing the message again for every recipient.
 
-    .venv/bin/python loadtests/bench_rewrite.py [--recipients 20000] [--json out.json]
+    .venv/bin/python -m loadtests.bench_rewrite [--recipients 20000] [--json out.json]
 """
 
 from __future__ import annotations

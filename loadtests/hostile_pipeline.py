@@ -26,7 +26,7 @@ from typing import Any
 from clickedge.pgembed import free_port
 from links import keys
 from loadtests.report import as_json, write_json
-from loadtests.run import SECRET, cpu_seconds, edge_command, rss_mb, start, stop, wait_http
+from loadtests.stack import SECRET, Processes, cpu_seconds, edge_command, local, rss_mb
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 BUDGET_MB = 20.0
@@ -84,9 +84,8 @@ async def run(connections: int, depth: int, budget_mb: float = BUDGET_MB) -> dic
         keys.load_or_create(root / "keys.json")
         port = free_port()
         env = {"CLICKEDGE_INGEST_SECRET": SECRET, "CLICKEDGE_LOG_LEVEL": "ERROR"}
-        edge = await start(edge_command(port, root, free_port()), env)
-        try:
-            await wait_http(f"http://127.0.0.1:{port}/healthz")
+        async with Processes() as procs:
+            edge = await procs.serve(edge_command(port, root, free_port()), env, local(port, "/healthz"))
             idle = await settled(edge.pid)
             rounds = []
             for _ in range(2):  # the second round shows whether memory is reused or keeps growing
@@ -96,8 +95,6 @@ async def run(connections: int, depth: int, budget_mb: float = BUDGET_MB) -> dic
                     sock.close()
                 rounds.append((held, await settled(edge.pid)))
             alive = edge.returncode is None
-        finally:
-            await stop(edge)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     sent = sum(n for _, n in clients)

@@ -22,17 +22,7 @@ import aiohttp
 
 from clickedge.pgembed import free_port
 from loadtests.report import as_json, write_json
-from loadtests.run import (
-    collector_command,
-    count_arrived,
-    cpu_seconds,
-    edge_command,
-    scratch,
-    start,
-    stop,
-    wait_http,
-    wrk,
-)
+from loadtests.stack import Processes, WrkRun, collector_command, cpu_seconds, drain, edge_command, local, stack, wrk
 
 CAMPAIGN = 4_000_000_301
 INSERTED = "clickedge_collector_clicks_inserted_total"
@@ -68,67 +58,64 @@ async def inserted_total(http: aiohttp.ClientSession, url: str) -> float:
 
 
 async def run(seconds: float, workers: int, connections: int) -> dict[str, Any]:
-    procs = []
-    async with scratch("clickedge-keepup-", CAMPAIGN) as stack:
-        data, tokens, env, pg = stack.data, stack.tokens, stack.env, stack.pg
-        try:
-            cport, eport = free_port(), free_port()
-            spool = stack.root / "spool"
-            collector = await start(
-                collector_command(cport, data),
-                env,
-            )
-            procs.append(collector)
-            await wait_http(f"http://127.0.0.1:{cport}/readyz")
-            edge_argv = edge_command(eport, data, cport, "--workers", str(workers), "--spool-dir", str(spool))
-            edge = await start(edge_argv, env)
-            procs.append(edge)
-            await wait_http(f"http://127.0.0.1:{eport}/readyz")
-            samples: list[dict[str, float]] = []
-            metrics = f"http://127.0.0.1:{cport}/metrics"
-            async with aiohttp.ClientSession() as http:
-                before = await inserted_total(http, metrics)
-                assert pg.process is not None
-                groups = {"edges": [edge.pid], "collector": [collector.pid], "postgresql": [pg.process.pid]}
-                cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items()}
-                started = time.monotonic()
-                load = asyncio.create_task(wrk(f"http://127.0.0.1:{eport}", tokens, seconds, connections, None))
-                while not load.done():
-                    await asyncio.wait({load}, timeout=2)  # the sampling interval, not a synchronisation
-                    samples.append(
-                        {
-                            "t": round(time.monotonic() - started, 1),
-                            "backlog_mb": round(spool_backlog_bytes(spool) / 1e6, 2),
-                            "inserted": await inserted_total(http, metrics) - before,
-                        }
-                    )
-                result = load.result()
-                cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in groups.items()}
-            answered = result["requests"] - result["status"]
-            drain_started = time.monotonic()
-            rows = await count_arrived(pg.dsn, CAMPAIGN, answered, timeout=600)
-            drain_seconds = time.monotonic() - drain_started
-        finally:
-            for proc in procs:
-                await stop(proc)
-    run_seconds = result["duration_us"] / 1e6
-    during = [s for s in samples if s["t"] <= run_seconds]
+    async with stack("clickedge-keepup-") as parts, Processes() as procs:
+        tokens = parts.token_file(CAMPAIGN)
+        cport, eport = free_port(), free_port()
+        spool = parts.root / "spool"
+        collector = await procs.serve(collector_command(cport, parts.data), parts.env, local(cport, "/readyz"))
+        edge_argv = edge_command(eport, parts.data, cport, "--workers", str(workers), "--spool-dir", str(spool))
+        edge = await procs.serve(edge_argv, parts.env, local(eport, "/readyz"))
+        assert parts.pg.process is not None
+        groups = {"edges": [edge.pid], "collector": [collector.pid], "postgresql": [parts.pg.process.pid]}
+        load, samples, cpu = await sampled_load(
+            local(eport), tokens, seconds, connections, spool, local(cport, "/metrics"), groups
+        )
+        rows, drain_seconds = await drain(parts.pg.dsn, CAMPAIGN, load.answered, timeout=600)
+    during = [s for s in samples if s["t"] <= load.seconds]
     return {
-        "seconds": run_seconds,
+        "seconds": load.seconds,
         "workers": workers,
-        "requests_per_s": round(answered / run_seconds),
+        "requests_per_s": round(load.answered / load.seconds),
         "ingested_per_s_during_load": round(during[-1]["inserted"] / during[-1]["t"]) if during else None,
         "backlog_mb_at_quarter": during[len(during) // 4]["backlog_mb"] if during else None,
         "backlog_mb_at_end": during[-1]["backlog_mb"] if during else None,
         "drain_seconds_after_load": round(drain_seconds, 1),
-        "answered": answered,
-        "rows": rows,
-        "clicks_lost": max(0, answered - rows),
-        "errors": result["connect"] + result["read"] + result["write"] + result["status"] + result["timeout"],
+        **load.checked(rows),
         # CPU per answered click during the load, by process group: what each side costs.
-        "cpu_us_per_click": {name: round(1e6 * seconds / answered, 1) for name, seconds in cpu.items()},
+        "cpu_us_per_click": {name: round(1e6 * seconds / load.answered, 1) for name, seconds in cpu.items()},
         "samples": samples,
     }
+
+
+async def sampled_load(
+    url: str,
+    tokens: Path,
+    seconds: float,
+    connections: int,
+    spool: Path,
+    metrics: str,
+    groups: dict[str, list[int]],
+) -> tuple[WrkRun, list[dict[str, float]], dict[str, float]]:
+    """wrk against the edges, with the backlog and the collector's inserted count sampled while it runs;
+    and the CPU each group of processes used meanwhile."""
+    samples: list[dict[str, float]] = []
+    async with aiohttp.ClientSession() as http:
+        before = await inserted_total(http, metrics)
+        cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+        started = time.monotonic()
+        load = asyncio.create_task(wrk(url, tokens, seconds, connections, None))
+        while not load.done():
+            await asyncio.wait({load}, timeout=2)  # the sampling interval, not a synchronisation
+            samples.append(
+                {
+                    "t": round(time.monotonic() - started, 1),
+                    "backlog_mb": round(spool_backlog_bytes(spool) / 1e6, 2),
+                    "inserted": await inserted_total(http, metrics) - before,
+                }
+            )
+        result = load.result()
+        cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in groups.items()}
+    return result, samples, cpu
 
 
 def main() -> int:

@@ -19,63 +19,43 @@ from typing import Any
 
 from clickedge.pgembed import free_port
 from loadtests.report import as_json, write_json
-from loadtests.run import collector_command, count_arrived, edge_command, rss_mb, scratch, start, stop, wait_http, wrk
+from loadtests.stack import Processes, collector_command, drain, edge_command, local, rss_mb, stack, wrk
 
 CAMPAIGN = 4_000_000_201
 
 
 async def run(minutes: float, rate: int, connections: int = 64) -> dict[str, Any]:
     full_load = rate <= 0
-    procs = []
-    async with scratch("clickedge-soak-", CAMPAIGN) as stack:
-        data, tokens, env, pg = stack.data, stack.tokens, stack.env, stack.pg
-        try:
-            cport, eport = free_port(), free_port()
-            # Room on disk for the whole outage at full load (about 190 bytes a click).
-            spool_cap = str(64 << 30 if full_load else 1 << 30)
-            edge = await start(
-                edge_command(eport, data, cport, "--shutdown-timeout", "1", "--spool-max-bytes", spool_cap),
-                env,
-                1,
+    async with stack("clickedge-soak-") as parts, Processes() as procs:
+        tokens = parts.token_file(CAMPAIGN)
+        cport, eport = free_port(), free_port()
+        # Room on disk for the whole outage at full load (about 190 bytes a click).
+        spool_cap = str(64 << 30 if full_load else 1 << 30)
+        edge_argv = edge_command(eport, parts.data, cport, "--shutdown-timeout", "1", "--spool-max-bytes", spool_cap)
+        edge = await procs.serve(edge_argv, parts.env, local(eport, "/readyz"), 1)
+        samples: list[tuple[float, float]] = []
+        started = time.monotonic()
+        load = asyncio.create_task(
+            wrk(
+                local(eport),
+                tokens,
+                minutes * 60,
+                connections,
+                0,
+                None if full_load else 1000 * connections / rate,
             )
-            procs.append(edge)
-            await wait_http(f"http://127.0.0.1:{eport}/readyz")
-            samples: list[tuple[float, float]] = []
-            started = time.monotonic()
-            load = asyncio.create_task(
-                wrk(
-                    f"http://127.0.0.1:{eport}",
-                    tokens,
-                    minutes * 60,
-                    connections,
-                    0,
-                    None if full_load else 1000 * connections / rate,
-                )
-            )
-            while not load.done():
-                samples.append((round(time.monotonic() - started), round(rss_mb([edge.pid]), 1)))
-                await asyncio.wait({load}, timeout=10)
-            result = load.result()
-            answered = result["requests"] - result["status"]
-            collector = await start(
-                collector_command(cport, data),
-                env,
-            )
-            procs.append(collector)
-            drain_started = time.monotonic()
-            rows = await count_arrived(pg.dsn, CAMPAIGN, answered, timeout=1800)
-            drain_seconds = time.monotonic() - drain_started
-        finally:
-            for proc in procs:
-                await stop(proc)
+        )
+        while not load.done():
+            samples.append((round(time.monotonic() - started), round(rss_mb([edge.pid]), 1)))
+            await asyncio.wait({load}, timeout=10)
+        result = load.result()
+        await procs.start(collector_command(cport, parts.data), parts.env)
+        rows, drain_seconds = await drain(parts.pg.dsn, CAMPAIGN, result.answered, timeout=1800)
     rss = [mb for _, mb in samples]
     return {
         "minutes": minutes,
-        "requests_per_s": answered / (result["duration_us"] / 1e6),
-        "answered": answered,
-        "rows": rows,
-        "clicks_lost": max(0, answered - rows),
-        "errors": result["connect"] + result["read"] + result["write"] + result["status"] + result["timeout"],
+        "requests_per_s": result.answered / result.seconds,
+        **result.checked(rows),
         "rss_mb_first": rss[0] if rss else None,
         "rss_mb_max": max(rss) if rss else None,
         "rss_mb_last": rss[-1] if rss else None,

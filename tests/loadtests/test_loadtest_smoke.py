@@ -56,7 +56,8 @@ def test_spool_backlog_is_read_from_the_files(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 async def test_clients_that_pipeline_and_never_read_cost_the_edge_a_bounded_amount_of_memory() -> None:
     # The reviewer's run: 200 connections, 64 KiB of 27-byte requests each, none read. Before the edge held
-    # back, each connection's unread answers stayed in the edge (37 MB more here, 255 MB on their machine).
+    # back, each connection's unread answers stayed in the edge (loadtests/README.md, section "Results:
+    # clients that pipeline and never read", has what that cost).
     report = await hostile_pipeline.run(connections=200, depth=65536)
     assert report["requests_sent"] > 0
     assert report["within_budget"], report
