@@ -26,7 +26,7 @@ from typing import Any
 from clickedge.pgembed import free_port
 from links import keys
 from loadtests.report import as_json, write_json
-from loadtests.stack import SECRET, Processes, cpu_seconds, edge_command, local, rss_mb
+from loadtests.scratch import SECRET, Processes, cpu_seconds, edge_command, local, rss_mb
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 BUDGET_MB = 20.0

@@ -22,7 +22,7 @@ import aiohttp
 
 from clickedge.pgembed import free_port
 from loadtests.report import as_json, write_json
-from loadtests.stack import Processes, WrkRun, collector_command, cpu_seconds, drain, edge_command, local, stack, wrk
+from loadtests.scratch import Processes, WrkRun, collector_command, cpu_seconds, drain, edge_command, local, stack, wrk
 
 CAMPAIGN = 4_000_000_301
 INSERTED = "clickedge_collector_clicks_inserted_total"

@@ -44,7 +44,7 @@ from collector import ingest
 from collector.copy_binary import encode_stage_rows
 from common.events import Click, EventIds, decode_batch
 from loadtests.report import write_json
-from loadtests.stack import (
+from loadtests.scratch import (
     TOKENS,
     Processes,
     Stack,

@@ -19,7 +19,7 @@ from typing import Any
 
 from clickedge.pgembed import free_port
 from loadtests.report import as_json, write_json
-from loadtests.stack import Processes, collector_command, drain, edge_command, local, rss_mb, stack, wrk
+from loadtests.scratch import Processes, collector_command, drain, edge_command, local, rss_mb, stack, wrk
 
 CAMPAIGN = 4_000_000_201
 

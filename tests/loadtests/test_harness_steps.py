@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from loadtests import run
-from loadtests.stack import WrkRun
+from loadtests.scratch import WrkRun
 
 SUMMARY = {
     "requests": 1000,
