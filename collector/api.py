@@ -22,7 +22,8 @@ from collector.rewriter import RewriteBusy, Rewriter
 from common.settings import whole_number
 from links.rewrite import RewriteError, base_url_problem
 
-POOL = web.AppKey("admin_pool", asyncpg.Pool)
+# The collector's one connection pool (ingest, probes, the admin API, webhooks); collector/app.py opens it.
+POOL = web.AppKey("pool", asyncpg.Pool)
 REWRITER = web.AppKey("rewriter", Rewriter)
 WEBHOOK_ALLOW = web.AppKey("webhook_allow_networks", tuple[Network, ...])
 WEBHOOK_MASTER = web.AppKey("webhook_master_secret", bytes)

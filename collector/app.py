@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector import api, apikeys, ingest
+from collector.api import POOL
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.rewriter import Rewriter
@@ -27,8 +28,6 @@ log = logging.getLogger("clickedge.collector")
 
 CONFIG = web.AppKey("config", CollectorConfig)
 METRICS = web.AppKey("metrics", CollectorMetrics)
-POOL = web.AppKey("pool", asyncpg.Pool)
-MAINTENANCE = web.AppKey("maintenance", asyncio.Task[None])
 DRAINING = web.AppKey("draining", asyncio.Event)
 WEBHOOKS = web.AppKey("webhooks", Deliverer)
 
@@ -203,7 +202,6 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout=5.0,
     )
     app[POOL] = pool
-    app[api.POOL] = pool
     yield
     await asyncio.wait_for(pool.close(), timeout=10.0)
 
@@ -226,7 +224,6 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_maintain_partitions(app), name="partition-maintenance")
-    app[MAINTENANCE] = task
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
