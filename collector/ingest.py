@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 
 import asyncpg
 import orjson
@@ -203,16 +203,32 @@ async def ingest(
     return IngestResult(received, inserted, len(applied), len(refused), newly)
 
 
-async def _write_clicks(conn: asyncpg.Connection, edge: str, clicks: list[Click]) -> tuple[int, list[Any]]:
+async def _write_clicks(
+    conn: asyncpg.Connection, edge: str, clicks: list[Click]
+) -> tuple[int, list[actions.AppliedClick]]:
     rows = encode_stage_rows(edge, clicks)
     # A memoryview: asyncpg would take bytes for a file name.
     await conn.copy_to_table("click_stage", source=memoryview(rows), columns=STAGE_COLUMNS, format="binary")
     row = await conn.fetchrow(MOVE_STAGED)
     assert row is not None
-    applied: list[Any] = orjson.loads(row["applied"])
+    applied = _applied(row["applied"])
     if applied:
         await actions.apply(conn, applied)
     return int(row["inserted"]), applied
+
+
+def _applied(raw: str) -> list[actions.AppliedClick]:
+    """MOVE_STAGED's ``applied`` column: a JSON array of the first clicks whose link actions are now due."""
+    return [
+        actions.AppliedClick(
+            a["campaign_id"],
+            a["link_id"],
+            a["contact_id"],
+            uuid.UUID(a["event_id"]),
+            datetime.fromisoformat(a["clicked_at"]),
+        )
+        for a in orjson.loads(raw)
+    ]
 
 
 async def _write_refused(
