@@ -8,8 +8,9 @@ An action is a JSON object with a ``type`` and its one argument:
     {"type": "subscribe", "list": "product-news"}  {"type": "unsubscribe", "list": "weekly"}
     {"type": "webhook", "url": "https://crm.example.com/hooks/click"}
 
-``validate`` checks a list of them (for the admin API and the CLI); ``apply`` carries them out for newly
-applied first clicks, inside the ingest transaction, one statement per action type.
+``validate`` checks a list of them (for the admin API and the CLI). ``apply`` carries them out for newly
+applied first clicks, inside the ingest transaction, in two parts: ``plan``, a pure function, works out
+what the clicks' actions do, and ``write`` writes that plan with one statement per kind of change.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -105,130 +108,266 @@ def _check_destination(index: int, host: str, allow: Networks) -> None:
         )
 
 
-async def apply(conn: asyncpg.Connection, applied: list[dict[str, Any]]) -> None:
-    """Carry out the actions of each newly applied (campaign, link, contact) first click.
+# What ingest hands over and what planning reads: the clicks whose actions are due, and each link's actions.
 
-    Clicks are taken in time order and each link's actions in their listed order; what that sequence
-    does to each (contact, tag), (contact, list) and (contact, automation) is worked out here, so each
-    key is written once, with one statement per kind of change. The kinds touch different tables, so
-    writing them grouped by kind leaves the state that running the actions one by one, each as its own
-    statement, would leave; tests/collector/test_actions.py checks that against such a run. Webhooks
-    only go to the outbox here: their deliveries are concurrent and at least once, in no set order.
+
+@dataclass(frozen=True, slots=True)
+class AppliedClick:
+    """A contact's first qualifying click on a link with actions (ingest's ``applied`` rows)."""
+
+    campaign_id: int
+    link_id: int
+    contact_id: int
+    event_id: uuid.UUID
+    clicked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LinkActions:
+    """A link's actions in their listed order, with the names a webhook's body carries."""
+
+    campaign: str
+    name: str
+    destination: str
+    actions: tuple[dict[str, str], ...]
+
+
+# What planning produces: the rows to write, each kind in the order of its statement's columns.
+
+
+@dataclass(frozen=True, slots=True)
+class TagAdd:
+    contact_id: int
+    tag: str
+    added_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TagRemove:
+    contact_id: int
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListState:
+    contact_id: int
+    list: str
+    subscribed: bool
+    changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """Ends a contact's runs of an automation that were open before this batch."""
+
+    contact_id: int
+    automation: str
+    ended_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A run started in this batch; ``ended_at`` is set when a later action of the batch ended it."""
+
+    contact_id: int
+    automation: str
+    started_at: datetime
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    idempotency_key: uuid.UUID
+    url: str
+    body: str  # JSON
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    contact_id: int
+    at: datetime
+    campaign_id: int
+    link_id: int
+    event_id: uuid.UUID
+    action: str  # JSON
+    position: int  # the action's place in its link's list
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything one batch's first clicks do, worked out before anything is written: each (contact, tag)
+    and (contact, list) once, in its final state; rows sorted by contact and name."""
+
+    tags_added: tuple[TagAdd, ...] = ()  # a tag the contact already has keeps its added_at
+    tags_readded: tuple[TagAdd, ...] = ()  # removed, then added again in this batch: added_at is this batch's
+    tags_removed: tuple[TagRemove, ...] = ()
+    lists: tuple[ListState, ...] = ()
+    runs_ended: tuple[RunEnd, ...] = ()
+    runs: tuple[Run, ...] = ()
+    webhooks: tuple[Webhook, ...] = ()  # in click order, then each link's listed order
+    timeline: tuple[TimelineEntry, ...] = ()  # likewise
+
+
+class _Accumulator:
+    """The running state of one batch's actions, taken one at a time in the order they run."""
+
+    def __init__(self) -> None:
+        # (present, since, replaced): replaced when a remove_tag came first, so the tag's added_at is this
+        # batch's even if the contact had the tag before (an add_tag alone keeps an existing tag's).
+        self.tags: dict[tuple[int, str], tuple[bool, datetime, bool]] = {}
+        self.lists: dict[tuple[int, str], tuple[bool, datetime]] = {}
+        self.runs_ended: dict[tuple[int, str], datetime] = {}  # runs open before this batch: ended at
+        self.runs: dict[tuple[int, str], list[tuple[datetime, datetime | None]]] = defaultdict(list)
+        self.webhooks: list[Webhook] = []
+        self.timeline: list[TimelineEntry] = []
+
+    def add(self, click: AppliedClick, link: LinkActions, position: int, action: dict[str, str]) -> None:
+        kind = action["type"]
+        value = action[ARGUMENT[kind]]
+        key = (click.contact_id, value)
+        at = click.clicked_at
+        self.timeline.append(
+            TimelineEntry(
+                click.contact_id,
+                at,
+                click.campaign_id,
+                click.link_id,
+                click.event_id,
+                orjson.dumps(action).decode(),
+                position,
+            )
+        )
+        if kind == "add_tag":
+            present, since, replaced = self.tags.get(key, (False, at, False))
+            self.tags[key] = (True, since if present else at, replaced)  # a second add_tag changes nothing
+        elif kind == "remove_tag":
+            self.tags[key] = (False, at, True)
+        elif kind in ("subscribe", "unsubscribe"):
+            self.lists[key] = (kind == "subscribe", at)
+        elif kind == "start_automation":
+            self.runs[key].append((at, None))
+        elif kind == "end_automation":
+            self.runs_ended.setdefault(key, at)  # runs open before this batch end at the first end
+            self.runs[key] = [(start, at if end is None else end) for start, end in self.runs.get(key, [])]
+        else:
+            self.webhooks.append(_webhook(click, link, position, value))
+
+    def plan(self) -> Plan:
+        tags = sorted(self.tags.items())
+        return Plan(
+            tags_added=tuple(TagAdd(c, t, at) for (c, t), (present, at, replaced) in tags if present and not replaced),
+            tags_readded=tuple(TagAdd(c, t, at) for (c, t), (present, at, replaced) in tags if present and replaced),
+            tags_removed=tuple(TagRemove(c, t) for (c, t), (present, _, _) in tags if not present),
+            lists=tuple(ListState(c, name, on, at) for (c, name), (on, at) in sorted(self.lists.items())),
+            runs_ended=tuple(RunEnd(c, name, at) for (c, name), at in sorted(self.runs_ended.items())),
+            runs=tuple(
+                Run(c, name, start, end) for (c, name), runs in sorted(self.runs.items()) for start, end in runs
+            ),
+            webhooks=tuple(self.webhooks),
+            timeline=tuple(self.timeline),
+        )
+
+
+def _webhook(click: AppliedClick, link: LinkActions, position: int, url: str) -> Webhook:
+    # The key is the same whichever collector plans it, and however often: the outbox keeps one row per key.
+    idempotency_key = uuid.uuid5(WEBHOOK_NAMESPACE, f"{click.event_id}:{position}")
+    body = {
+        "type": "link.first_click",
+        "idempotency_key": str(idempotency_key),
+        "campaign": {"id": click.campaign_id, "name": link.campaign},
+        "link": {"id": click.link_id, "name": link.name, "destination": link.destination},
+        "contact_id": click.contact_id,
+        "event_id": str(click.event_id),
+        "clicked_at": click.clicked_at.isoformat(),
+    }
+    return Webhook(idempotency_key, url, orjson.dumps(body).decode())
+
+
+def plan(clicks: Iterable[AppliedClick], links: Mapping[tuple[int, int], LinkActions]) -> Plan:
+    """What the actions of these first clicks do, as rows to write; pure.
+
+    Clicks are taken in time order (event id breaking ties) and each link's actions in their listed order;
+    what that sequence does to each (contact, tag), (contact, list) and (contact, automation) is worked out
+    here, so that ``write`` writes each key once, with one statement per kind of change. A click whose link
+    is not in ``links`` does nothing.
     """
-    keys = sorted({(a["campaign_id"], a["link_id"]) for a in applied})
-    rows = await conn.fetch(
-        """SELECT l.campaign_id, l.link_id, l.name, l.destination, l.actions, c.name AS campaign
-           FROM links l JOIN campaigns c USING (campaign_id)
-           WHERE (l.campaign_id, l.link_id) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))""",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-    )
-    links = {(r["campaign_id"], r["link_id"]): r for r in rows}
-    # Final state: present?, since when, and whether a remove_tag came first (then the tag's added_at is
-    # this batch's, even if the contact had the tag before; an add_tag alone keeps an existing tag's).
-    tags: dict[tuple[int, str], tuple[bool, datetime, bool]] = {}
-    lists: dict[tuple[int, str], tuple[bool, datetime]] = {}
-    close_open_runs: dict[tuple[int, str], datetime] = {}  # runs open before this batch: ended at
-    new_runs: dict[tuple[int, str], list[list[Any]]] = defaultdict(list)  # [started_at, ended_at]
-    webhooks: list[tuple[uuid.UUID, str, str]] = []
-    timeline: list[tuple[Any, ...]] = []
-    for click in sorted(applied, key=lambda a: (a["clicked_at"], a["event_id"])):
-        link = links.get((click["campaign_id"], click["link_id"]))
+    batch = _Accumulator()
+    for click in sorted(clicks, key=lambda c: (c.clicked_at, c.event_id)):
+        link = links.get((click.campaign_id, click.link_id))
         if link is None:
             continue
-        at = datetime.fromisoformat(click["clicked_at"])
-        event_id = uuid.UUID(click["event_id"])
-        contact = click["contact_id"]
-        for index, action in enumerate(orjson.loads(link["actions"])):
-            kind = action["type"]
-            value = action[ARGUMENT[kind]]
-            key = (contact, value)
-            timeline.append(
-                (contact, at, click["campaign_id"], click["link_id"], event_id, orjson.dumps(action).decode(), index)
-            )
-            if kind == "add_tag":
-                present, since, replaced = tags.get(key, (False, at, False))
-                tags[key] = (True, since if present else at, replaced)  # a second add_tag changes nothing
-            elif kind == "remove_tag":
-                tags[key] = (False, at, True)
-            elif kind in ("subscribe", "unsubscribe"):
-                lists[key] = (kind == "subscribe", at)
-            elif kind == "start_automation":
-                new_runs[key].append([at, None])
-            elif kind == "end_automation":
-                close_open_runs.setdefault(key, at)  # runs open before this batch end at the first end
-                for run in new_runs.get(key, []):
-                    if run[1] is None:
-                        run[1] = at
-            else:
-                idempotency_key = uuid.uuid5(WEBHOOK_NAMESPACE, f"{event_id}:{index}")
-                body = {
-                    "type": "link.first_click",
-                    "idempotency_key": str(idempotency_key),
-                    "campaign": {"id": click["campaign_id"], "name": link["campaign"]},
-                    "link": {"id": click["link_id"], "name": link["name"], "destination": link["destination"]},
-                    "contact_id": contact,
-                    "event_id": str(event_id),
-                    "clicked_at": at.isoformat(),
-                }
-                webhooks.append((idempotency_key, value, orjson.dumps(body).decode()))
-    added = [(c, t, at) for (c, t), (present, at, replaced) in sorted(tags.items()) if present and not replaced]
-    readded = [(c, t, at) for (c, t), (present, at, replaced) in sorted(tags.items()) if present and replaced]
-    removed = [(c, t) for (c, t), (present, _, _) in sorted(tags.items()) if not present]
-    if added:
-        await conn.execute(
-            "INSERT INTO contact_tags (contact_id, tag, added_at) SELECT * FROM "
-            "unnest($1::bigint[], $2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING",
-            *_columns(added),
-        )
-    if readded:
-        await conn.execute(
-            "INSERT INTO contact_tags (contact_id, tag, added_at) SELECT * FROM "
-            "unnest($1::bigint[], $2::text[], $3::timestamptz[]) ON CONFLICT (contact_id, tag) "
-            "DO UPDATE SET added_at = EXCLUDED.added_at",
-            *_columns(readded),
-        )
-    if removed:
-        await conn.execute(
-            "DELETE FROM contact_tags t USING unnest($1::bigint[], $2::text[]) AS x(contact_id, tag) "
-            "WHERE t.contact_id = x.contact_id AND t.tag = x.tag",
-            *_columns(removed),
-        )
-    if lists:
-        await conn.execute(
-            "INSERT INTO list_memberships AS m (contact_id, list, subscribed, changed_at) SELECT * FROM "
-            "unnest($1::bigint[], $2::text[], $3::boolean[], $4::timestamptz[]) ON CONFLICT (contact_id, list) "
-            "DO UPDATE SET subscribed = EXCLUDED.subscribed, changed_at = EXCLUDED.changed_at",
-            *_columns([(c, name, on, at) for (c, name), (on, at) in sorted(lists.items())]),
-        )
-    if close_open_runs:
-        await conn.execute(
-            "UPDATE automation_runs r SET ended_at = x.at FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) "
-            "AS x(contact_id, automation, at) WHERE r.contact_id = x.contact_id AND r.automation = x.automation "
-            "AND r.ended_at IS NULL",
-            *_columns([(c, name, at) for (c, name), at in sorted(close_open_runs.items())]),
-        )
-    runs = [(c, name, start, end) for (c, name), items in sorted(new_runs.items()) for start, end in items]
-    if runs:
-        await conn.execute(
-            "INSERT INTO automation_runs (contact_id, automation, started_at, ended_at) SELECT * FROM "
-            "unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[]) ON CONFLICT DO NOTHING",
-            *_columns(runs),
-        )
-    if webhooks:
-        await conn.execute(
-            "INSERT INTO webhook_outbox (idempotency_key, url, body) SELECT * FROM "
-            "unnest($1::uuid[], $2::text[], $3::jsonb[]) ON CONFLICT (idempotency_key) DO NOTHING",
-            *_columns(webhooks),
-        )
-    if timeline:
-        await conn.execute(
-            "INSERT INTO contact_events (contact_id, at, campaign_id, link_id, event_id, action, position) "
-            "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], "
-            "$5::uuid[], $6::jsonb[], $7::integer[])",
-            *_columns(timeline),
-        )
+        for position, action in enumerate(link.actions):
+            batch.add(click, link, position, action)
+    return batch.plan()
 
 
-def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    return [list(column) for column in zip(*rows, strict=True)]
+# One statement per kind of change. The kinds touch different tables, so writing them grouped by kind leaves
+# the state that running the actions one by one, each as its own statement, would leave
+# (tests/collector/test_actions.py checks that against such a run). Runs open before the batch are ended
+# before this batch's runs are inserted, so that only the older ones are ended by that statement.
+ADD_TAGS = """INSERT INTO contact_tags (contact_id, tag, added_at)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING"""
+READD_TAGS = """INSERT INTO contact_tags (contact_id, tag, added_at)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[])
+ON CONFLICT (contact_id, tag) DO UPDATE SET added_at = EXCLUDED.added_at"""
+REMOVE_TAGS = """DELETE FROM contact_tags t USING unnest($1::bigint[], $2::text[]) AS x(contact_id, tag)
+WHERE t.contact_id = x.contact_id AND t.tag = x.tag"""
+SET_LISTS = """INSERT INTO list_memberships AS m (contact_id, list, subscribed, changed_at)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::timestamptz[])
+ON CONFLICT (contact_id, list) DO UPDATE SET subscribed = EXCLUDED.subscribed, changed_at = EXCLUDED.changed_at"""
+END_RUNS = """UPDATE automation_runs r SET ended_at = x.at
+FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS x(contact_id, automation, at)
+WHERE r.contact_id = x.contact_id AND r.automation = x.automation AND r.ended_at IS NULL"""
+START_RUNS = """INSERT INTO automation_runs (contact_id, automation, started_at, ended_at)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[]) ON CONFLICT DO NOTHING"""
+QUEUE_WEBHOOKS = """INSERT INTO webhook_outbox (idempotency_key, url, body)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) ON CONFLICT (idempotency_key) DO NOTHING"""
+RECORD_TIMELINE = """INSERT INTO contact_events (contact_id, at, campaign_id, link_id, event_id, action, position)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::uuid[], $6::jsonb[],
+                     $7::integer[])"""
+
+
+async def write(conn: asyncpg.Connection, plan: Plan) -> None:
+    """Write a plan: one statement per kind of change that has rows, in the caller's transaction."""
+    steps: tuple[tuple[str, Sequence[Any]], ...] = (
+        (ADD_TAGS, plan.tags_added),
+        (READD_TAGS, plan.tags_readded),
+        (REMOVE_TAGS, plan.tags_removed),
+        (SET_LISTS, plan.lists),
+        (END_RUNS, plan.runs_ended),
+        (START_RUNS, plan.runs),
+        (QUEUE_WEBHOOKS, plan.webhooks),
+        (RECORD_TIMELINE, plan.timeline),
+    )
+    for statement, rows in steps:
+        if rows:
+            await conn.execute(statement, *_columns(rows))
+
+
+def _columns(rows: Sequence[Any]) -> list[list[Any]]:
+    """Dataclass rows as one list per field, in field order: the arrays the unnest statements take."""
+    return [[getattr(row, f.name) for row in rows] for f in fields(rows[0])]
+
+
+LINKS = """
+SELECT l.campaign_id, l.link_id, l.name, l.destination, l.actions, c.name AS campaign
+FROM links l JOIN campaigns c USING (campaign_id)
+WHERE (l.campaign_id, l.link_id) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))
+"""
+
+
+async def links_of(conn: asyncpg.Connection, clicks: Sequence[AppliedClick]) -> dict[tuple[int, int], LinkActions]:
+    keys = sorted({(c.campaign_id, c.link_id) for c in clicks})
+    rows = await conn.fetch(LINKS, [k[0] for k in keys], [k[1] for k in keys])
+    return {
+        (r["campaign_id"], r["link_id"]): LinkActions(
+            r["campaign"], r["name"], r["destination"], tuple(orjson.loads(r["actions"]))
+        )
+        for r in rows
+    }
+
+
+async def apply(conn: asyncpg.Connection, clicks: Sequence[AppliedClick]) -> None:
+    """Carry out the actions of newly applied first clicks, inside the ingest transaction. Webhooks only go
+    to the outbox here: their deliveries are concurrent and at least once, in no set order."""
+    await write(conn, plan(clicks, await links_of(conn, clicks)))

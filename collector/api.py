@@ -8,21 +8,23 @@ import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 from aiohttp import web
 
-from collector import apikeys, campaigns, endpoints, reports
+from collector import apikeys, campaigns, endpoints, openapi, reports
 from collector.actions import ActionError
 from collector.destinations import Network
-from collector.openapi import document
+from collector.openapi import FORMAT, Operation, document, integer
 from collector.rewriter import RewriteBusy, Rewriter
 from common.settings import whole_number
 from links.rewrite import RewriteError, base_url_problem
 
-POOL = web.AppKey("admin_pool", asyncpg.Pool)
+# The collector's one connection pool (ingest, probes, the admin API, webhooks); collector/app.py opens it.
+POOL = web.AppKey("pool", asyncpg.Pool)
 REWRITER = web.AppKey("rewriter", Rewriter)
 WEBHOOK_ALLOW = web.AppKey("webhook_allow_networks", tuple[Network, ...])
 WEBHOOK_MASTER = web.AppKey("webhook_master_secret", bytes)
@@ -46,27 +48,23 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
-def scope(required: str) -> Callable[[Handler], Handler]:
-    """Require an API key with ``required`` scope (``write`` includes ``read``)."""
+def requiring(required: str, handler: Handler) -> Handler:
+    """``handler`` behind an API key with ``required`` scope (``write`` includes ``read``)."""
 
-    def wrap(handler: Handler) -> Handler:
-        async def checked(request: web.Request) -> web.StreamResponse:
-            token = apikeys.bearer(request.headers.get("Authorization", ""))
-            principal = None
-            if token is not None:
-                async with request.app[POOL].acquire() as conn:
-                    principal = await apikeys.authenticate(conn, token)
-            if principal is None:
-                raise ApiError(401, "missing or unknown API key (Authorization: Bearer ck_...)")
-            if not principal.allows(required):
-                raise ApiError(403, f"this API key lacks the '{required}' scope")
-            request[PRINCIPAL] = principal
-            return await handler(request)
+    async def checked(request: web.Request) -> web.StreamResponse:
+        token = apikeys.bearer(request.headers.get("Authorization", ""))
+        principal = None
+        if token is not None:
+            async with request.app[POOL].acquire() as conn:
+                principal = await apikeys.authenticate(conn, token)
+        if principal is None:
+            raise ApiError(401, "missing or unknown API key (Authorization: Bearer ck_...)")
+        if not principal.allows(required):
+            raise ApiError(403, f"this API key lacks the '{required}' scope")
+        request[PRINCIPAL] = principal
+        return await handler(request)
 
-        checked.scope = required  # type: ignore[attr-defined]
-        return checked
-
-    return wrap
+    return checked
 
 
 @web.middleware
@@ -126,7 +124,6 @@ def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-@scope("write")
 async def put_campaign(request: web.Request) -> web.Response:
     campaign_id = _int(request, "campaign_id", MAX_ID)
     body = _object(await _body(request), {"name", "tracking", "recipients", "tracking_url"})
@@ -159,13 +156,11 @@ def _tracking_url(value: object) -> str:
     return value.rstrip("/")
 
 
-@scope("read")
 async def get_campaign(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         return json_response(await campaigns.get_campaign(conn, _int(request, "campaign_id", MAX_ID)))
 
 
-@scope("write")
 async def rewrite(request: web.Request) -> web.Response:
     campaign_id = _int(request, "campaign_id", MAX_ID)
     body = _object(await _body(request), {"html", "text", "contact_id", "sent_at"})
@@ -189,13 +184,11 @@ async def rewrite(request: web.Request) -> web.Response:
     return json_response(result)
 
 
-@scope("read")
 async def get_links(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         return json_response({"links": await campaigns.list_links(conn, _int(request, "campaign_id", MAX_ID))})
 
 
-@scope("write")
 async def put_actions(request: web.Request) -> web.Response:
     campaign_id, link_id = _int(request, "campaign_id", MAX_ID), _int(request, "link_id", MAX_ID)
     body = await _body(request)
@@ -212,7 +205,6 @@ async def put_actions(request: web.Request) -> web.Response:
     return json_response({"actions": stored, "new_webhook_endpoints": [e.with_secret(master) for e in made]})
 
 
-@scope("read")
 async def link_webhooks(request: web.Request) -> web.Response:
     campaign_id, link_id = _int(request, "campaign_id", MAX_ID), _int(request, "link_id", MAX_ID)
     after, limit = _query_int(request, "after", 0, MAX_CONTACT), _query_int(request, "limit", 100, MAX_PAGE, 1)
@@ -221,7 +213,6 @@ async def link_webhooks(request: web.Request) -> web.Response:
     return json_response({"deliveries": page, "next_after": next_after})
 
 
-@scope("read")
 async def list_webhooks(request: web.Request) -> web.Response:
     after, limit = _query_int(request, "after", 0, MAX_CONTACT), _query_int(request, "limit", 100, MAX_PAGE, 1)
     async with request.app[POOL].acquire() as conn:
@@ -229,7 +220,6 @@ async def list_webhooks(request: web.Request) -> web.Response:
     return json_response({"endpoints": [e.public() for e in page], "next_after": next_after})
 
 
-@scope("write")
 async def rotate_webhook(request: web.Request) -> web.Response:
     endpoint_id = _int(request, "endpoint_id", MAX_CONTACT, 1)
     principal: apikeys.Principal = request[PRINCIPAL]
@@ -241,20 +231,17 @@ async def rotate_webhook(request: web.Request) -> web.Response:
     return json_response(endpoint.with_secret(request.app[WEBHOOK_MASTER]))
 
 
-@scope("read")
 async def get_audit(request: web.Request) -> web.Response:
     campaign_id, link_id = _int(request, "campaign_id", MAX_ID), _int(request, "link_id", MAX_ID)
     async with request.app[POOL].acquire() as conn:
         return json_response({"changes": await campaigns.action_audit(conn, campaign_id, link_id)})
 
 
-@scope("read")
 async def campaign_report(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         return json_response(await reports.campaign(conn, _int(request, "campaign_id", MAX_ID)))
 
 
-@scope("read")
 async def link_clickers(request: web.Request) -> web.StreamResponse:
     campaign_id, link_id = _int(request, "campaign_id", MAX_ID), _int(request, "link_id", MAX_ID)
     after = _query_int(request, "after", 0, MAX_CONTACT)
@@ -281,7 +268,6 @@ async def _all_clickers(pool: asyncpg.Pool, campaign_id: int, link_id: int, afte
         after = page["next_after"]
 
 
-@scope("read")
 async def timeline(request: web.Request) -> web.StreamResponse:
     contact_id = _int(request, "contact_id", MAX_CONTACT, 1)
     pool = request.app[POOL]
@@ -348,27 +334,134 @@ def _csv_cell(cell: Any) -> Any:
     return cell
 
 
-async def openapi(request: web.Request) -> web.Response:
-    return json_response(document())
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(document(ROUTES, PATH_IDS))
 
 
-ROUTES: list[tuple[str, str, Handler]] = [
-    ("PUT", "/v1/campaigns/{campaign_id}", put_campaign),
-    ("GET", "/v1/campaigns/{campaign_id}", get_campaign),
-    ("POST", "/v1/campaigns/{campaign_id}/rewrite", rewrite),
-    ("GET", "/v1/campaigns/{campaign_id}/links", get_links),
-    ("PUT", "/v1/campaigns/{campaign_id}/links/{link_id}/actions", put_actions),
-    ("GET", "/v1/campaigns/{campaign_id}/links/{link_id}/actions/audit", get_audit),
-    ("GET", "/v1/campaigns/{campaign_id}/links/{link_id}/webhooks", link_webhooks),
-    ("GET", "/v1/webhooks", list_webhooks),
-    ("POST", "/v1/webhooks/{endpoint_id}/rotate", rotate_webhook),
-    ("GET", "/v1/reports/campaigns/{campaign_id}", campaign_report),
-    ("GET", "/v1/reports/campaigns/{campaign_id}/links/{link_id}/clickers", link_clickers),
-    ("GET", "/v1/reports/contacts/{contact_id}/timeline", timeline),
-    ("GET", "/openapi.json", openapi),
-]
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route of the API, declared once: the router serves it, behind ``scope`` (an API key scope, or
+    None for no key), and the OpenAPI document describes it from ``doc`` (None: left out of it)."""
+
+    method: str
+    path: str
+    handler: Handler
+    scope: str | None
+    doc: Operation | None = None
+
+
+# The largest value of each id in a path, as the OpenAPI document states it.
+PATH_IDS = {"campaign_id": MAX_ID, "link_id": MAX_ID, "contact_id": MAX_CONTACT, "endpoint_id": MAX_CONTACT}
+AFTER, LIMIT, OFFSET = integer("after", MAX_CONTACT), integer("limit", MAX_PAGE), integer("offset", MAX_CONTACT)
+CAMPAIGN_PATH = "/v1/campaigns/{campaign_id}"
+LINK_PATH = CAMPAIGN_PATH + "/links/{link_id}"
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "PUT",
+        CAMPAIGN_PATH,
+        put_campaign,
+        "write",
+        Operation("Create or change a campaign", body=openapi.CAMPAIGN),
+    ),
+    Route("GET", CAMPAIGN_PATH, get_campaign, "read", Operation("A campaign")),
+    Route(
+        "POST",
+        CAMPAIGN_PATH + "/rewrite",
+        rewrite,
+        "write",
+        Operation(
+            "Rewrite one recipient's message; registers the campaign's links and the recipient",
+            body=openapi.MESSAGE,
+            busy=True,
+        ),
+    ),
+    Route("GET", CAMPAIGN_PATH + "/links", get_links, "read", Operation("The campaign's link placements")),
+    Route(
+        "PUT",
+        LINK_PATH + "/actions",
+        put_actions,
+        "write",
+        Operation(
+            "Replace a link's actions (audited). A webhook URL named for the first time becomes a "
+            "webhook endpoint; new_webhook_endpoints carries their signing secrets, shown this once",
+            response=openapi.ACTIONS_SET,
+            body=openapi.ACTIONS,
+        ),
+    ),
+    Route(
+        "GET",
+        LINK_PATH + "/actions/audit",
+        get_audit,
+        "read",
+        Operation("Every change of a link's actions: who, when, before, after"),
+    ),
+    Route(
+        "GET",
+        LINK_PATH + "/webhooks",
+        link_webhooks,
+        "read",
+        Operation(
+            "The link's webhook deliveries, oldest first: state (pending, delivered, failed), attempts, "
+            "last error, next attempt; paged by delivery id",
+            query=(AFTER, LIMIT),
+            response=openapi.DELIVERIES,
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/webhooks",
+        list_webhooks,
+        "read",
+        Operation(
+            "Webhook endpoints (every URL webhooks go to), without their secrets; paged by id",
+            query=(AFTER, LIMIT),
+            response=openapi.ENDPOINTS,
+        ),
+    ),
+    Route(
+        "POST",
+        "/v1/webhooks/{endpoint_id}/rotate",
+        rotate_webhook,
+        "write",
+        Operation(
+            "Give a webhook endpoint a new signing secret, shown this once; the old one stops at once",
+            response=openapi.ENDPOINT_WITH_SECRET,
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/reports/campaigns/{campaign_id}",
+        campaign_report,
+        "read",
+        Operation(
+            "Campaign report: recipients, clicks, unique clicks and clickers, click-through rate, "
+            "per link, per URL, hourly"
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/reports/campaigns/{campaign_id}/links/{link_id}/clickers",
+        link_clickers,
+        "read",
+        Operation(
+            "Who clicked a link: contact, first and last click, count; paged by contact id",
+            query=(AFTER, LIMIT, FORMAT),
+            csv=True,
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/reports/contacts/{contact_id}/timeline",
+        timeline,
+        "read",
+        Operation("A contact's clicks and applied actions, in order", query=(LIMIT, OFFSET, FORMAT), csv=True),
+    ),
+    Route("GET", "/openapi.json", openapi_json, None),  # the document does not describe itself
+)
 
 
 def add_routes(app: web.Application) -> None:
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+    for route in ROUTES:
+        handler = route.handler if route.scope is None else requiring(route.scope, route.handler)
+        app.router.add_route(route.method, route.path, handler)

@@ -16,19 +16,18 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector import api, apikeys, ingest
+from collector.api import POOL
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.rewriter import Rewriter
 from collector.schema import ensure_partitions
 from collector.webhooks import Deliverer, outbox_state
-from common.events import BATCH_REJECTED_HEADER, BatchError, decode_batch, now_us
+from common.events import BATCH_REJECTED_HEADER, BatchError, Click, decode_batch, now_us
 
 log = logging.getLogger("clickedge.collector")
 
 CONFIG = web.AppKey("config", CollectorConfig)
 METRICS = web.AppKey("metrics", CollectorMetrics)
-POOL = web.AppKey("pool", asyncpg.Pool)
-MAINTENANCE = web.AppKey("maintenance", asyncio.Task[None])
 DRAINING = web.AppKey("draining", asyncio.Event)
 WEBHOOKS = web.AppKey("webhooks", Deliverer)
 
@@ -58,8 +57,34 @@ def batch_rejected(message: str) -> web.Response:
 
 
 async def ingest_clicks(request: web.Request) -> web.Response:
+    """An edge's batch: authenticated, decoded, written exactly once; 200 only after COMMIT."""
     app = request.app
     config, metrics = app[CONFIG], app[METRICS]
+    batch = await _read_batch(request, config, metrics)
+    if isinstance(batch, web.Response):
+        return batch
+    edge, clicks = batch
+    metrics.batch_size.observe(len(clicks))
+    clicks, refused = ingest.check_clock(clicks, now_us(), config.max_clock_skew_us, config.max_click_age_us)
+    result = await _write_batch(app, edge, clicks, refused)
+    if isinstance(result, web.Response):
+        return result
+    _count_batch(metrics, edge, clicks, refused, result)
+    if result.first_clicks_with_actions and WEBHOOKS in app:
+        app[WEBHOOKS].wake.set()
+    reply = {
+        "received": result.received,
+        "inserted": result.inserted,
+        "duplicates": result.duplicates,
+        "refused": result.refused,
+    }
+    return web.Response(body=orjson.dumps(reply), content_type="application/json")
+
+
+async def _read_batch(
+    request: web.Request, config: CollectorConfig, metrics: CollectorMetrics
+) -> tuple[str, list[Click]] | web.Response:
+    """The batch's edge and clicks, or the answer refusing it (401, 413, or 400 for a batch never valid)."""
     if not _authorized(request, config.ingest_secret):
         metrics.batch_unauthorized.inc()
         return json_error(401, "missing or wrong ingest secret (Authorization: Bearer ...)")
@@ -69,7 +94,7 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         metrics.batch_rejected.inc()
         return json_error(413, f"batch body is larger than {config.max_body_bytes} bytes")
     try:
-        edge, clicks = decode_batch(orjson.loads(body))
+        return decode_batch(orjson.loads(body))
     except orjson.JSONDecodeError as exc:
         metrics.batch_rejected.inc()
         return batch_rejected(f"batch is not valid JSON: {exc}")
@@ -77,8 +102,14 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         metrics.batch_rejected.inc()
         log.warning("rejected a batch: %s", exc)
         return batch_rejected(str(exc))
-    metrics.batch_size.observe(len(clicks))
-    clicks, refused = ingest.check_clock(clicks, now_us(), config.max_clock_skew_us, config.max_click_age_us)
+
+
+async def _write_batch(
+    app: web.Application, edge: str, clicks: list[Click], refused: list[ingest.Refused]
+) -> ingest.IngestResult | web.Response:
+    """The batch written and committed, or the answer saying why not: 503 (retry later), or 400 for a batch
+    the database will never take."""
+    config, metrics = app[CONFIG], app[METRICS]
     started = time.perf_counter()
     try:
         async with asyncio.timeout(config.db_timeout), app[POOL].acquire() as conn:
@@ -98,6 +129,17 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         log.error("database error on a batch of %d: %s (sqlstate %s)", len(clicks), exc, exc.sqlstate)
         return json_error(503, "database error; retry later")
     metrics.db_latency.observe(time.perf_counter() - started)
+    return result
+
+
+def _count_batch(
+    metrics: CollectorMetrics,
+    edge: str,
+    clicks: list[Click],
+    refused: list[ingest.Refused],
+    result: ingest.IngestResult,
+) -> None:
+    """A written batch in the metrics, and its refused clicks in the log."""
     if clicks:  # refused ones left out: a wrong clock is not lag
         oldest_us = min(click.clicked_at_us for click in clicks)
         metrics.ingest_lag.observe(max(0.0, time.time() - oldest_us / 1e6))
@@ -114,15 +156,6 @@ async def ingest_clicks(request: web.Request) -> web.Response:
             len(refused),
             ", ".join(f"{reason} {count}" for reason, count in Counter(r.reason for r in refused).items()),
         )
-    if result.first_clicks_with_actions and WEBHOOKS in app:
-        app[WEBHOOKS].wake.set()
-    reply = {
-        "received": result.received,
-        "inserted": result.inserted,
-        "duplicates": result.duplicates,
-        "refused": result.refused,
-    }
-    return web.Response(body=orjson.dumps(reply), content_type="application/json")
 
 
 def _authorized(request: web.Request, secret: str) -> bool:
@@ -203,7 +236,6 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout=5.0,
     )
     app[POOL] = pool
-    app[api.POOL] = pool
     yield
     await asyncio.wait_for(pool.close(), timeout=10.0)
 
@@ -226,7 +258,6 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_maintain_partitions(app), name="partition-maintenance")
-    app[MAINTENANCE] = task
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

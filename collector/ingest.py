@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 
 import asyncpg
 import orjson
@@ -48,7 +48,9 @@ CREATE TEMP TABLE IF NOT EXISTS click_stage (
 
 # One statement, so that every derived row comes from the rows this batch actually inserted. Rows are
 # locked in key order (ORDER BY) so that concurrent collectors cannot deadlock on them.
-MOVE_STAGED = """
+# The applied CTE's condition is collector/rules.py's QUALIFYING_CLICK, put in once when this module loads
+# (an f-string: a misspelled name fails at import; a brace in this SQL would have to be doubled).
+MOVE_STAGED = f"""
 WITH inserted AS (
     INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id,
                         client_ip, user_agent, method, edge)
@@ -112,7 +114,7 @@ WITH inserted AS (
            i.campaign_id, i.link_id, i.contact_id, i.event_id
     FROM inserted i
     JOIN links l ON l.campaign_id = i.campaign_id AND l.link_id = i.link_id AND l.actions <> '[]'
-    WHERE <qualifying click>
+    WHERE {QUALIFYING_CLICK}
     ORDER BY i.campaign_id, i.link_id, i.contact_id, i.clicked_at
     ON CONFLICT DO NOTHING
     RETURNING campaign_id, link_id, contact_id, event_id
@@ -122,7 +124,7 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
             'campaign_id', a.campaign_id, 'link_id', a.link_id, 'contact_id', a.contact_id,
             'event_id', a.event_id, 'clicked_at', i.clicked_at)), '[]')
         FROM applied a JOIN inserted i USING (event_id)) AS applied
-""".replace("<qualifying click>", QUALIFYING_CLICK)
+"""  # noqa: S608 - constants only
 
 
 # Clicks refused for their time: kept once per event id, with the values as received.
@@ -201,16 +203,32 @@ async def ingest(
     return IngestResult(received, inserted, len(applied), len(refused), newly)
 
 
-async def _write_clicks(conn: asyncpg.Connection, edge: str, clicks: list[Click]) -> tuple[int, list[Any]]:
+async def _write_clicks(
+    conn: asyncpg.Connection, edge: str, clicks: list[Click]
+) -> tuple[int, list[actions.AppliedClick]]:
     rows = encode_stage_rows(edge, clicks)
     # A memoryview: asyncpg would take bytes for a file name.
     await conn.copy_to_table("click_stage", source=memoryview(rows), columns=STAGE_COLUMNS, format="binary")
     row = await conn.fetchrow(MOVE_STAGED)
     assert row is not None
-    applied: list[Any] = orjson.loads(row["applied"])
+    applied = _applied(row["applied"])
     if applied:
         await actions.apply(conn, applied)
     return int(row["inserted"]), applied
+
+
+def _applied(raw: str) -> list[actions.AppliedClick]:
+    """MOVE_STAGED's ``applied`` column: a JSON array of the first clicks whose link actions are now due."""
+    return [
+        actions.AppliedClick(
+            a["campaign_id"],
+            a["link_id"],
+            a["contact_id"],
+            uuid.UUID(a["event_id"]),
+            datetime.fromisoformat(a["clicked_at"]),
+        )
+        for a in orjson.loads(raw)
+    ]
 
 
 async def _write_refused(

@@ -1,8 +1,17 @@
-"""The OpenAPI 3.1 description of the collector's admin and report API, served at /openapi.json."""
+"""The OpenAPI 3.1 description of the collector's admin and report API, served at /openapi.json.
+
+The paths are built from the API's route table (collector/api.py ROUTES): each route declares there, once,
+its method, path, handler, scope and an ``Operation`` (summary, query parameters, request and response
+schemas). This module holds the schemas the operations name and the rules every operation shares: path ids,
+security, the error answers.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from common import __version__
 
@@ -74,7 +83,96 @@ DELIVERY = {
 }
 
 
-def _id(name: str, maximum: int = 2**32 - 1, where: str = "path") -> dict[str, Any]:
+Schema = dict[str, Any]
+OBJECT: Schema = {"type": "object"}
+FORMAT: Schema = {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}
+
+# Request bodies.
+CAMPAIGN: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "maxLength": 200},
+        "tracking": {"type": "boolean"},
+        "recipients": {"type": "integer", "minimum": 0},
+        "tracking_url": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "Base URL of the campaign's tracked links, e.g. "
+            "https://t.sender.example (a sender's own tracking domain); "
+            "empty: the collector's CLICKEDGE_PUBLIC_URL",
+        },
+    },
+}
+MESSAGE: Schema = {
+    "type": "object",
+    "required": ["html"],
+    "additionalProperties": False,
+    "properties": {
+        "html": {"type": "string"},
+        "text": {"type": "string"},
+        "contact_id": {"type": "integer", "minimum": 1},
+        "sent_at": {"type": "integer", "minimum": 0},
+    },
+}
+ACTIONS: Schema = {"type": "array", "maxItems": 20, "items": {"$ref": "#/components/schemas/Action"}}
+
+# Responses.
+ACTIONS_SET: Schema = {
+    "type": "object",
+    "properties": {
+        "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
+        "new_webhook_endpoints": {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/WebhookEndpointWithSecret"},
+        },
+    },
+}
+DELIVERIES: Schema = {
+    "type": "object",
+    "properties": {
+        "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
+        "next_after": {"type": ["integer", "null"]},
+    },
+}
+ENDPOINTS: Schema = {
+    "type": "object",
+    "properties": {
+        "endpoints": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookEndpoint"}},
+        "next_after": {"type": ["integer", "null"]},
+    },
+}
+ENDPOINT_WITH_SECRET: Schema = {"$ref": "#/components/schemas/WebhookEndpointWithSecret"}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What the document says about one route, beside what the route table already says (method, path,
+    scope). Path parameters come from the path itself."""
+
+    summary: str
+    query: tuple[Schema, ...] = ()
+    response: Schema | None = None  # the 200's JSON; None: OBJECT
+    body: Schema | None = None  # a required JSON request body
+    csv: bool = False  # the 200 may also be text/csv
+    busy: bool = False  # may answer 503 when the rewrite workers are all busy and their queue is full
+
+
+class Documented(Protocol):
+    """A route as the document needs it (collector/api.py Route)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def scope(self) -> str | None: ...
+    @property
+    def doc(self) -> Operation | None: ...
+
+
+def integer(name: str, maximum: int, where: str = "query") -> Schema:
+    """A parameter written with the digits 0-9 only, from 0 to ``maximum``."""
     return {
         "name": name,
         "in": where,
@@ -83,22 +181,18 @@ def _id(name: str, maximum: int = 2**32 - 1, where: str = "path") -> dict[str, A
     }
 
 
-def _op(
-    summary: str,
-    scope: str,
-    params: list[dict[str, Any]],
-    ok: dict[str, Any],
-    body: dict[str, Any] | None = None,
-    csv: bool = False,
-) -> dict[str, Any]:
-    content: dict[str, Any] = {"application/json": {"schema": ok}}
-    if csv:
+def _operation(route: Documented, doc: Operation, path_ids: Mapping[str, int]) -> Schema:
+    scope = route.scope
+    assert scope is not None, f"{route.method} {route.path} is documented but needs no API key"
+    params = [integer(name, path_ids[name], "path") for name in re.findall(r"{(\w+)}", route.path)]
+    content: Schema = {"application/json": {"schema": doc.response or OBJECT}}
+    if doc.csv:
         content["text/csv"] = {"schema": {"type": "string"}}
-    op: dict[str, Any] = {
-        "summary": summary,
+    op: Schema = {
+        "summary": doc.summary,
         "security": [{"apiKey": []}],
         "x-scope": scope,
-        "parameters": params,
+        "parameters": [*params, *doc.query],
         "responses": {
             "200": {"description": "OK", "content": content},
             **{
@@ -113,24 +207,27 @@ def _op(
             },
         },
     }
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if doc.busy:
+        op["responses"]["503"] = {
+            "description": "Every tokenizer process is busy and the queue is full; retry later",
+            "content": {"application/json": {"schema": ERROR}},
+        }
+    if doc.body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": doc.body}}}
     return op
 
 
-def _busy(op: dict[str, Any]) -> dict[str, Any]:
-    """An operation that may answer 503 when its workers are all busy and its queue is full."""
-    op["responses"]["503"] = {
-        "description": "Every tokenizer process is busy and the queue is full; retry later",
-        "content": {"application/json": {"schema": ERROR}},
-    }
-    return op
+def paths(routes: Iterable[Documented], path_ids: Mapping[str, int]) -> Schema:
+    """The document's paths: every route with an Operation, in the route table's order; ``path_ids`` gives
+    the largest value of each path parameter."""
+    out: Schema = {}
+    for route in routes:
+        if route.doc is not None:
+            out.setdefault(route.path, {})[route.method.lower()] = _operation(route, route.doc, path_ids)
+    return out
 
 
-def document() -> dict[str, Any]:
-    campaign = _id("campaign_id")
-    link = _id("link_id")
-    obj = {"type": "object"}
+def document(routes: Iterable[Documented], path_ids: Mapping[str, int]) -> Schema:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -163,152 +260,5 @@ def document() -> dict[str, Any]:
                 },
             },
         },
-        "paths": {
-            "/v1/campaigns/{campaign_id}": {
-                "put": _op(
-                    "Create or change a campaign",
-                    "write",
-                    [campaign],
-                    obj,
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "name": {"type": "string", "maxLength": 200},
-                            "tracking": {"type": "boolean"},
-                            "recipients": {"type": "integer", "minimum": 0},
-                            "tracking_url": {
-                                "type": "string",
-                                "maxLength": 200,
-                                "description": "Base URL of the campaign's tracked links, e.g. "
-                                "https://t.sender.example (a sender's own tracking domain); "
-                                "empty: the collector's CLICKEDGE_PUBLIC_URL",
-                            },
-                        },
-                    },
-                ),
-                "get": _op("A campaign", "read", [campaign], obj),
-            },
-            "/v1/campaigns/{campaign_id}/rewrite": {
-                "post": _busy(
-                    _op(
-                        "Rewrite one recipient's message; registers the campaign's links and the recipient",
-                        "write",
-                        [campaign],
-                        obj,
-                        {
-                            "type": "object",
-                            "required": ["html"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "html": {"type": "string"},
-                                "text": {"type": "string"},
-                                "contact_id": {"type": "integer", "minimum": 1},
-                                "sent_at": {"type": "integer", "minimum": 0},
-                            },
-                        },
-                    )
-                ),
-            },
-            "/v1/campaigns/{campaign_id}/links": {
-                "get": _op("The campaign's link placements", "read", [campaign], obj)
-            },
-            "/v1/campaigns/{campaign_id}/links/{link_id}/actions": {
-                "put": _op(
-                    "Replace a link's actions (audited). A webhook URL named for the first time becomes a "
-                    "webhook endpoint; new_webhook_endpoints carries their signing secrets, shown this once",
-                    "write",
-                    [campaign, link],
-                    {
-                        "type": "object",
-                        "properties": {
-                            "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
-                            "new_webhook_endpoints": {
-                                "type": "array",
-                                "items": {"$ref": "#/components/schemas/WebhookEndpointWithSecret"},
-                            },
-                        },
-                    },
-                    {"type": "array", "maxItems": 20, "items": {"$ref": "#/components/schemas/Action"}},
-                ),
-            },
-            "/v1/campaigns/{campaign_id}/links/{link_id}/webhooks": {
-                "get": _op(
-                    "The link's webhook deliveries, oldest first: state (pending, delivered, failed), attempts, "
-                    "last error, next attempt; paged by delivery id",
-                    "read",
-                    [campaign, link, _id("after", 2**63 - 1, "query"), _id("limit", 1000, "query")],
-                    {
-                        "type": "object",
-                        "properties": {
-                            "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
-                            "next_after": {"type": ["integer", "null"]},
-                        },
-                    },
-                )
-            },
-            "/v1/webhooks": {
-                "get": _op(
-                    "Webhook endpoints (every URL webhooks go to), without their secrets; paged by id",
-                    "read",
-                    [_id("after", 2**63 - 1, "query"), _id("limit", 1000, "query")],
-                    {
-                        "type": "object",
-                        "properties": {
-                            "endpoints": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookEndpoint"}},
-                            "next_after": {"type": ["integer", "null"]},
-                        },
-                    },
-                )
-            },
-            "/v1/webhooks/{endpoint_id}/rotate": {
-                "post": _op(
-                    "Give a webhook endpoint a new signing secret, shown this once; the old one stops at once",
-                    "write",
-                    [_id("endpoint_id", 2**63 - 1)],
-                    {"$ref": "#/components/schemas/WebhookEndpointWithSecret"},
-                )
-            },
-            "/v1/campaigns/{campaign_id}/links/{link_id}/actions/audit": {
-                "get": _op("Every change of a link's actions: who, when, before, after", "read", [campaign, link], obj)
-            },
-            "/v1/reports/campaigns/{campaign_id}": {
-                "get": _op(
-                    "Campaign report: recipients, clicks, unique clicks and clickers, click-through rate, "
-                    "per link, per URL, hourly",
-                    "read",
-                    [campaign],
-                    obj,
-                )
-            },
-            "/v1/reports/campaigns/{campaign_id}/links/{link_id}/clickers": {
-                "get": _op(
-                    "Who clicked a link: contact, first and last click, count; paged by contact id",
-                    "read",
-                    [
-                        campaign,
-                        link,
-                        _id("after", 2**63 - 1, "query"),
-                        _id("limit", 1000, "query"),
-                        {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}},
-                    ],
-                    obj,
-                    csv=True,
-                )
-            },
-            "/v1/reports/contacts/{contact_id}/timeline": {
-                "get": _op(
-                    "A contact's clicks and applied actions, in order",
-                    "read",
-                    [
-                        _id("contact_id", 2**63 - 1),
-                        _id("limit", 1000, "query"),
-                        _id("offset", 2**63 - 1, "query"),
-                        {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}},
-                    ],
-                    obj,
-                    csv=True,
-                )
-            },
-        },
+        "paths": paths(routes, path_ids),
     }

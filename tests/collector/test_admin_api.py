@@ -200,11 +200,11 @@ async def test_openapi_describes_every_route(api: TestClient[Any, Any]) -> None:
     assert resp.status == 200
     doc = await resp.json()
     assert doc["openapi"].startswith("3.1")
-    for method, path, handler in ROUTES:
-        if path == "/openapi.json":
+    for route in ROUTES:
+        if route.path == "/openapi.json":
             continue
-        operation = doc["paths"][path][method.lower()]
-        assert operation["x-scope"] == handler.scope  # type: ignore[attr-defined]
+        operation = doc["paths"][route.path][route.method.lower()]
+        assert operation["x-scope"] == route.scope
         assert {"400", "401", "403"} <= set(operation["responses"])
 
 
