@@ -20,6 +20,7 @@ from collector.actions import ActionError
 from collector.destinations import Network
 from collector.openapi import FORMAT, Operation, document, integer
 from collector.rewriter import RewriteBusy, Rewriter
+from common.limits import MAX_CONTACT, MAX_ID
 from common.settings import whole_number
 from links.rewrite import RewriteError, base_url_problem
 
@@ -29,8 +30,6 @@ REWRITER = web.AppKey("rewriter", Rewriter)
 WEBHOOK_ALLOW = web.AppKey("webhook_allow_networks", tuple[Network, ...])
 WEBHOOK_MASTER = web.AppKey("webhook_master_secret", bytes)
 PRINCIPAL = web.RequestKey("principal", apikeys.Principal)
-MAX_ID = 2**32 - 1
-MAX_CONTACT = 2**63 - 1
 MAX_PAGE = 1000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
