@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import os
 import pwd
 import secrets
@@ -51,9 +52,37 @@ def bin_dir() -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port nothing listens on now, for a server started a moment later.
+
+    Never one the kernel picks for outgoing connections (ports below its ephemeral range), so a client's
+    connection cannot take it between now and the bind; and never the same one twice in this process, so a
+    port handed out once (to a collector a test stopped, say, that an edge still ships to) is never given to
+    another server of the same run. Processes start at different offsets, so concurrent runs rarely meet;
+    each port is checked free before it is handed out."""
+    low, _ = _ephemeral_range()
+    span = max(1024, low - _PORTS_FROM)
+    for _ in range(span):
+        port = _PORTS_FROM + next(_port_counter) % span
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME-WAIT is no obstacle
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise OSError("no free loopback port below the ephemeral range")
+
+
+_PORTS_FROM = 10000
+_port_counter = itertools.count(os.getpid() * 97 % 20000)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 @dataclass
