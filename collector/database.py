@@ -24,16 +24,14 @@ async def connect(dsn: str, *, timeout: float = CONNECT_TIMEOUT) -> asyncpg.Conn
         raise ConfigError(f"the database at {where} refused the credentials: {_said(exc, dsn)}") from None
     except asyncpg.InvalidCatalogNameError as exc:
         raise ConfigError(f"the database at {where} does not exist: {_said(exc, dsn)}") from None
-    except asyncpg.ClientConfigurationError as exc:
+    except ValueError as exc:  # asyncpg's own DSN checks (ClientConfigurationError is a ValueError)
         raise ConfigError(f"CLICKEDGE_DATABASE_URL is not valid: {_said(exc, dsn)}") from None
     except TimeoutError:
         raise DatabaseUnavailable(f"the database at {where} did not answer within {timeout:.0f}s") from None
     except OSError as exc:  # refused, unreachable, a name that does not resolve
         raise DatabaseUnavailable(f"cannot connect to the database at {where}: {exc.strerror or exc}") from None
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # too many connections, starting up, ...
         raise DatabaseUnavailable(f"the database at {where} refused the connection: {_said(exc, dsn)}") from None
-    except ValueError as exc:  # asyncpg's parser refuses a DSN check_dsn let through
-        raise ConfigError(f"CLICKEDGE_DATABASE_URL is not valid: {_said(exc, dsn)}") from None
 
 
 def _said(exc: BaseException, dsn: str) -> str:
