@@ -13,7 +13,10 @@ def fsync_mode(raw: str) -> float | None:
     """None means 'always'; otherwise the group fsync interval in seconds (at most 10)."""
     if raw.strip().lower() == "always":
         return None
-    value = float(raw)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
     if not 0 < value <= 10:
         raise ValueError("must be 'always' or a number of seconds greater than 0 and at most 10")
     return value

@@ -6,9 +6,17 @@ The windows are chosen so that no machine load can flip an outcome: "at once" is
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+from common import process
+from common.process import HEARTBEAT_ENV, start_heartbeat
 
 SCRIPT = """
 import asyncio, logging, os, signal, sys
@@ -64,3 +72,45 @@ def test_without_a_window_a_second_sigterm_stops_at_once() -> None:
     result = run(window=0.0, then=0.0)
     assert result.stdout == ""
     assert result.returncode == 128 + signal.SIGTERM
+
+
+# -- the heartbeat a supervised process writes -------------------------------------------------------------
+
+
+async def test_a_heartbeat_beats_into_its_pipe_and_stops_when_the_supervisor_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read_end, write_end = os.pipe()
+    monkeypatch.setenv(HEARTBEAT_ENV, str(write_end))
+    monkeypatch.setattr(process, "HEARTBEAT_INTERVAL", 0.01)
+    start_heartbeat()
+    assert HEARTBEAT_ENV not in os.environ  # never passed on to a child of this process
+    assert os.read(read_end, 1) == b"."  # the first beat at once
+    loop = asyncio.get_running_loop()
+    beat: asyncio.Future[bytes] = loop.create_future()
+
+    def readable() -> None:
+        if not beat.done():
+            beat.set_result(os.read(read_end, 1))
+
+    loop.add_reader(read_end, readable)
+    assert await asyncio.wait_for(beat, 10) == b"."  # and the next from the loop's timer
+    loop.remove_reader(read_end)
+    os.close(read_end)  # the supervisor is gone: the next write fails and beating stops, quietly
+    await asyncio.sleep(0.05)  # a few beats' time: none may raise (the process ignores SIGPIPE)
+    os.close(write_end)
+
+
+@pytest.mark.parametrize("value", ["", "soon", "99999"])
+def test_a_heartbeat_variable_that_is_not_a_pipe_is_ignored(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(HEARTBEAT_ENV, value)
+    start_heartbeat()  # not a digit, or a descriptor that is not open: nothing happens, no loop needed
+
+
+def test_a_heartbeat_never_writes_into_a_descriptor_that_is_not_a_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open(tmp_path / "not-a-pipe", "wb") as f:
+        monkeypatch.setenv(HEARTBEAT_ENV, str(f.fileno()))
+        start_heartbeat()
+    assert (tmp_path / "not-a-pipe").read_bytes() == b""
