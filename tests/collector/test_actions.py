@@ -25,6 +25,7 @@ from common import signing
 from common.events import EventIds
 from links.rewrite import LinkSlot
 from tests.collector.clock import RECENT_MS, RECENT_S, RECENT_US
+from tests.collector.derived import recount, snapshot
 from tests.conftest import INGEST_SECRET, eventually
 
 INGEST = {"Authorization": f"Bearer {INGEST_SECRET}"}
@@ -131,8 +132,12 @@ async def test_actions_apply_once_despite_repeats_and_redelivery(
     await setup_link(db, campaign_id, ACTIONS)
     await db.execute("INSERT INTO contact_tags (contact_id, tag) VALUES ($1, 'cold')", contact)
     body = clicks(campaign_id, [contact, contact, contact])  # three clicks of one contact in one batch
-    for _ in range(2):  # and the batch delivered twice
-        assert (await collectors[0].post("/v1/clicks", data=body, headers=INGEST)).status == 200
+    assert (await collectors[0].post("/v1/clicks", data=body, headers=INGEST)).status == 200
+    before = await snapshot(db, campaign_id)
+    # The batch delivered again, to the other collector (as when the reply to the first was lost).
+    resp = await collectors[1].post("/v1/clicks", data=body, headers=INGEST)
+    assert await resp.json() == {"received": 3, "inserted": 0, "duplicates": 3, "refused": 0}
+    assert await snapshot(db, campaign_id) == before
     later = clicks(campaign_id, [contact], at=10_000_000)  # a later click: not a first click
     assert (await collectors[1].post("/v1/clicks", data=later, headers=INGEST)).status == 200
     assert await state(db, contact) == {"tags": ["pricing"], "runs": 1, "lists": [("offers", True)], "events": 4}
@@ -157,6 +162,9 @@ async def test_concurrent_first_clicks_through_two_collectors_apply_once(
     for contact in contacts:
         assert await state(db, contact) == {"tags": ["pricing"], "runs": 1, "lists": [("offers", True)], "events": 3}
     assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 40
+    assert await recount(db, campaign_id) == {}
+    applied = await db.fetch("SELECT contact_id FROM applied_link_actions WHERE campaign_id = $1", campaign_id)
+    assert sorted(r["contact_id"] for r in applied) == contacts
 
 
 async def test_webhooks_are_signed_retried_and_delivered_once_per_first_click(
@@ -168,8 +176,10 @@ async def test_webhooks_are_signed_retried_and_delivered_once_per_first_click(
         await setup_link(db, campaign_id, [{"type": "webhook", "url": hook}])
         contact = campaign_id * 10
         body = clicks(campaign_id, [contact])
-        for _ in range(2):
-            assert (await collectors[0].post("/v1/clicks", data=body, headers=INGEST)).status == 200
+        assert (await collectors[0].post("/v1/clicks", data=body, headers=INGEST)).status == 200
+        before = await snapshot(db, campaign_id)
+        assert (await collectors[0].post("/v1/clicks", data=body, headers=INGEST)).status == 200
+        assert await snapshot(db, campaign_id) == before
         rows = await db.fetch("SELECT id, idempotency_key FROM webhook_outbox WHERE url = $1", hook)
         assert len(rows) == 1  # one first click, one webhook, however often the batch came
 
