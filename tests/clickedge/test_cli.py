@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -9,10 +10,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
+import orjson
 import pytest
 
+from collector import campaigns
 from links import keys
+from links.rewrite import LinkSlot
 from loadtests.bench_decode import version_1_token
+from tests.collector.test_admin_api import REFUSED_ACTIONS
 
 DEST = "https://shop.example.com/pricing?utm_source=news#plans"
 
@@ -231,6 +237,32 @@ def test_rewrite_registers_links_and_the_recipient(data_dir: Path, database_url:
     assert "cli:" in set_result.stderr  # the audit line names who changed it
     bad = clickedge("actions", "--campaign", str(campaign), "--link", "1", "--set", '[{"type": "nope"}]', env=env)
     assert bad.returncode == 2 and "actions[0].type must be one of" in bad.stderr
+
+
+def test_actions_past_their_limits_are_refused_by_the_command_line(database_url: str) -> None:
+    campaign = 3_950_000_000 + os.getpid() % 1_000_000
+    env = {"CLICKEDGE_DATABASE_URL": database_url}
+
+    async def register() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await campaigns.upsert_campaign(conn, campaign, name="Limits")
+            await campaigns.register_links(conn, campaign, [LinkSlot(1, "https://shop.example.com/", "A", "html")])
+        finally:
+            await conn.close()
+
+    asyncio.run(register())
+    link = ["actions", "--campaign", str(campaign), "--link", "1"]
+    stored = [{"type": "add_tag", "tag": "kept"}]
+    assert clickedge(*link, "--set", orjson.dumps(stored).decode(), env=env).returncode == 0
+    # One case of each limit (a process start each; the API test takes every case).
+    limits = ("21 actions", "a number after an object", "a 201-character tag", "a 2001-character URL", "a repeat")
+    for case, body, message in (c for c in REFUSED_ACTIONS if c[0] in limits):
+        result = clickedge(*link, "--set", orjson.dumps(body).decode(), env=env)
+        assert result.returncode == 2, (case, result.stderr)
+        assert _one_line(result) == f"clickedge actions: {message}", case
+    shown = clickedge(*link, env=env)
+    assert shown.returncode == 0 and orjson.loads(shown.stdout) == stored  # nothing of a refused list is kept
 
 
 def test_apikeys_from_the_command_line(database_url: str) -> None:
