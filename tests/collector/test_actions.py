@@ -147,6 +147,35 @@ async def test_actions_apply_once_despite_repeats_and_redelivery(
     assert await db.fetchval("SELECT count(*) FROM applied_link_actions WHERE campaign_id = $1", campaign_id) == 1
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="MOVE_STAGED joins the applied rows back to the inserted clicks on event_id alone: two clicks of one "
+    "batch with the same event id (edges never send that; a crafted or broken one could) apply each contact's "
+    "actions once per such click, one of them at the other contact's click time",
+)
+async def test_two_contacts_clicks_sharing_an_event_id_apply_each_contacts_actions_once(
+    collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    await setup_link(db, campaign_id, [{"type": "start_automation", "automation": "a"}])
+    contacts = [campaign_id * 10, campaign_id * 10 + 1]
+    event_id = uuid.uuid4().hex
+    rows = [
+        [event_id, RECENT_US + n, campaign_id, 1, contact, RECENT_S - 100, 1, "192.0.2.1", "ua", "GET"]
+        for n, contact in enumerate(contacts)
+    ]
+    resp = await collectors[0].post(
+        "/v1/clicks", data=orjson.dumps({"v": 1, "edge": "e", "clicks": rows}), headers=INGEST
+    )
+    assert await resp.json() == {"received": 2, "inserted": 2, "duplicates": 0, "refused": 0}
+    runs = await db.fetch(
+        "SELECT contact_id, started_at FROM automation_runs WHERE contact_id = ANY($1) ORDER BY 1", contacts
+    )
+    assert [(r["contact_id"], r["started_at"].timestamp() * 1e6) for r in runs] == [
+        (contacts[0], RECENT_US),
+        (contacts[1], RECENT_US + 1),
+    ]
+
+
 async def test_concurrent_first_clicks_through_two_collectors_apply_once(
     collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, campaign_id: int
 ) -> None:
