@@ -30,7 +30,8 @@ import orjson
 from collector.destinations import ALLOW_SETTING, Networks, refusal, userinfo_problem
 
 MAX_ACTIONS = 20
-MAX_NAME = 200
+MAX_NAME = 200  # a tag, automation or list
+MAX_URL = 2000  # a webhook's URL
 ARGUMENT = {
     "add_tag": "tag",
     "remove_tag": "tag",
@@ -64,8 +65,11 @@ def validate(actions: Any, allow: Networks | None = None) -> list[dict[str, str]
             raise ActionError(f"actions[{i}].type must be one of {', '.join(ARGUMENT)}")
         arg = ARGUMENT[kind]
         value = action.get(arg)
-        if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME * 10:
+        if not isinstance(value, str) or not value.strip():
             raise ActionError(f"actions[{i}].{arg} must be a non-empty string")
+        limit = MAX_URL if kind == "webhook" else MAX_NAME
+        if len(value) > limit:  # before anything parses it
+            raise ActionError(f"actions[{i}].{arg} must be at most {limit} characters")
         if "\x00" in value:
             raise ActionError(f"actions[{i}].{arg} must not contain a NUL character")
         if set(action) != {"type", arg}:
@@ -86,8 +90,6 @@ def validate(actions: Any, allow: Networks | None = None) -> list[dict[str, str]
                 raise ActionError(f"actions[{i}].url {problem}")
             if allow is not None:
                 _check_destination(i, host, allow)
-        elif len(value) > MAX_NAME:
-            raise ActionError(f"actions[{i}].{arg} must be at most {MAX_NAME} characters")
         entry = {"type": kind, arg: value}
         if entry in clean:
             raise ActionError(f"actions[{i}] repeats actions[{clean.index(entry)}]")

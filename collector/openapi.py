@@ -37,6 +37,7 @@ ACTION = {
         "url": {
             "type": "string",
             "format": "uri",
+            "maxLength": 2000,
             "description": "webhook: an absolute http(s) URL without user:pass@. Loopback, link-local, private, "
             "multicast and other non-public addresses are refused (an IP literal at once, a name's addresses at "
             "each delivery) unless the collector's CLICKEDGE_WEBHOOK_ALLOW_NETWORKS opens them",

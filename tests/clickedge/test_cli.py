@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
+import orjson
 import pytest
 
+from collector import campaigns
 from links import keys
+from links.rewrite import LinkSlot
 from loadtests.bench_decode import version_1_token
+from tests.collector.test_admin_api import REFUSED_ACTIONS
 
 DEST = "https://shop.example.com/pricing?utm_source=news#plans"
 
@@ -142,13 +149,44 @@ def test_bad_configuration_stops_start_up_with_a_message(
     assert "configuration error" in result.stderr and message in result.stderr
 
 
-def test_secrets_are_redacted_in_errors() -> None:
-    result = clickedge(
-        "collector",
-        env={"CLICKEDGE_DATABASE_URL": "postgresql://u:pw@h/db", "CLICKEDGE_INGEST_SECRET": "short"},
-    )
-    assert result.returncode == 2
-    assert "pw" not in result.stderr and "short" not in result.stderr
+def test_secrets_are_redacted_in_errors(database_url: str) -> None:
+    # Errors that quote the DSN, from the session's real PostgreSQL (which checks passwords) and from a port
+    # nothing listens on, with passwords in the user info and in the query. The redacted DSN must be in each
+    # message (so the DSN was quoted), no password in anything printed.
+    server = urlsplit(database_url)
+    user, password, where = server.username, server.password, f"{server.hostname}:{server.port}"
+    assert password  # the embedded PostgreSQL's, which this test must not print either
+    wrong = f"postgresql://{user}:pw-s3cret@{where}/clickedge?sslpassword=ssl-s3cret"
+    missing = f"postgresql://{user}:{password}@{where}/clickedge_no_such_db"
+    closed = f"postgresql://u:pw-s3cret@127.0.0.1:{_closed_port()}/db?password=q-s3cret"
+    config_error = "configuration error: the database at postgresql://"
+    cases = [
+        (
+            ["migrate"],
+            wrong,
+            f"clickedge migrate: {config_error}{user}:***@{where}/clickedge?sslpassword=*** refused the "
+            f'credentials: password authentication failed for user "{user}"',
+        ),
+        (
+            ["webhooks"],
+            missing,
+            f"clickedge webhooks: {config_error}{user}:***@{where}/clickedge_no_such_db does not exist: "
+            'database "clickedge_no_such_db" does not exist',
+        ),
+        (
+            ["apikeys"],
+            closed,
+            f"clickedge apikeys: cannot connect to the database at postgresql://u:***@127.0.0.1:"
+            f"{urlsplit(closed).port}/db?password=***: ",
+        ),
+        (["actions", "--campaign", "1", "--link", "1"], missing, f"clickedge actions: {config_error}{user}:***@"),
+    ]
+    for args, dsn, message in cases:
+        result = clickedge(*args, env={"CLICKEDGE_DATABASE_URL": dsn})
+        assert result.returncode in (1, 2), result.stderr
+        assert _one_line(result).startswith(message), (message, result.stderr)
+        for secret in ("pw-s3cret", "ssl-s3cret", "q-s3cret", password):
+            assert secret not in result.stderr + result.stdout, (args, result.stderr)
 
 
 def test_migrate_is_idempotent(database_url: str) -> None:
@@ -231,6 +269,32 @@ def test_rewrite_registers_links_and_the_recipient(data_dir: Path, database_url:
     assert "cli:" in set_result.stderr  # the audit line names who changed it
     bad = clickedge("actions", "--campaign", str(campaign), "--link", "1", "--set", '[{"type": "nope"}]', env=env)
     assert bad.returncode == 2 and "actions[0].type must be one of" in bad.stderr
+
+
+def test_actions_past_their_limits_are_refused_by_the_command_line(database_url: str) -> None:
+    campaign = 3_950_000_000 + os.getpid() % 1_000_000
+    env = {"CLICKEDGE_DATABASE_URL": database_url}
+
+    async def register() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await campaigns.upsert_campaign(conn, campaign, name="Limits")
+            await campaigns.register_links(conn, campaign, [LinkSlot(1, "https://shop.example.com/", "A", "html")])
+        finally:
+            await conn.close()
+
+    asyncio.run(register())
+    link = ["actions", "--campaign", str(campaign), "--link", "1"]
+    stored = [{"type": "add_tag", "tag": "kept"}]
+    assert clickedge(*link, "--set", orjson.dumps(stored).decode(), env=env).returncode == 0
+    # One case of each limit (a process start each; the API test takes every case).
+    limits = ("21 actions", "a number after an object", "a 201-character tag", "a 2001-character URL", "a repeat")
+    for case, body, message in (c for c in REFUSED_ACTIONS if c[0] in limits):
+        result = clickedge(*link, "--set", orjson.dumps(body).decode(), env=env)
+        assert result.returncode == 2, (case, result.stderr)
+        assert _one_line(result) == f"clickedge actions: {message}", case
+    shown = clickedge(*link, env=env)
+    assert shown.returncode == 0 and orjson.loads(shown.stdout) == stored  # nothing of a refused list is kept
 
 
 def test_apikeys_from_the_command_line(database_url: str) -> None:

@@ -17,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from collector import apikeys
+from collector.actions import ActionError, validate
 from collector.api import ROUTES
 from collector.app import create_app
 from collector.config import CollectorConfig
@@ -193,6 +194,80 @@ async def test_actions_are_validated_stored_and_audited(
     assert all(c["actor"].startswith("api:") and "crm sync" in c["actor"] for c in audit["changes"])
     links = await (await api.get(f"/v1/campaigns/{campaign_id}/links", headers=auth(keyring["read"]))).json()
     assert links["links"][0]["actions"] == second
+
+
+HOOK = "https://hooks.example.com/in/"
+# An action list past each of its limits, and the one message that names that limit: every case over the
+# API here and over `clickedge actions --set` in tests/clickedge/test_cli.py.
+REFUSED_ACTIONS: list[tuple[str, Any, str]] = [
+    ("21 actions", [{"type": "add_tag", "tag": f"t{n}"} for n in range(21)], "at most 20 actions per link"),
+    ("a string", ["add_tag"], "actions[0] must be an object"),
+    ("a number after an object", [{"type": "add_tag", "tag": "a"}, 5], "actions[1] must be an object"),
+    ("a null", [None], "actions[0] must be an object"),
+    ("a 201-character tag", [{"type": "add_tag", "tag": "x" * 201}], "actions[0].tag must be at most 200 characters"),
+    (
+        "a 2001-character list",
+        [{"type": "subscribe", "list": "x" * 2001}],
+        "actions[0].list must be at most 200 characters",
+    ),
+    (
+        "a 2001-character URL",
+        [{"type": "webhook", "url": HOOK + "a" * (2001 - len(HOOK))}],
+        "actions[0].url must be at most 2000 characters",
+    ),
+    (
+        "a blank automation",
+        [{"type": "start_automation", "automation": "  "}],
+        "actions[0].automation must be a non-empty string",
+    ),
+    ("a NUL in a tag", [{"type": "add_tag", "tag": "a\x00b"}], "actions[0].tag must not contain a NUL character"),
+    (
+        "a repeat",
+        [{"type": "subscribe", "list": "news"}, {"type": "add_tag", "tag": "a"}, {"type": "subscribe", "list": "news"}],
+        "actions[2] repeats actions[0]",
+    ),
+]
+# Just inside each limit.
+ACCEPTED_ACTIONS: list[tuple[str, Any]] = [
+    ("20 actions", [{"type": "add_tag", "tag": f"t{n}"} for n in range(20)]),
+    ("a 200-character tag", [{"type": "add_tag", "tag": "x" * 200}]),
+    ("the same name for two kinds", [{"type": "add_tag", "tag": "vip"}, {"type": "remove_tag", "tag": "vip"}]),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "message"), REFUSED_ACTIONS, ids=[c[0] for c in REFUSED_ACTIONS])
+def test_each_limit_of_an_action_list_is_refused_with_its_own_message(case: str, body: Any, message: str) -> None:
+    with pytest.raises(ActionError) as refused:
+        validate(body)
+    assert str(refused.value) == message
+
+
+def test_an_action_list_just_inside_its_limits_is_accepted() -> None:
+    for _, body in ACCEPTED_ACTIONS:
+        assert validate(body) == body
+    url = HOOK + "a" * (2000 - len(HOOK))
+    assert validate([{"type": "webhook", "url": url}]) == [{"type": "webhook", "url": url}]
+
+
+async def test_the_api_refuses_an_action_list_past_its_limits_and_keeps_the_one_stored(
+    api: TestClient[Any, Any], keyring: dict[str, str], campaign_id: int
+) -> None:
+    write = auth(keyring["write"])
+    await api.post(f"/v1/campaigns/{campaign_id}/rewrite", json={"html": MESSAGE}, headers=write)
+    url = f"/v1/campaigns/{campaign_id}/links/1/actions"
+    stored = [{"type": "add_tag", "tag": "kept"}]
+    assert (await api.put(url, json=stored, headers=write)).status == 200
+    for case, body, message in REFUSED_ACTIONS:
+        resp = await api.put(url, json=body, headers=write)
+        assert resp.status == 400, case
+        assert await resp.json() == {"error": message}, case
+    links = await (await api.get(f"/v1/campaigns/{campaign_id}/links", headers=write)).json()
+    assert links["links"][0]["actions"] == stored  # nothing of a refused list is kept...
+    audit = await (await api.get(f"{url}/audit", headers=write)).json()
+    assert [c["after"] for c in audit["changes"]] == [stored]  # ...nor recorded as a change
+    for case, body in ACCEPTED_ACTIONS:
+        resp = await api.put(url, json=body, headers=write)
+        assert resp.status == 200 and (await resp.json())["actions"] == body, case
 
 
 async def test_openapi_describes_every_route(api: TestClient[Any, Any]) -> None:

@@ -17,6 +17,7 @@ from collector.app import create_app
 from collector.config import CollectorConfig
 from common.events import EventIds
 from tests.collector.clock import RECENT_S, RECENT_US
+from tests.collector.derived import recount, snapshot
 from tests.conftest import INGEST_SECRET
 
 AUTH = {"Authorization": f"Bearer {INGEST_SECRET}"}
@@ -88,15 +89,14 @@ async def test_redelivered_batch_changes_nothing(
 ) -> None:
     body = orjson.dumps(batch(campaign_id, 50))
     assert (await client.post("/v1/clicks", data=body, headers=AUTH)).status == 200
-    before_rows = await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id)
-    before_counts = await db.fetch("SELECT * FROM link_click_counts WHERE campaign_id = $1", campaign_id)
+    before = await snapshot(db, campaign_id)
+    assert len(before["clicks"]) == 50 and len(before["link_clickers"]) == 50 and before["campaign_hourly"]
     duplicates_before = await metric(client, "clickedge_collector_clicks_duplicate_total")
 
     resp = await client.post("/v1/clicks", data=body, headers=AUTH)
     assert resp.status == 200
     assert await resp.json() == {"received": 50, "inserted": 0, "duplicates": 50, "refused": 0}
-    assert await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id) == before_rows
-    assert await db.fetch("SELECT * FROM link_click_counts WHERE campaign_id = $1", campaign_id) == before_counts
+    assert await snapshot(db, campaign_id) == before
     assert await metric(client, "clickedge_collector_clicks_duplicate_total") == duplicates_before + 50
 
 
@@ -126,6 +126,24 @@ async def test_partly_new_batch_applies_only_the_new_rows(
     assert await resp.json() == {"received": 4, "inserted": 2, "duplicates": 2, "refused": 0}
     total = await db.fetchval("SELECT sum(clicks) FROM link_click_counts WHERE campaign_id = $1", campaign_id)
     assert total == 4
+    assert await recount(db, campaign_id) == {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="campaign_clickers keeps the first click of the batch that made the contact a clicker: an earlier "
+    "click delivered later (another edge's backlog) does not lower it. Nothing reads the column today.",
+)
+async def test_a_clickers_first_click_is_their_earliest_even_when_delivered_late(
+    client: TestClient[Any, Any], db: asyncpg.Connection, campaign_id: int
+) -> None:
+    late = batch(campaign_id, 1, at=RECENT_US + 10_000_000)  # one edge ships a click at t + 10 s...
+    early = batch(campaign_id, 1, at=RECENT_US)  # ...before another edge ships its click at t, on another link
+    early["clicks"][0][3] = 7
+    for doc in (late, early):
+        assert (await client.post("/v1/clicks", data=orjson.dumps(doc), headers=AUTH)).status == 200
+    first = await db.fetchval("SELECT first_click FROM campaign_clickers WHERE campaign_id = $1", campaign_id)
+    assert first.timestamp() == RECENT_S
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-secret"}, {"Authorization": INGEST_SECRET}])
@@ -164,15 +182,6 @@ async def test_health_and_readiness(client: TestClient[Any, Any]) -> None:
     assert (await client.get("/readyz")).status == 200
 
 
-async def test_unreachable_database_gives_503_not_500() -> None:
-    config = CollectorConfig(database_url="postgresql://nobody@127.0.0.1:1/none", ingest_secret=INGEST_SECRET)
-    async with TestClient(TestServer(create_app(config))) as client:
-        assert (await client.get("/readyz")).status == 503
-        resp = await client.post("/v1/clicks", data=orjson.dumps(batch(1, 1)), headers=AUTH)
-        assert resp.status == 503
-        assert "retry" in (await resp.json())["error"]
-
-
 async def test_non_utf8_authorization_is_refused_not_a_500(client: TestClient[Any, Any]) -> None:
     server = client.server
     reader, writer = await asyncio.open_connection(server.host, server.port)
@@ -205,3 +214,4 @@ async def test_several_collectors_at_once_write_each_click_once(
     assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 800
     total = await db.fetchval("SELECT sum(clicks) FROM link_click_counts WHERE campaign_id = $1", campaign_id)
     assert total == 800
+    assert await recount(db, campaign_id) == {}  # every report table, not only the click counts

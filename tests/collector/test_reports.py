@@ -22,6 +22,7 @@ from collector.app import create_app
 from collector.config import CollectorConfig
 from common.events import EventIds
 from links.rewrite import LinkSlot
+from tests.collector import derived
 from tests.collector.clock import RECENT_MS, RECENT_US
 from tests.conftest import INGEST_SECRET
 
@@ -100,8 +101,14 @@ async def _check(
             ]
             bodies.append(orjson.dumps({"v": 1, "edge": "e", "clicks": rows}))
         async with TestClient(TestServer(create_app(config))) as api:
-            for body in bodies + [bodies[i % len(bodies)] for i in redeliver]:
+            for body in bodies:
                 assert (await api.post("/v1/clicks", data=body, headers=INGEST)).status == 200
+            before = await derived.snapshot(db, campaign_id)
+            for i in redeliver:  # batches delivered again change nothing, in any table
+                resp = await api.post("/v1/clicks", data=bodies[i % len(bodies)], headers=INGEST)
+                assert resp.status == 200 and (await resp.json())["inserted"] == 0
+            assert await derived.snapshot(db, campaign_id) == before
+            assert await derived.recount(db, campaign_id) == {}
             resp = await api.get(f"/v1/reports/campaigns/{campaign_id}", headers={"Authorization": f"Bearer {key}"})
             assert resp.status == 200
             report = await resp.json()

@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from clickedge.pgembed import EmbeddedPostgres, free_port
 from collector.schema import migrate_dsn
+from tests.collector.derived import recount
 from tests.faults.harness import (
     CollectorProc,
     EdgeProc,
@@ -41,6 +43,15 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
     finally:
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def counters_wrong(dsn: str, campaign_id: int) -> dict[str, object]:
+    """Every report table against a recount from the click rows (assert_exactly_once sums one of them)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return dict(await recount(conn, campaign_id))
+    finally:
+        await conn.close()
 
 
 def p99(values: list[float]) -> float:
@@ -79,6 +90,7 @@ async def test_collector_outage_under_load_keeps_redirects_fast_and_loses_nothin
             before.answered | during.answered,
             sent=before.attempted | during.attempted,
         )
+        assert await counters_wrong(database_url, campaign_id) == {}
     finally:
         assert await edge.stop() == 0
         await collector.stop()
@@ -224,6 +236,7 @@ async def test_network_faults_between_collector_and_postgres(
                 attempted |= load.attempted
                 first += 1000
                 await assert_exactly_once(database_url, campaign_id, answered, sent=attempted)
+                assert await counters_wrong(database_url, campaign_id) == {}, phase
                 proxy.latency = 0.0
             assert proxy.resets_done == 3
             assert proxy.replies_lost == 3
