@@ -59,25 +59,34 @@ WITH inserted AS (
     FROM click_stage
     ON CONFLICT DO NOTHING
     RETURNING contact_id, clicked_at, event_id, campaign_id, link_id
+), batch_pairs AS (
+    -- this batch's first and last click, and count, per contact x link
+    SELECT campaign_id, link_id, contact_id, min(clicked_at) AS first_click, max(clicked_at) AS last_click,
+           count(*) AS clicks
+    FROM inserted WHERE contact_id <> 0
+    GROUP BY campaign_id, link_id, contact_id
 ), pairs AS (
     -- first and last click per contact x link; (xmax = 0) tells a new pair (a unique click) from an update
     INSERT INTO link_clickers AS lc (campaign_id, link_id, contact_id, first_click, last_click, clicks)
-    SELECT campaign_id, link_id, contact_id, min(clicked_at), max(clicked_at), count(*)
-    FROM inserted WHERE contact_id <> 0
-    GROUP BY campaign_id, link_id, contact_id ORDER BY campaign_id, link_id, contact_id
+    SELECT campaign_id, link_id, contact_id, first_click, last_click, clicks FROM batch_pairs
+    ORDER BY campaign_id, link_id, contact_id
     ON CONFLICT (campaign_id, link_id, contact_id) DO UPDATE
         SET first_click = least(lc.first_click, EXCLUDED.first_click),
             last_click = greatest(lc.last_click, EXCLUDED.last_click),
             clicks = lc.clicks + EXCLUDED.clicks
     RETURNING campaign_id, link_id, contact_id, first_click, (xmax = 0) AS is_new
 ), clickers AS (
-    -- A contact who already had a row for this link is already a clicker of the campaign (both tables are
-    -- written together, here only), so only new pairs can add one.
-    INSERT INTO campaign_clickers (campaign_id, contact_id, first_click)
-    SELECT campaign_id, contact_id, min(first_click) FROM pairs WHERE is_new
-    GROUP BY campaign_id, contact_id ORDER BY campaign_id, contact_id
-    ON CONFLICT DO NOTHING
-    RETURNING campaign_id
+    -- A contact's first click in the campaign can only be one of this batch's pairs whose first click is
+    -- this batch's: a new pair, or an earlier click an edge delivered late. Only those are offered; a new
+    -- row is a new clicker, an update only moves the first click earlier.
+    INSERT INTO campaign_clickers AS cc (campaign_id, contact_id, first_click)
+    SELECT p.campaign_id, p.contact_id, min(p.first_click)
+    FROM pairs p JOIN batch_pairs b USING (campaign_id, link_id, contact_id)
+    WHERE p.is_new OR p.first_click = b.first_click
+    GROUP BY p.campaign_id, p.contact_id ORDER BY p.campaign_id, p.contact_id
+    ON CONFLICT (campaign_id, contact_id) DO UPDATE SET first_click = EXCLUDED.first_click
+        WHERE EXCLUDED.first_click < cc.first_click
+    RETURNING campaign_id, (xmax = 0) AS is_new
 ), per_link AS (
     INSERT INTO link_click_counts AS c (campaign_id, link_id, clicks, last_click, unique_clicks)
     SELECT t.campaign_id, t.link_id, t.n, t.last, coalesce(u.n, 0)
@@ -96,7 +105,8 @@ WITH inserted AS (
     FROM (SELECT campaign_id, count(*) AS n FROM inserted GROUP BY campaign_id) t
     LEFT JOIN (SELECT campaign_id, count(*) AS n FROM pairs WHERE is_new GROUP BY campaign_id) u
         USING (campaign_id)
-    LEFT JOIN (SELECT campaign_id, count(*) AS n FROM clickers GROUP BY campaign_id) k USING (campaign_id)
+    LEFT JOIN (SELECT campaign_id, count(*) AS n FROM clickers WHERE is_new GROUP BY campaign_id) k
+        USING (campaign_id)
     ORDER BY t.campaign_id
     ON CONFLICT (campaign_id) DO UPDATE
         SET clicks = s.clicks + EXCLUDED.clicks,
@@ -107,23 +117,27 @@ WITH inserted AS (
     SELECT campaign_id, date_trunc('hour', clicked_at, 'UTC'), count(*) FROM inserted
     GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (campaign_id, hour) DO UPDATE SET clicks = h.clicks + EXCLUDED.clicks
-), applied AS (
-    -- A contact's first qualifying click on a link with actions: the row proves they were applied, once.
-    INSERT INTO applied_link_actions (campaign_id, link_id, contact_id, event_id)
+), first_clicks AS (
+    -- Each contact's first qualifying click of this batch on a link with actions: one row per contact x link,
+    -- whatever event ids a batch repeats.
     SELECT DISTINCT ON (i.campaign_id, i.link_id, i.contact_id)
-           i.campaign_id, i.link_id, i.contact_id, i.event_id
+           i.campaign_id, i.link_id, i.contact_id, i.event_id, i.clicked_at
     FROM inserted i
     JOIN links l ON l.campaign_id = i.campaign_id AND l.link_id = i.link_id AND l.actions <> '[]'
     WHERE {QUALIFYING_CLICK}
     ORDER BY i.campaign_id, i.link_id, i.contact_id, i.clicked_at
+), applied AS (
+    -- The row proves a first click's actions were applied, once.
+    INSERT INTO applied_link_actions (campaign_id, link_id, contact_id, event_id)
+    SELECT campaign_id, link_id, contact_id, event_id FROM first_clicks
     ON CONFLICT DO NOTHING
-    RETURNING campaign_id, link_id, contact_id, event_id
+    RETURNING campaign_id, link_id, contact_id
 )
 SELECT (SELECT count(*) FROM inserted) AS inserted,
        (SELECT coalesce(jsonb_agg(jsonb_build_object(
-            'campaign_id', a.campaign_id, 'link_id', a.link_id, 'contact_id', a.contact_id,
-            'event_id', a.event_id, 'clicked_at', i.clicked_at)), '[]')
-        FROM applied a JOIN inserted i USING (event_id)) AS applied
+            'campaign_id', f.campaign_id, 'link_id', f.link_id, 'contact_id', f.contact_id,
+            'event_id', f.event_id, 'clicked_at', f.clicked_at)), '[]')
+        FROM applied a JOIN first_clicks f USING (campaign_id, link_id, contact_id)) AS applied
 """  # noqa: S608 - constants only
 
 

@@ -74,11 +74,10 @@ RECOUNTS = {
         """SELECT link_id, contact_id, min(clicked_at), max(clicked_at), count(*)
            FROM clicks WHERE campaign_id = $1 AND contact_id <> 0 GROUP BY link_id, contact_id""",
     ),
-    # The clickers only: their first_click is the earliest click known when they became clickers, not
-    # lowered by an earlier click delivered later (tests/collector/test_ingest.py, the xfail test, shows it).
     "campaign_clickers": (
-        "SELECT contact_id FROM campaign_clickers WHERE campaign_id = $1",
-        "SELECT DISTINCT contact_id FROM clicks WHERE campaign_id = $1 AND contact_id <> 0",
+        "SELECT contact_id, first_click FROM campaign_clickers WHERE campaign_id = $1",
+        """SELECT contact_id, min(clicked_at) FROM clicks WHERE campaign_id = $1 AND contact_id <> 0
+           GROUP BY contact_id""",
     ),
     "campaign_stats": (
         "SELECT clicks, unique_clicks, unique_clickers FROM campaign_stats WHERE campaign_id = $1",

@@ -147,12 +147,6 @@ async def test_actions_apply_once_despite_repeats_and_redelivery(
     assert await db.fetchval("SELECT count(*) FROM applied_link_actions WHERE campaign_id = $1", campaign_id) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MOVE_STAGED joins the applied rows back to the inserted clicks on event_id alone: two clicks of one "
-    "batch with the same event id (edges never send that; a crafted or broken one could) apply each contact's "
-    "actions once per such click, one of them at the other contact's click time",
-)
 async def test_two_contacts_clicks_sharing_an_event_id_apply_each_contacts_actions_once(
     collectors: list[TestClient[Any, Any]], db: asyncpg.Connection, campaign_id: int
 ) -> None:

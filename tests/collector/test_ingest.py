@@ -129,11 +129,6 @@ async def test_partly_new_batch_applies_only_the_new_rows(
     assert await recount(db, campaign_id) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="campaign_clickers keeps the first click of the batch that made the contact a clicker: an earlier "
-    "click delivered later (another edge's backlog) does not lower it. Nothing reads the column today.",
-)
 async def test_a_clickers_first_click_is_their_earliest_even_when_delivered_late(
     client: TestClient[Any, Any], db: asyncpg.Connection, campaign_id: int
 ) -> None:
