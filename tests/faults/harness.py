@@ -7,10 +7,13 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -20,7 +23,7 @@ import asyncpg
 
 from clickedge.pgembed import free_port
 from links import keys
-from tests.conftest import INGEST_SECRET
+from tests.conftest import INGEST_SECRET, require
 
 URL = "https://shop.example.com/landing?utm_source=fault"
 LINKS_PER_CONTACT = 10
@@ -266,3 +269,16 @@ async def metric(url: str, name: str) -> float:
         if line.startswith(name) and line[len(name)] in " {":
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+@contextlib.contextmanager
+def tiny_filesystem(size_kib: int) -> Iterator[Path]:
+    """A tmpfs of ``size_kib`` KiB, mounted for the test: a disk that really fills up."""
+    require(os.geteuid() == 0 and bool(shutil.which("mount")), "root, to mount a tiny tmpfs")
+    mount = Path(tempfile.mkdtemp(prefix="clickedge-tinyfs-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(mount, ignore_errors=True)

@@ -7,14 +7,11 @@ a 302, and ends by comparing that with PostgreSQL: none missing, none written tw
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import shutil
 import signal
-import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -24,7 +21,7 @@ import pytest
 from common.events import EventIds, click_payload
 from edge.spool import HEADER_SIZE, Spool, frame, parse
 from tests.collector.clock import RECENT_US
-from tests.conftest import eventually, require
+from tests.conftest import eventually
 from tests.faults.harness import (
     CollectorProc,
     EdgeProc,
@@ -32,6 +29,7 @@ from tests.faults.harness import (
     drive,
     metric,
     rows,
+    tiny_filesystem,
     tokens,
     wait_http,
 )
@@ -131,18 +129,6 @@ async def test_truncated_and_bit_flipped_spool_segments_at_start(
     finally:
         assert await again.stop() == 0
         await collector.stop()
-
-
-@contextlib.contextmanager
-def tiny_filesystem(size_kib: int) -> Iterator[Path]:
-    require(os.geteuid() == 0 and bool(shutil.which("mount")), "root, to mount a tiny tmpfs")
-    mount = Path(tempfile.mkdtemp(prefix="clickedge-tinyfs-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-        shutil.rmtree(mount, ignore_errors=True)
 
 
 @pytest.mark.parametrize("segment_bytes", [8192, 16 << 20], ids=["small-segments", "disk-fills-inside-one-segment"])
