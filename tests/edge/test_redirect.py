@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -13,6 +14,7 @@ import aiohttp
 import pytest
 
 from clickedge.pgembed import free_port
+from edge.redirect import SampledAccessLog
 from edge.spool import Position
 from links import keys
 from links.token import MAX_TOKEN_CHARS
@@ -213,6 +215,30 @@ async def test_the_access_log_is_off_by_default_and_samples_when_asked(
     assert logged[0]["user_agent"] == "Mozilla/5.0 (sampled)" and logged[0]["peer"] == "127.0.0.1"
     # Enough of the token to find it again, never all of it (it stands for one recipient).
     assert token[:20] in logged[0]["path"] and token not in logged[0]["path"]
+
+
+async def test_the_access_log_samples_the_fraction_asked_for(
+    run_edge: RunEdge, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A quarter of the requests, drawn from a seeded generator: exactly the requests whose draw falls under
+    # the fraction are logged, in order (a second generator with the same seed says which).
+    fraction, seed, count = 0.25, 13, 200
+    draws = random.Random(seed)
+    expected = [n for n in range(count) if draws.random() < fraction]
+    assert 0 < len(expected) < count  # the seed samples some and skips some: a rate of 1.0 or 0 would fail
+    caplog.set_level(logging.INFO, logger="clickedge.access")
+    async with run_edge(access_log_sample=fraction) as edge:
+        assert isinstance(edge.http.handler, SampledAccessLog)  # what the setting installs...
+        edge.http.handler = SampledAccessLog(edge.handler, fraction, random.Random(seed))  # ...seeded
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        token = mint(data_dir)
+        for n in range(count):
+            writer.write(f"GET /c/{token} HTTP/1.1\r\nHost: x\r\nUser-Agent: request-{n}\r\n\r\n".encode())
+            assert (await read_answer(reader))[0] == 302
+        writer.close()
+        assert len(spooled(edge)) == count  # every click recorded, logged or not
+    logged = [r.__dict__["user_agent"] for r in caplog.records if r.name == "clickedge.access"]
+    assert logged == [f"request-{n}" for n in expected]
 
 
 async def test_unparsable_request_gets_the_400_page_not_a_5xx(run_edge: RunEdge) -> None:
