@@ -152,31 +152,43 @@ def tokens(data_dir: Path, campaign_id: int, count: int, first: int = 0) -> list
     return out
 
 
+def token_stream(data_dir: Path, campaign_id: int, first: int = 0) -> Iterator[tuple[tuple[int, int], str]]:
+    """Distinct valid tokens, as ``tokens`` makes them, minted as they are taken, without end."""
+    while True:
+        yield from tokens(data_dir, campaign_id, 100, first)
+        first += 100
+
+
 async def drive(
     base_urls: Iterable[str] | str,
-    work: list[tuple[tuple[int, int], str]],
+    work: Iterable[tuple[tuple[int, int], str]],
     *,
     concurrency: int = 16,
     load: Load | None = None,
     stop_when_not_ready: bool = False,
+    until: asyncio.Event | None = None,
 ) -> Load:
     """Send every click once; remember which got a 302. Bounded: one request per item, 5 s timeout each.
 
     With ``stop_when_not_ready`` the driver acts as a load balancer would: it checks /readyz every 20 ms
-    and sends nothing new once it answers anything but 200.
+    and sends nothing new once it answers anything but 200. With ``until``, it sends nothing new once that
+    is set (for work without end, such as ``token_stream``).
     """
     load = load or Load()
     urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
-    queue = list(reversed(work))
-    ready = asyncio.Event()
-    ready.set()
+    queue = iter(work)
     stopped = False
+
+    def more() -> tuple[tuple[int, int], str] | None:
+        if stopped or (until is not None and until.is_set()):
+            return None
+        return next(queue, None)
 
     async def watch() -> None:
         nonlocal stopped
         # A connection of its own, as a load balancer's health checker has.
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as checker:
-            while queue:
+            while not stopped:
                 try:
                     async with checker.get(f"{urls[0]}/readyz") as resp:
                         ok = resp.status == 200
@@ -188,8 +200,8 @@ async def drive(
                 await asyncio.sleep(0.02)  # the health check interval of a load balancer
 
     async def worker(http: aiohttp.ClientSession) -> None:
-        while queue and not stopped:
-            key, token = queue.pop()
+        while (item := more()) is not None:
+            key, token = item
             url = f"{random.choice(urls)}/c/{token}"
             load.attempted.add(key)
             started = time.perf_counter()
@@ -210,10 +222,12 @@ async def drive(
         # When the worker died after spooling the first attempt, that is a second, genuine click for the
         # same token at the server, which would look like a duplicate here: one attempt per token.
         http._retry_connection = False
-        tasks = [asyncio.create_task(worker(http)) for _ in range(concurrency)]
-        if stop_when_not_ready:
-            tasks.append(asyncio.create_task(watch()))
-        await asyncio.gather(*tasks)
+        workers = [asyncio.create_task(worker(http)) for _ in range(concurrency)]
+        watcher = asyncio.create_task(watch()) if stop_when_not_ready else None
+        await asyncio.gather(*workers)
+        if watcher is not None:
+            stopped = True  # the work is done: the health checker stops too
+            await watcher
     return load
 
 
@@ -261,12 +275,13 @@ async def assert_exactly_once(
     return got
 
 
-async def metric(url: str, name: str) -> float:
+async def metric(url: str, name: str, labelled: str = "") -> float:
+    """The sum of a metric's series, or only of those whose labels include ``labelled`` (``outcome="failed"``)."""
     async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
         text = await resp.text()
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {":
+        if line.startswith(name) and line[len(name)] in " {" and labelled in line.rsplit(" ", 1)[0]:
             total += float(line.rsplit(" ", 1)[1])
     return total
 

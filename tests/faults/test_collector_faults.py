@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
 import statistics
 import tempfile
@@ -21,9 +22,11 @@ from tests.conftest import eventually
 from tests.faults.harness import (
     CollectorProc,
     EdgeProc,
+    Load,
     assert_exactly_once,
     drive,
     metric,
+    token_stream,
     tokens,
     wait_http,
 )
@@ -99,17 +102,34 @@ async def test_postgres_restart_under_load(own_postgres: EmbeddedPostgres, data_
     await edge.start()
     try:
         await wait_http(f"{edge.url}/readyz")
+        load, enough = Load(), asyncio.Event()
+        driver = asyncio.create_task(drive(edge.url, token_stream(data_dir, campaign_id), load=load, until=enough))
 
-        async def restart() -> None:
-            await asyncio.sleep(0.5)  # under load; a moment, not a synchronisation
-            await asyncio.to_thread(own_postgres.stop)
-            await wait_http(f"{collector.url}/readyz", status=503)  # the collector notices...
-            await own_postgres.start()
-            await wait_http(f"{collector.url}/readyz")  # ...and reconnects by itself
+        async def answered_since(count: int) -> bool:
+            return len(load.answered) >= count + 500
 
-        load, _ = await asyncio.gather(drive(edge.url, tokens(data_dir, campaign_id, 6000)), restart())
+        failed = 'outcome="failed"'
+        await eventually(functools.partial(answered_since, 0))  # under load
+        failed_before = await metric(edge.url, "clickedge_edge_batches_total", failed)
+        await asyncio.to_thread(own_postgres.stop)
+        await wait_http(f"{collector.url}/readyz", status=503)  # the collector notices...
+        outage = set(load.answered)
+
+        async def shipping_fails() -> bool:
+            return await metric(edge.url, "clickedge_edge_batches_total", failed) > failed_before
+
+        # The restart overlaps shipping: batches fail while PostgreSQL is down, and clicks go on being answered.
+        await eventually(shipping_fails)
+        await eventually(functools.partial(answered_since, len(outage)))
+        during = set(load.answered) - outage
+        await own_postgres.start()
+        await wait_http(f"{collector.url}/readyz")  # ...and reconnects by itself
+        await eventually(functools.partial(answered_since, len(load.answered)))  # and after
+        enough.set()
+        await driver
         assert load.failed == 0
-        await assert_exactly_once(own_postgres.dsn, campaign_id, load.answered, sent=load.attempted)
+        got = await assert_exactly_once(own_postgres.dsn, campaign_id, load.answered, sent=load.attempted)
+        assert during <= set(got)  # the clicks answered while PostgreSQL was down arrived after it came back
     finally:
         assert await edge.stop() == 0
         await collector.stop()
