@@ -27,6 +27,15 @@ from tests.conftest import INGEST_SECRET, require
 
 URL = "https://shop.example.com/landing?utm_source=fault"
 LINKS_PER_CONTACT = 10
+CHAOS_SEED_ENV = "CLICKEDGE_CHAOS_SEED"
+
+
+def chaos(name: str) -> random.Random:
+    """The random choices of a fault test (when to kill, whom), seeded so a failure can be replayed: from
+    CLICKEDGE_CHAOS_SEED, else a fixed seed. The seed is printed, so a failed test's output shows it."""
+    seed = int(os.environ.get(CHAOS_SEED_ENV, "1302"))
+    print(f"{name}: chaos seed {seed} (replay with {CHAOS_SEED_ENV}={seed})")
+    return random.Random(seed)
 
 
 class Service:
@@ -167,14 +176,16 @@ async def drive(
     load: Load | None = None,
     stop_when_not_ready: bool = False,
     until: asyncio.Event | None = None,
+    rng: random.Random | None = None,
 ) -> Load:
     """Send every click once; remember which got a 302. Bounded: one request per item, 5 s timeout each.
 
     With ``stop_when_not_ready`` the driver acts as a load balancer would: it checks /readyz every 20 ms
     and sends nothing new once it answers anything but 200. With ``until``, it sends nothing new once that
-    is set (for work without end, such as ``token_stream``).
+    is set (for work without end, such as ``token_stream``). ``rng`` picks among several ``base_urls``.
     """
     load = load or Load()
+    pick = (rng or chaos("drive")).choice
     urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
     queue = iter(work)
     stopped = False
@@ -202,7 +213,7 @@ async def drive(
     async def worker(http: aiohttp.ClientSession) -> None:
         while (item := more()) is not None:
             key, token = item
-            url = f"{random.choice(urls)}/c/{token}"
+            url = f"{pick(urls)}/c/{token}"
             load.attempted.add(key)
             started = time.perf_counter()
             try:

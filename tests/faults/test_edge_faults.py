@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import shutil
 import signal
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from tests.faults.harness import (
     CollectorProc,
     EdgeProc,
     assert_exactly_once,
+    chaos,
     drive,
     metric,
     rows,
@@ -66,14 +66,15 @@ async def test_kill_9_of_edge_workers_loses_no_answered_click(
         await wait_http(f"{edge.url}/readyz")
         work = tokens(data_dir, campaign_id, 4000)
         kills = 0
+        rng = chaos("kill -9")
 
         async def killer() -> None:
             nonlocal kills
             for _ in range(5):
-                await asyncio.sleep(random.uniform(0.1, 0.4))  # a random moment, not a synchronisation
+                await asyncio.sleep(rng.uniform(0.1, 0.4))  # a random moment, not a synchronisation
                 workers = children(edge.pid)
                 if workers:
-                    os.kill(random.choice(sorted(workers)), signal.SIGKILL)
+                    os.kill(rng.choice(sorted(workers)), signal.SIGKILL)
                     kills += 1
 
         load, _ = await asyncio.gather(drive(edge.url, work, concurrency=16), killer())
