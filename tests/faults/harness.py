@@ -140,6 +140,22 @@ class EdgeProc(Service):
         return f"http://127.0.0.1:{self.port}"
 
 
+class NotResent(aiohttp.ClientConnectionError):
+    """A request whose connection broke, failed rather than sent again (see ``send_once``)."""
+
+
+async def send_once(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+    """A client middleware that sends each request once. aiohttp resends an idempotent request once when a
+    kept-alive connection breaks (as browsers do), on ClientOSError or ServerDisconnectedError from below
+    its middlewares. When the edge worker died after spooling the first attempt, the second is a second,
+    genuine click for the same token, which would look like a duplicate to the fault tests: here it fails
+    with an error aiohttp does not resend. (test_edge_faults.py checks that it works.)"""
+    try:
+        return await handler(request)
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        raise NotResent(f"{type(exc).__name__}: {exc}") from exc
+
+
 @dataclass
 class Load:
     """Which clicks (contact, link) got a 302, and how the others failed."""
@@ -228,11 +244,8 @@ async def drive(
                 load.failed += 1
 
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5)) as http:
-        # aiohttp resends an idempotent request once when a kept-alive connection breaks (as browsers do).
-        # When the worker died after spooling the first attempt, that is a second, genuine click for the
-        # same token at the server, which would look like a duplicate here: one attempt per token.
-        http._retry_connection = False
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, middlewares=(send_once,)) as http:
         workers = [asyncio.create_task(worker(http)) for _ in range(concurrency)]
         watcher = asyncio.create_task(watch()) if stop_when_not_ready else None
         await asyncio.gather(*workers)

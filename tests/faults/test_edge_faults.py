@@ -57,6 +57,36 @@ def segments(spool: Path) -> list[Path]:
     return sorted(spool.glob("*.seg"))
 
 
+async def test_the_load_driver_sends_each_click_once_when_a_kept_alive_connection_breaks() -> None:
+    # The fault tests count a click that reached PostgreSQL twice as a bug, so the driver must never send a
+    # token twice. A server that answers the first request on each connection and drops the connection on
+    # reading the second (as an edge worker killed just then): aiohttp alone would send the second again.
+    seen: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answered in (False, True):
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            seen.append(head.split(b" ")[1].decode())
+            if answered:
+                writer.transport.abort()
+                return
+            writer.write(b"HTTP/1.1 302 Found\r\nLocation: /\r\nContent-Length: 0\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        work = [((n, 0), f"token-{n}") for n in range(4)]
+        load = await drive(f"http://127.0.0.1:{port}", work, concurrency=1)
+    finally:
+        server.close()
+    assert seen == [f"/c/token-{n}" for n in range(4)]  # each sent once, none again
+    assert load.answered == {(0, 0), (2, 0)} and load.failed == 2
+
+
 async def test_kill_9_of_edge_workers_loses_no_answered_click(
     database_url: str, collector_proc: CollectorProc, data_dir: Path, campaign_id: int
 ) -> None:
