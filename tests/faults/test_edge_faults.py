@@ -24,12 +24,14 @@ from tests.conftest import eventually
 from tests.faults.harness import (
     CollectorProc,
     EdgeProc,
+    Load,
     assert_exactly_once,
     chaos,
     drive,
     metric,
     rows,
     tiny_filesystem,
+    token_stream,
     tokens,
     wait_http,
 )
@@ -257,16 +259,17 @@ async def test_sigterm_under_load_fails_no_request_and_loses_no_click(
     edge = EdgeProc(data_dir, collector_proc.port, "--drain-grace", "1.0")
     await edge.start()
     await wait_http(f"{edge.url}/readyz")
-    work = tokens(data_dir, campaign_id, 20_000)
+    load = Load()
 
     async def terminate() -> None:
-        await asyncio.sleep(0.5)  # let load build up first; not a synchronisation
+        await under_load(load)
         assert edge.proc is not None
         edge.proc.send_signal(signal.SIGTERM)
 
-    load, _ = await asyncio.gather(drive(edge.url, work, concurrency=16, stop_when_not_ready=True), terminate())
-    assert load.failed == 0
-    assert 0 < len(load.answered) < len(work)
+    # Without end, until /readyz says the edge is draining.
+    work = token_stream(data_dir, campaign_id)
+    await asyncio.gather(drive(edge.url, work, load=load, stop_when_not_ready=True), terminate())
+    assert load.failed == 0 and len(load.answered) >= 500
     assert edge.proc is not None
     async with asyncio.timeout(30):
         assert await edge.proc.wait() == 0  # the one SIGTERM: drained, shipped, exited cleanly
@@ -281,19 +284,34 @@ async def test_clicks_answered_during_the_drain_are_shipped_before_exit(
     edge = EdgeProc(data_dir, collector_proc.port, "--drain-grace", "0.5")
     await edge.start()
     await wait_http(f"{edge.url}/readyz")
+    load, gone = Load(), asyncio.Event()
 
-    async def terminate() -> None:
-        await asyncio.sleep(0.3)  # let load build up first; not a synchronisation
+    async def terminate() -> int:
+        await under_load(load)
         assert edge.proc is not None
         edge.proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(30):
+                return await edge.proc.wait()
+        finally:
+            gone.set()  # the client stops once the edge has exited
 
-    load, _ = await asyncio.gather(drive(edge.url, tokens(data_dir, campaign_id, 20_000), concurrency=16), terminate())
-    assert load.failed > 0 and load.answered  # it kept going until the edge closed
-    assert edge.proc is not None
-    async with asyncio.timeout(30):
-        assert await edge.proc.wait() == 0
+    _, code = await asyncio.gather(
+        drive(edge.url, token_stream(data_dir, campaign_id), load=load, until=gone), terminate()
+    )
+    assert code == 0
+    assert load.failed > 0 and len(load.answered) >= 500  # it kept going until the edge closed
     assert await asyncio.to_thread(spooled_records, data_dir / "spool" / "worker-0") == 0
     await assert_exactly_once(database_url, campaign_id, load.answered, sent=load.attempted, timeout=5)
+
+
+async def under_load(load: Load) -> None:
+    """Return once the driver has had 500 clicks answered: load has built up."""
+
+    async def answered() -> bool:
+        return len(load.answered) >= 500
+
+    await eventually(answered, timeout=30)
 
 
 def spooled_records(spool: Path) -> int:
