@@ -189,10 +189,11 @@ class SampledAccessLog:
     """A handler that writes ``fraction`` of the requests it answers to the log, around another handler
     (the sampled access log, off by default: CLICKEDGE_ACCESS_LOG_SAMPLE)."""
 
-    def __init__(self, handler: RedirectHandler, fraction: float) -> None:
+    def __init__(self, handler: RedirectHandler, fraction: float, rng: random.Random | None = None) -> None:
         self.handler = handler
         self._fraction = fraction
-        self._draw = random.Random().random  # its own: sampling does not touch the process's global state
+        # Its own: sampling does not touch the process's global state. A seeded one makes it repeatable.
+        self._draw = (rng or random.Random()).random
 
     @property
     def draining(self) -> bool:

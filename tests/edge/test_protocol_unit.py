@@ -162,6 +162,26 @@ async def test_answers_that_ask_to_wait_are_held_until_durable_and_reading_stops
     assert transport.reading
 
 
+async def test_answers_held_for_a_connection_that_is_lost_are_dropped_and_their_wait_cancelled() -> None:
+    events: list[str] = []
+    durability = Durability(events)
+    server, connection, transport = connect(Handler(events, wait=True), durability, events)
+    receive(connection, REQUEST * 2)
+    await next_pass()
+    await next_pass()  # the task holding the answers is under way: it waits for durability
+    waiter = connection._waiter
+    assert waiter is not None and not waiter.done() and len(connection.held) == 2
+    transport.closed = True
+    connection.connection_lost(ConnectionResetError())  # the client is gone (or the server aborted it)
+    await next_pass()
+    assert waiter.cancelled() and connection._waiter is None  # no task left waiting for a client that left
+    assert connection.held == [] and connection not in server.connections
+    durability.released.set()
+    for _ in range(3):
+        await next_pass()
+    assert "durable" not in events and transport.written == b""  # nobody waited for it; nothing was written
+
+
 async def test_a_half_closed_client_gets_its_answers_then_the_connection_closes() -> None:
     events: list[str] = []
     _, connection, transport = connect(Handler(events), Durability(events), events)

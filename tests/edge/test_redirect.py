@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
 import pytest
 
 from clickedge.pgembed import free_port
-from edge.main import RunningEdge
+from edge.redirect import SampledAccessLog
+from edge.spool import Position
 from links import keys
 from links.token import MAX_TOKEN_CHARS
 from tests.edge.helpers import URL, RunEdge, mint, spooled
-from tests.edge.test_protocol import read_answer
+from tests.edge.test_protocol import client_socket, read_answer
 
 
 async def test_redirect_answers_302_with_exact_location_and_records_the_click(
@@ -214,6 +217,30 @@ async def test_the_access_log_is_off_by_default_and_samples_when_asked(
     assert token[:20] in logged[0]["path"] and token not in logged[0]["path"]
 
 
+async def test_the_access_log_samples_the_fraction_asked_for(
+    run_edge: RunEdge, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A quarter of the requests, drawn from a seeded generator: exactly the requests whose draw falls under
+    # the fraction are logged, in order (a second generator with the same seed says which).
+    fraction, seed, count = 0.25, 13, 200
+    draws = random.Random(seed)
+    expected = [n for n in range(count) if draws.random() < fraction]
+    assert 0 < len(expected) < count  # the seed samples some and skips some: a rate of 1.0 or 0 would fail
+    caplog.set_level(logging.INFO, logger="clickedge.access")
+    async with run_edge(access_log_sample=fraction) as edge:
+        assert isinstance(edge.http.handler, SampledAccessLog)  # what the setting installs...
+        edge.http.handler = SampledAccessLog(edge.handler, fraction, random.Random(seed))  # ...seeded
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        token = mint(data_dir)
+        for n in range(count):
+            writer.write(f"GET /c/{token} HTTP/1.1\r\nHost: x\r\nUser-Agent: request-{n}\r\n\r\n".encode())
+            assert (await read_answer(reader))[0] == 302
+        writer.close()
+        assert len(spooled(edge)) == count  # every click recorded, logged or not
+    logged = [r.__dict__["user_agent"] for r in caplog.records if r.name == "clickedge.access"]
+    assert logged == [f"request-{n}" for n in expected]
+
+
 async def test_unparsable_request_gets_the_400_page_not_a_5xx(run_edge: RunEdge) -> None:
     async with run_edge() as edge:
         reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
@@ -226,20 +253,70 @@ async def test_unparsable_request_gets_the_400_page_not_a_5xx(run_edge: RunEdge)
         assert spooled(edge) == []
 
 
-async def test_fsync_always_answers_after_the_click_is_synced(
-    run_edge: RunEdge, http: aiohttp.ClientSession, data_dir: Path
-) -> None:
-    def syncs(edge: RunningEdge) -> float:
-        samples = next(iter(edge.handler.metrics.fsync_seconds.collect())).samples
-        return next(s.value for s in samples if s.name.endswith("_count"))
+class RecordingTransport:
+    """The edge's transport for one connection, noting in ``events`` when an answer is written to it."""
 
+    def __init__(self, transport: asyncio.Transport, events: list[tuple[str, Position | None]]) -> None:
+        self._transport = transport
+        self._events = events
+
+    def write(self, data: bytes) -> None:
+        self._events.append(("answer written", None))
+        self._transport.write(data)
+
+    def writelines(self, lines: Iterable[bytes]) -> None:
+        self._events.append(("answer written", None))
+        self._transport.writelines(lines)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+async def test_fsync_always_answers_after_a_sync_that_covered_the_click(
+    run_edge: RunEdge, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The order of events on the edge's event loop, recorded where they happen: the click written to the
+    # spool (up to which position), each sync completed (covering up to which position), the 302 written to
+    # the connection. The answer must come after a successful sync that covered its click.
+    events: list[tuple[str, Position | None]] = []
     async with run_edge(fsync=None) as edge:
-        before = syncs(edge)
-        async with http.get(f"http://127.0.0.1:{edge.port}/c/{mint(data_dir)}", allow_redirects=False) as resp:
-            assert resp.status == 302
-        # The 302 was sent only after a sync that covered the click (there is no timer in this mode).
-        assert not edge.spool.needs_sync
-        assert syncs(edge) >= before + 1
+        spool = edge.spool
+        flush, sync_targets, sync_done = spool.flush, spool.sync_targets, spool.sync_done
+        covering: list[Position] = []
+
+        def recording_flush() -> bool:
+            before = spool.position
+            kept = flush()
+            if spool.position != before:
+                events.append(("clicks written", spool.position))
+            return kept
+
+        def recording_targets() -> tuple[list[int], int]:
+            targets = sync_targets()
+            covering.append(spool.position)  # everything written before here is in the sync's descriptors
+            return targets
+
+        def recording_done(fds: list[int], ok: bool, records: int = 0) -> None:
+            sync_done(fds, ok, records)
+            events.append(("synced" if ok else "sync failed", covering.pop(0)))
+
+        monkeypatch.setattr(spool, "flush", recording_flush)
+        monkeypatch.setattr(spool, "sync_targets", recording_targets)
+        monkeypatch.setattr(spool, "sync_done", recording_done)
+        loop = asyncio.get_running_loop()
+        async with client_socket(edge) as (sock, connection):
+            assert connection._transport is not None
+            connection._transport = cast(asyncio.Transport, RecordingTransport(connection._transport, events))
+            await loop.sock_sendall(sock, f"GET /c/{mint(data_dir)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            answer = b""
+            async with asyncio.timeout(10):
+                while b"\r\n\r\n" not in answer:
+                    answer += await loop.sock_recv(sock, 4096)
+        assert answer.startswith(b"HTTP/1.1 302 ")
+    (click_end,) = [position for kind, position in events if kind == "clicks written" and position is not None]
+    answered = events.index(("answer written", None))
+    covered = [position for kind, position in events[:answered] if kind == "synced" and position is not None]
+    assert covered and max(covered) >= click_end, events
 
 
 async def test_a_forwarded_address_whose_zone_is_not_utf8_is_recorded_without_it(

@@ -2,8 +2,11 @@
 else may answer at CLICKEDGE_COLLECTOR_URL (a wrong URL, a proxy with a body limit).
 
 What each answer class must do: 404/405 and a 400 that is not the collector's are a configuration error
-(retried, counted, nothing set aside); 413 makes batches smaller; only the collector's own refusal is
-dead-lettered, and the dead-letter file stays within its share of the spool's cap. The shipper's loop never
+(retried, counted, nothing set aside); 401/403 are wrong credentials (retried, logged at error level, nothing
+set aside); 408/425/429 are retried like a 5xx; 413 makes batches smaller; only the collector's own refusal
+is dead-lettered, the dead-letter file stays within its share of the spool's cap, and a dead-letter file
+that cannot be written keeps the batch in the spool. A 200 is a 200 whatever its body says. A failed write
+of the acknowledged position is logged, and costs only duplicates after a restart. The shipper's loop never
 spins, survives its own bugs, and reads the spool off the event loop.
 """
 
@@ -56,7 +59,7 @@ def new_shipper(spool: Spool, url: str, tmp_path: Path, **kw: Any) -> Shipper:
         spool,
         EdgeMetrics(),
         collector_url=url,
-        secret=INGEST_SECRET,
+        secret=kw.pop("secret", INGEST_SECRET),
         edge_name="test-edge",
         batch_size=kw.pop("batch_size", 100),
         linger=0.01,
@@ -99,6 +102,32 @@ def answering(status: int, seen: list[int]) -> web.Application:
     return app
 
 
+def gate(upstream: str, refusals: list[int], seen: list[int]) -> web.Application:
+    """A server in front of the collector that answers the first posts with ``refusals``, one each, then passes
+    every post on to ``upstream`` (the real collector) as it is, answering what the collector answered."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        if refusals:
+            status = refusals.pop(0)
+            seen.append(status)
+            return web.Response(status=status, text=f"refused with {status}\n")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(upstream, data=body, headers={"Authorization": request.headers["Authorization"]}) as resp,
+        ):
+            seen.append(resp.status)
+            return web.Response(status=resp.status, body=await resp.read(), headers=resp.headers)
+
+    app = web.Application()
+    app.router.add_post("/v1/clicks", handle)
+    return app
+
+
+def value(counter: Any) -> float:
+    return float(counter._value.get())
+
+
 def collector_app(database_url: str) -> web.Application:
     return create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET))
 
@@ -127,6 +156,201 @@ async def test_an_answer_the_collector_never_gives_is_retried_and_nothing_is_dea
             assert shipper._metrics.batch_dead_lettered._value.get() == 0
             assert not (tmp_path / "dead-letter.jsonl").exists()
             assert spool.unacknowledged_records == 5  # every click still in the spool, waiting
+    finally:
+        spool.close()
+
+
+async def test_wrong_credentials_are_retried_loudly_and_nothing_is_set_aside(
+    tmp_path: Path, database_url: str, db: asyncpg.Connection, campaign_id: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The collector itself refuses a wrong ingest secret with 401. Nothing can move until an operator fixes the
+    # secret: the batch is retried, each refusal said at error level, and nothing is dead-lettered.
+    spool = spool_of(tmp_path / "spool", [click(campaign_id, n) for n in range(5)])
+    try:
+        async with serving(collector_app(database_url)) as collector:
+            url = str(collector.make_url("")).rstrip("/")
+            wrong = new_shipper(spool, url, tmp_path, secret="not-the-ingest-secret")
+            async with running(wrong):
+
+                async def retried() -> bool:
+                    return value(wrong._metrics.ship_retries) >= 3
+
+                await eventually(retried)
+            refusals = [r for r in caplog.records if "refused our credentials (401)" in r.getMessage()]
+            assert len(refusals) >= 3 and {r.levelno for r in refusals} == {logging.ERROR}
+            assert "not-the-ingest-secret" not in caplog.text  # the secret itself is never logged
+            assert value(wrong._metrics.batch_failed) >= 3
+            assert value(wrong._metrics.batch_dead_lettered) == value(wrong._metrics.batch_misdirected) == 0
+            assert not (tmp_path / "dead-letter.jsonl").exists()
+            assert spool.unacknowledged_records == 5 and await rows(db, campaign_id) == 0
+
+            # The operator fixes the secret (the edge restarts with it): every click is delivered.
+            fixed = new_shipper(spool, url, tmp_path)
+            async with running(fixed):
+
+                async def shipped() -> bool:
+                    return spool.empty
+
+                await eventually(shipped)
+        assert await rows(db, campaign_id) == 5
+    finally:
+        spool.close()
+
+
+@pytest.mark.parametrize("status", [403, 408, 425, 429])
+async def test_a_retryable_refusal_is_retried_until_the_collector_takes_the_batch(
+    tmp_path: Path,
+    database_url: str,
+    db: asyncpg.Connection,
+    campaign_id: int,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+) -> None:
+    # Something in front of the collector (an authenticating proxy: 403; a busy or slow one: 408, 425, 429)
+    # refuses the batch three times, then lets it through to the real collector.
+    spool = spool_of(tmp_path / "spool", [click(campaign_id, n) for n in range(5)])
+    seen: list[int] = []
+    try:
+        async with (
+            serving(collector_app(database_url)) as collector,
+            serving(gate(str(collector.make_url("/v1/clicks")), [status] * 3, seen)) as server,
+        ):
+            shipper = new_shipper(spool, str(server.make_url("")).rstrip("/"), tmp_path)
+            async with running(shipper):
+
+                async def shipped() -> bool:
+                    return spool.empty
+
+                await eventually(shipped)
+        assert seen == [status] * 3 + [200]  # the same batch, retried until it went through once
+        assert await rows(db, campaign_id) == 5
+        metrics = shipper._metrics
+        assert value(metrics.ship_retries) == value(metrics.batch_failed) == 3
+        assert value(metrics.batch_misdirected) == value(metrics.batch_dead_lettered) == 0
+        assert value(metrics.clicks_shipped) == 5
+        assert not (tmp_path / "dead-letter.jsonl").exists()
+        said = [r for r in caplog.records if f"({status})" in r.getMessage() or f"answered {status}" in r.getMessage()]
+        assert len(said) == 3
+        # A 403 says the credentials are wrong (an error); a 408, 425 or 429 is a collector too busy (a warning).
+        assert {r.levelno for r in said} == {logging.ERROR if status == 403 else logging.WARNING}
+    finally:
+        spool.close()
+
+
+async def test_a_dead_letter_file_that_cannot_be_written_keeps_the_batch_in_the_spool(
+    tmp_path: Path, database_url: str, campaign_id: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The collector refuses the batch for good (a method it never takes), and writing the dead-letter file
+    # fails: the disk is full. /dev/full is a real device whose every write fails with ENOSPC, reached here
+    # through a symbolic link at the dead-letter path. (A read-only file would not do: tests may run as root,
+    # whom file modes do not stop.)
+    spool = spool_of(tmp_path / "spool", [click(campaign_id, 0, method="PURGE")])
+    dead_letter = tmp_path / "dead-letter.jsonl"
+    dead_letter.symlink_to("/dev/full")
+    try:
+        async with serving(collector_app(database_url)) as collector:
+            shipper = new_shipper(spool, str(collector.make_url("")).rstrip("/"), tmp_path)
+            async with running(shipper):
+
+                def failures() -> list[logging.LogRecord]:
+                    return [r for r in caplog.records if "cannot write the dead-letter file" in r.getMessage()]
+
+                async def retried() -> bool:
+                    return len(failures()) >= 2
+
+                await eventually(retried)
+                assert {r.levelno for r in failures()} == {logging.ERROR}
+                assert "No space left on device" in failures()[0].getMessage()
+                assert spool.unacknowledged_records == 1 and not spool.empty  # nothing lost, nothing moved past
+                assert value(shipper._metrics.batch_dead_lettered) == 0
+
+                dead_letter.unlink()  # room again: the next attempt writes the letter and moves on
+
+                async def set_aside() -> bool:
+                    return spool.empty
+
+                await eventually(set_aside)
+        (letter,) = [orjson.loads(line) for line in dead_letter.read_bytes().splitlines()]
+        assert letter["status"] == 400 and letter["batch"]["clicks"][0][9] == "PURGE"
+        assert value(shipper._metrics.batch_dead_lettered) == 1
+    finally:
+        spool.close()
+
+
+async def test_a_failed_ledger_write_is_logged_and_costs_only_duplicates_after_a_restart(
+    tmp_path: Path, database_url: str, db: asyncpg.Connection, campaign_id: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = spool_of(tmp_path / "spool", [click(campaign_id, n) for n in range(5)])
+    # The ledger's write fails as on a full disk: its descriptor now writes to /dev/full, a real device whose
+    # every write fails with ENOSPC. (A full filesystem cannot do it: the ledger is overwritten within a
+    # block it already has, so it needs no new space.)
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, spool._ack_fd)
+    os.close(full)
+    try:
+        async with serving(collector_app(database_url)) as collector:
+            url = str(collector.make_url("")).rstrip("/")
+            shipper = new_shipper(spool, url, tmp_path)
+            assert await shipper.ship_once() == MOVED
+            (warning,) = [r for r in caplog.records if "could not record the acknowledged position" in r.getMessage()]
+            assert warning.levelno == logging.WARNING and "No space left on device" in warning.getMessage()
+            assert spool.stats.ledger_errors == 1
+            assert spool.ledger_error is None  # said once: the next batch does not repeat it
+            assert spool.empty and await rows(db, campaign_id) == 5
+            await shipper.close()
+            spool.close()
+
+            # A restart: the ledger on disk never moved, so the clicks are sent again; the collector drops them.
+            spool = Spool(tmp_path / "spool")
+            spool.open()
+            assert spool.count_records(spool.backlog()) == 5
+            again = new_shipper(spool, url, tmp_path)
+            assert await again.ship_once() == MOVED
+            await again.close()
+        assert value(again._metrics.clicks_duplicate) == 5
+        assert await rows(db, campaign_id) == 5
+        assert spool.stats.ledger_errors == 0  # the ledger is written again
+    finally:
+        spool.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "duplicates"),
+    [
+        (b"OK\n", 0),
+        (b"", 0),
+        (b"[3]", 0),
+        (b'{"duplicates": "three"}', 0),
+        (b'{"duplicates": null}', 0),
+        (b"\xff\xfe", 0),
+        (b'{"inserted": 2, "duplicates": 3}', 3),  # the collector's own reply, for contrast
+    ],
+    ids=["text", "empty", "array", "string", "null", "not-utf8", "collector"],
+)
+async def test_a_200_is_shipped_whatever_its_body_says(tmp_path: Path, reply: bytes, duplicates: int) -> None:
+    # A 200 comes after the collector's COMMIT, or from something in front of it that vouches for it: the
+    # batch is acknowledged. What the body says only feeds the duplicate count.
+    spool = spool_of(tmp_path / "spool", [click(1, n) for n in range(5)])
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=reply, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/clicks", handle)
+    try:
+        async with serving(app) as server:
+            shipper = new_shipper(spool, str(server.make_url("")).rstrip("/"), tmp_path)
+            async with running(shipper):
+
+                async def shipped() -> bool:
+                    return spool.empty
+
+                await eventually(shipped)
+        metrics = shipper._metrics
+        assert value(metrics.batch_shipped) == 1 and value(metrics.clicks_shipped) == 5
+        assert value(metrics.clicks_duplicate) == duplicates
+        assert value(metrics.ship_errors) == value(metrics.batch_failed) == 0  # a 200, not a crash or a failure
     finally:
         spool.close()
 

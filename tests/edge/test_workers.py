@@ -40,6 +40,24 @@ async def answering_workers(base: str) -> int:
     return len(pids)
 
 
+async def click_many(data_dir: Path, base: str, campaign_id: int, contacts: range) -> None:
+    """One click per contact, each on a new connection, so the kernel spreads them over the workers."""
+    codec = keys.load(data_dir / "keys.json").codec()
+    for contact in contacts:
+        token = codec.mint("https://example.com/", campaign_id=campaign_id, link_id=1, contact_id=contact, sent_at=0)
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/c/{token}", allow_redirects=False) as r:
+            assert r.status == 302
+
+
+async def clicks_in(db: asyncpg.Connection, campaign_id: int) -> tuple[int, int]:
+    """The campaign's clicks in PostgreSQL, and how many edge workers shipped them."""
+    row = await db.fetchrow(
+        "SELECT count(*) AS n, count(DISTINCT edge) AS edges FROM clicks WHERE campaign_id = $1", campaign_id
+    )
+    assert row is not None
+    return int(row["n"]), int(row["edges"])
+
+
 def children(pid: int) -> set[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return {int(p) for p in text.split()}
@@ -61,7 +79,6 @@ async def test_workers_share_the_port_and_are_restarted(
         "--drain-grace",
         "0",
     )
-    codec = keys.load(data_dir / "keys.json").codec()
     base = f"http://127.0.0.1:{port}"
     try:
 
@@ -70,27 +87,10 @@ async def test_workers_share_the_port_and_are_restarted(
 
         await eventually(both_listening, timeout=30)
 
-        async def click_many(n: int, first_contact: int) -> None:
-            for contact in range(first_contact, first_contact + n):
-                token = codec.mint(
-                    "https://example.com/", campaign_id=campaign_id, link_id=1, contact_id=contact, sent_at=0
-                )
-                # A new connection each time, so the kernel spreads them over the workers.
-                async with (
-                    aiohttp.ClientSession() as http,
-                    http.get(f"{base}/c/{token}", allow_redirects=False) as r,
-                ):
-                    assert r.status == 302
-
-        await click_many(40, 1)
+        await click_many(data_dir, base, campaign_id, range(1, 41))
 
         async def spread() -> bool:
-            row = await db.fetchrow(
-                "SELECT count(*) AS n, count(DISTINCT edge) AS edges FROM clicks WHERE campaign_id = $1",
-                campaign_id,
-            )
-            assert row is not None
-            return bool(row["n"] == 40 and row["edges"] == 2)
+            return await clicks_in(db, campaign_id) == (40, 2)
 
         await eventually(spread, timeout=15)
 
@@ -103,7 +103,7 @@ async def test_workers_share_the_port_and_are_restarted(
 
         await eventually(replaced, timeout=30)
         await eventually(both_listening, timeout=30)
-        await click_many(10, 100)
+        await click_many(data_dir, base, campaign_id, range(100, 110))
 
         async def all_in() -> bool:
             n = await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id)
@@ -118,13 +118,22 @@ async def test_workers_share_the_port_and_are_restarted(
     assert code == 0
 
 
-async def test_a_stop_signalled_to_every_process_at_once_still_drains(data_dir: Path) -> None:
+async def test_a_stop_signalled_to_every_process_at_once_still_drains(
+    database_url: str, db: asyncpg.Connection, data_dir: Path, campaign_id: int
+) -> None:
     # systemd's default KillMode signals every process of the unit, and the supervisor passes the signal
     # on too, so each worker gets two SIGTERMs in quick succession. They are one request to stop: the
-    # drain still runs, and every worker exits 0.
+    # drain still runs, every click in flight is shipped, and every worker exits 0.
+    collector = TestServer(create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)))
+    await collector.start_server()
     port = free_port()
+    # A batch ships when it is full (1,000 clicks) or has waited a minute: the clicks below are still in
+    # the workers' spools when the stop comes, and only the drain can ship them.
     proc = await start_edge(
-        data_dir, port, "--collector-url", "http://127.0.0.1:9", "--drain-grace", "1", "--shutdown-timeout", "1"
+        data_dir,
+        port,
+        *("--collector-url", f"http://127.0.0.1:{collector.port}", "--batch-linger", "60"),
+        *("--drain-grace", "1", "--shutdown-timeout", "10"),
     )
     base = f"http://127.0.0.1:{port}"
 
@@ -133,6 +142,8 @@ async def test_a_stop_signalled_to_every_process_at_once_still_drains(data_dir: 
 
     try:
         await eventually(both_ready, timeout=30)
+        await click_many(data_dir, base, campaign_id, range(1, 41))
+        assert await clicks_in(db, campaign_id) == (0, 0)  # all 40 in flight, none shipped yet
         for pid in children(proc.pid):
             os.kill(pid, signal.SIGTERM)
 
@@ -145,7 +156,9 @@ async def test_a_stop_signalled_to_every_process_at_once_still_drains(data_dir: 
     finally:
         async with asyncio.timeout(30):
             code = await proc.wait()
+        await collector.close()
     assert code == 0  # every worker drained and exited 0, none was cut short
+    assert await clicks_in(db, campaign_id) == (40, 2)  # every click shipped, by both workers' drains
 
 
 async def test_a_worker_whose_event_loop_stops_is_killed_and_replaced(data_dir: Path) -> None:

@@ -7,10 +7,13 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -20,10 +23,19 @@ import asyncpg
 
 from clickedge.pgembed import free_port
 from links import keys
-from tests.conftest import INGEST_SECRET
+from tests.conftest import INGEST_SECRET, require
 
 URL = "https://shop.example.com/landing?utm_source=fault"
 LINKS_PER_CONTACT = 10
+CHAOS_SEED_ENV = "CLICKEDGE_CHAOS_SEED"
+
+
+def chaos(name: str) -> random.Random:
+    """The random choices of a fault test (when to kill, whom), seeded so a failure can be replayed: from
+    CLICKEDGE_CHAOS_SEED, else a fixed seed. The seed is printed, so a failed test's output shows it."""
+    seed = int(os.environ.get(CHAOS_SEED_ENV, "1302"))
+    print(f"{name}: chaos seed {seed} (replay with {CHAOS_SEED_ENV}={seed})")
+    return random.Random(seed)
 
 
 class Service:
@@ -128,6 +140,22 @@ class EdgeProc(Service):
         return f"http://127.0.0.1:{self.port}"
 
 
+class NotResent(aiohttp.ClientConnectionError):
+    """A request whose connection broke, failed rather than sent again (see ``send_once``)."""
+
+
+async def send_once(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+    """A client middleware that sends each request once. aiohttp resends an idempotent request once when a
+    kept-alive connection breaks (as browsers do), on ClientOSError or ServerDisconnectedError from below
+    its middlewares. When the edge worker died after spooling the first attempt, the second is a second,
+    genuine click for the same token, which would look like a duplicate to the fault tests: here it fails
+    with an error aiohttp does not resend. (test_edge_faults.py checks that it works.)"""
+    try:
+        return await handler(request)
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        raise NotResent(f"{type(exc).__name__}: {exc}") from exc
+
+
 @dataclass
 class Load:
     """Which clicks (contact, link) got a 302, and how the others failed."""
@@ -149,31 +177,45 @@ def tokens(data_dir: Path, campaign_id: int, count: int, first: int = 0) -> list
     return out
 
 
+def token_stream(data_dir: Path, campaign_id: int, first: int = 0) -> Iterator[tuple[tuple[int, int], str]]:
+    """Distinct valid tokens, as ``tokens`` makes them, minted as they are taken, without end."""
+    while True:
+        yield from tokens(data_dir, campaign_id, 100, first)
+        first += 100
+
+
 async def drive(
     base_urls: Iterable[str] | str,
-    work: list[tuple[tuple[int, int], str]],
+    work: Iterable[tuple[tuple[int, int], str]],
     *,
     concurrency: int = 16,
     load: Load | None = None,
     stop_when_not_ready: bool = False,
+    until: asyncio.Event | None = None,
+    rng: random.Random | None = None,
 ) -> Load:
     """Send every click once; remember which got a 302. Bounded: one request per item, 5 s timeout each.
 
     With ``stop_when_not_ready`` the driver acts as a load balancer would: it checks /readyz every 20 ms
-    and sends nothing new once it answers anything but 200.
+    and sends nothing new once it answers anything but 200. With ``until``, it sends nothing new once that
+    is set (for work without end, such as ``token_stream``). ``rng`` picks among several ``base_urls``.
     """
     load = load or Load()
+    pick = (rng or chaos("drive")).choice
     urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
-    queue = list(reversed(work))
-    ready = asyncio.Event()
-    ready.set()
+    queue = iter(work)
     stopped = False
+
+    def more() -> tuple[tuple[int, int], str] | None:
+        if stopped or (until is not None and until.is_set()):
+            return None
+        return next(queue, None)
 
     async def watch() -> None:
         nonlocal stopped
         # A connection of its own, as a load balancer's health checker has.
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as checker:
-            while queue:
+            while not stopped:
                 try:
                     async with checker.get(f"{urls[0]}/readyz") as resp:
                         ok = resp.status == 200
@@ -185,9 +227,9 @@ async def drive(
                 await asyncio.sleep(0.02)  # the health check interval of a load balancer
 
     async def worker(http: aiohttp.ClientSession) -> None:
-        while queue and not stopped:
-            key, token = queue.pop()
-            url = f"{random.choice(urls)}/c/{token}"
+        while (item := more()) is not None:
+            key, token = item
+            url = f"{pick(urls)}/c/{token}"
             load.attempted.add(key)
             started = time.perf_counter()
             try:
@@ -202,15 +244,14 @@ async def drive(
                 load.failed += 1
 
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5)) as http:
-        # aiohttp resends an idempotent request once when a kept-alive connection breaks (as browsers do).
-        # When the worker died after spooling the first attempt, that is a second, genuine click for the
-        # same token at the server, which would look like a duplicate here: one attempt per token.
-        http._retry_connection = False
-        tasks = [asyncio.create_task(worker(http)) for _ in range(concurrency)]
-        if stop_when_not_ready:
-            tasks.append(asyncio.create_task(watch()))
-        await asyncio.gather(*tasks)
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, middlewares=(send_once,)) as http:
+        workers = [asyncio.create_task(worker(http)) for _ in range(concurrency)]
+        watcher = asyncio.create_task(watch()) if stop_when_not_ready else None
+        await asyncio.gather(*workers)
+        if watcher is not None:
+            stopped = True  # the work is done: the health checker stops too
+            await watcher
     return load
 
 
@@ -258,11 +299,25 @@ async def assert_exactly_once(
     return got
 
 
-async def metric(url: str, name: str) -> float:
+async def metric(url: str, name: str, labelled: str = "") -> float:
+    """The sum of a metric's series, or only of those whose labels include ``labelled`` (``outcome="failed"``)."""
     async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
         text = await resp.text()
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {":
+        if line.startswith(name) and line[len(name)] in " {" and labelled in line.rsplit(" ", 1)[0]:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+@contextlib.contextmanager
+def tiny_filesystem(size_kib: int) -> Iterator[Path]:
+    """A tmpfs of ``size_kib`` KiB, mounted for the test: a disk that really fills up."""
+    require(os.geteuid() == 0 and bool(shutil.which("mount")), "root, to mount a tiny tmpfs")
+    mount = Path(tempfile.mkdtemp(prefix="clickedge-tinyfs-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(mount, ignore_errors=True)

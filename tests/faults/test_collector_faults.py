@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
 import statistics
 import tempfile
@@ -19,12 +20,15 @@ import pytest
 from clickedge.pgembed import EmbeddedPostgres, free_port
 from collector.schema import migrate_dsn
 from tests.collector.derived import recount
+from tests.conftest import eventually
 from tests.faults.harness import (
     CollectorProc,
     EdgeProc,
+    Load,
     assert_exactly_once,
     drive,
     metric,
+    token_stream,
     tokens,
     wait_http,
 )
@@ -69,6 +73,12 @@ async def test_collector_outage_under_load_keeps_redirects_fast_and_loses_nothin
     try:
         await wait_http(f"{edge.url}/readyz")
         before = await drive(edge.url, tokens(data_dir, campaign_id, 1000))
+        await assert_exactly_once(database_url, campaign_id, before.answered, sent=before.attempted)
+
+        async def all_acknowledged() -> bool:
+            return await metric(edge.url, "clickedge_edge_spool_records") == 0
+
+        await eventually(all_acknowledged)  # nothing in flight when the collector goes
         assert await collector.stop() == 0
 
         during = await drive(edge.url, tokens(data_dir, campaign_id, 3000, first=1000))
@@ -80,7 +90,7 @@ async def test_collector_outage_under_load_keeps_redirects_fast_and_loses_nothin
             f"during it {p99(during.latencies) * 1000:.2f} ms"
         )
         assert p99(during.latencies) < 0.5
-        assert await metric(edge.url, "clickedge_edge_spool_records") >= 3000 - 1000  # the backlog is on disk
+        assert await metric(edge.url, "clickedge_edge_spool_records") == 3000  # the backlog is on disk, all of it
         assert await metric(edge.url, "clickedge_edge_spool_oldest_unacked_seconds") > 0
 
         await collector.start()  # the same port: the edge catches up by itself
@@ -104,17 +114,34 @@ async def test_postgres_restart_under_load(own_postgres: EmbeddedPostgres, data_
     await edge.start()
     try:
         await wait_http(f"{edge.url}/readyz")
+        load, enough = Load(), asyncio.Event()
+        driver = asyncio.create_task(drive(edge.url, token_stream(data_dir, campaign_id), load=load, until=enough))
 
-        async def restart() -> None:
-            await asyncio.sleep(0.5)  # under load; a moment, not a synchronisation
-            await asyncio.to_thread(own_postgres.stop)
-            await wait_http(f"{collector.url}/readyz", status=503)  # the collector notices...
-            await own_postgres.start()
-            await wait_http(f"{collector.url}/readyz")  # ...and reconnects by itself
+        async def answered_since(count: int) -> bool:
+            return len(load.answered) >= count + 500
 
-        load, _ = await asyncio.gather(drive(edge.url, tokens(data_dir, campaign_id, 6000)), restart())
+        failed = 'outcome="failed"'
+        await eventually(functools.partial(answered_since, 0))  # under load
+        failed_before = await metric(edge.url, "clickedge_edge_batches_total", failed)
+        await asyncio.to_thread(own_postgres.stop)
+        await wait_http(f"{collector.url}/readyz", status=503)  # the collector notices...
+        outage = set(load.answered)
+
+        async def shipping_fails() -> bool:
+            return await metric(edge.url, "clickedge_edge_batches_total", failed) > failed_before
+
+        # The restart overlaps shipping: batches fail while PostgreSQL is down, and clicks go on being answered.
+        await eventually(shipping_fails)
+        await eventually(functools.partial(answered_since, len(outage)))
+        during = set(load.answered) - outage
+        await own_postgres.start()
+        await wait_http(f"{collector.url}/readyz")  # ...and reconnects by itself
+        await eventually(functools.partial(answered_since, len(load.answered)))  # and after
+        enough.set()
+        await driver
         assert load.failed == 0
-        await assert_exactly_once(own_postgres.dsn, campaign_id, load.answered, sent=load.attempted)
+        got = await assert_exactly_once(own_postgres.dsn, campaign_id, load.answered, sent=load.attempted)
+        assert during <= set(got)  # the clicks answered while PostgreSQL was down arrived after it came back
     finally:
         assert await edge.stop() == 0
         await collector.stop()

@@ -7,14 +7,10 @@ a 302, and ends by comparing that with PostgreSQL: none missing, none written tw
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import random
 import shutil
 import signal
-import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -24,14 +20,18 @@ import pytest
 from common.events import EventIds, click_payload
 from edge.spool import HEADER_SIZE, Spool, frame, parse
 from tests.collector.clock import RECENT_US
-from tests.conftest import eventually, require
+from tests.conftest import eventually
 from tests.faults.harness import (
     CollectorProc,
     EdgeProc,
+    Load,
     assert_exactly_once,
+    chaos,
     drive,
     metric,
     rows,
+    tiny_filesystem,
+    token_stream,
     tokens,
     wait_http,
 )
@@ -59,6 +59,36 @@ def segments(spool: Path) -> list[Path]:
     return sorted(spool.glob("*.seg"))
 
 
+async def test_the_load_driver_sends_each_click_once_when_a_kept_alive_connection_breaks() -> None:
+    # The fault tests count a click that reached PostgreSQL twice as a bug, so the driver must never send a
+    # token twice. A server that answers the first request on each connection and drops the connection on
+    # reading the second (as an edge worker killed just then): aiohttp alone would send the second again.
+    seen: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answered in (False, True):
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            seen.append(head.split(b" ")[1].decode())
+            if answered:
+                writer.transport.abort()
+                return
+            writer.write(b"HTTP/1.1 302 Found\r\nLocation: /\r\nContent-Length: 0\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        work = [((n, 0), f"token-{n}") for n in range(4)]
+        load = await drive(f"http://127.0.0.1:{port}", work, concurrency=1)
+    finally:
+        server.close()
+    assert seen == [f"/c/token-{n}" for n in range(4)]  # each sent once, none again
+    assert load.answered == {(0, 0), (2, 0)} and load.failed == 2
+
+
 async def test_kill_9_of_edge_workers_loses_no_answered_click(
     database_url: str, collector_proc: CollectorProc, data_dir: Path, campaign_id: int
 ) -> None:
@@ -68,14 +98,15 @@ async def test_kill_9_of_edge_workers_loses_no_answered_click(
         await wait_http(f"{edge.url}/readyz")
         work = tokens(data_dir, campaign_id, 4000)
         kills = 0
+        rng = chaos("kill -9")
 
         async def killer() -> None:
             nonlocal kills
             for _ in range(5):
-                await asyncio.sleep(random.uniform(0.1, 0.4))  # a random moment, not a synchronisation
+                await asyncio.sleep(rng.uniform(0.1, 0.4))  # a random moment, not a synchronisation
                 workers = children(edge.pid)
                 if workers:
-                    os.kill(random.choice(sorted(workers)), signal.SIGKILL)
+                    os.kill(rng.choice(sorted(workers)), signal.SIGKILL)
                     kills += 1
 
         load, _ = await asyncio.gather(drive(edge.url, work, concurrency=16), killer())
@@ -133,18 +164,6 @@ async def test_truncated_and_bit_flipped_spool_segments_at_start(
         await collector.stop()
 
 
-@contextlib.contextmanager
-def tiny_filesystem(size_kib: int) -> Iterator[Path]:
-    require(os.geteuid() == 0 and bool(shutil.which("mount")), "root, to mount a tiny tmpfs")
-    mount = Path(tempfile.mkdtemp(prefix="clickedge-tinyfs-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-        shutil.rmtree(mount, ignore_errors=True)
-
-
 @pytest.mark.parametrize("segment_bytes", [8192, 16 << 20], ids=["small-segments", "disk-fills-inside-one-segment"])
 async def test_full_disk_keeps_redirecting_then_recovers(
     database_url: str, data_dir: Path, campaign_id: int, segment_bytes: int
@@ -187,11 +206,14 @@ async def test_the_same_spool_replayed_twice_changes_nothing(
     database_url: str, data_dir: Path, campaign_id: int
 ) -> None:
     collector = CollectorProc(database_url)
-    edge = EdgeProc(data_dir, collector.port)
+    # No collector yet: nothing can be shipped, so the stop does not try (the default would for 10 s).
+    edge = EdgeProc(data_dir, collector.port, "--shutdown-timeout", "0")
     await edge.start()
     await wait_http(f"{edge.url}/readyz")
     load = await drive(edge.url, tokens(data_dir, campaign_id, 300))
-    assert await edge.stop() == 0  # no collector: everything stays spooled
+    assert load.failed == 0
+    async with asyncio.timeout(5):  # the stop itself: no wait for a collector that is not there
+        assert await edge.stop() == 0  # everything stays spooled
     spool = data_dir / "spool" / "worker-0"
     copy = data_dir / "spool-copy"
     shutil.copytree(spool, copy)
@@ -237,16 +259,17 @@ async def test_sigterm_under_load_fails_no_request_and_loses_no_click(
     edge = EdgeProc(data_dir, collector_proc.port, "--drain-grace", "1.0")
     await edge.start()
     await wait_http(f"{edge.url}/readyz")
-    work = tokens(data_dir, campaign_id, 20_000)
+    load = Load()
 
     async def terminate() -> None:
-        await asyncio.sleep(0.5)  # let load build up first; not a synchronisation
+        await under_load(load)
         assert edge.proc is not None
         edge.proc.send_signal(signal.SIGTERM)
 
-    load, _ = await asyncio.gather(drive(edge.url, work, concurrency=16, stop_when_not_ready=True), terminate())
-    assert load.failed == 0
-    assert 0 < len(load.answered) < len(work)
+    # Without end, until /readyz says the edge is draining.
+    work = token_stream(data_dir, campaign_id)
+    await asyncio.gather(drive(edge.url, work, load=load, stop_when_not_ready=True), terminate())
+    assert load.failed == 0 and len(load.answered) >= 500
     assert edge.proc is not None
     async with asyncio.timeout(30):
         assert await edge.proc.wait() == 0  # the one SIGTERM: drained, shipped, exited cleanly
@@ -261,19 +284,34 @@ async def test_clicks_answered_during_the_drain_are_shipped_before_exit(
     edge = EdgeProc(data_dir, collector_proc.port, "--drain-grace", "0.5")
     await edge.start()
     await wait_http(f"{edge.url}/readyz")
+    load, gone = Load(), asyncio.Event()
 
-    async def terminate() -> None:
-        await asyncio.sleep(0.3)  # let load build up first; not a synchronisation
+    async def terminate() -> int:
+        await under_load(load)
         assert edge.proc is not None
         edge.proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(30):
+                return await edge.proc.wait()
+        finally:
+            gone.set()  # the client stops once the edge has exited
 
-    load, _ = await asyncio.gather(drive(edge.url, tokens(data_dir, campaign_id, 20_000), concurrency=16), terminate())
-    assert load.failed > 0 and load.answered  # it kept going until the edge closed
-    assert edge.proc is not None
-    async with asyncio.timeout(30):
-        assert await edge.proc.wait() == 0
+    _, code = await asyncio.gather(
+        drive(edge.url, token_stream(data_dir, campaign_id), load=load, until=gone), terminate()
+    )
+    assert code == 0
+    assert load.failed > 0 and len(load.answered) >= 500  # it kept going until the edge closed
     assert await asyncio.to_thread(spooled_records, data_dir / "spool" / "worker-0") == 0
     await assert_exactly_once(database_url, campaign_id, load.answered, sent=load.attempted, timeout=5)
+
+
+async def under_load(load: Load) -> None:
+    """Return once the driver has had 500 clicks answered: load has built up."""
+
+    async def answered() -> bool:
+        return len(load.answered) >= 500
+
+    await eventually(answered, timeout=30)
 
 
 def spooled_records(spool: Path) -> int:

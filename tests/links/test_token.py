@@ -62,6 +62,7 @@ path_chars = st.text(
 )
 
 
+@settings(deadline=None)
 @given(
     path=path_chars,
     campaign=st.integers(0, 2**32 - 1),
@@ -119,6 +120,7 @@ def test_every_truncation_is_rejected(codec: TokenCodec) -> None:
             codec.decode(token[:size])
 
 
+@settings(deadline=None)
 @given(extra=st.binary(min_size=1, max_size=64))
 def test_extension_is_rejected(extra: bytes) -> None:
     codec = TokenCodec({1: KEY_1}, 1)
@@ -127,6 +129,7 @@ def test_extension_is_rejected(extra: bytes) -> None:
         codec.decode(encode(data + extra))
 
 
+@settings(deadline=None)
 @given(data=st.binary(max_size=300))
 def test_random_bytes_are_rejected(data: bytes) -> None:
     codec = TokenCodec({1: KEY_1}, 1)
@@ -134,6 +137,7 @@ def test_random_bytes_are_rejected(data: bytes) -> None:
         codec.decode(encode(data))
 
 
+@settings(deadline=None)
 @given(text=st.text(max_size=400))
 def test_arbitrary_text_never_decodes_and_never_crashes(text: str) -> None:
     codec = TokenCodec({1: KEY_1}, 1)
@@ -277,7 +281,7 @@ def test_no_active_key_cannot_mint() -> None:
         mint(TokenCodec({1: KEY_1}, None))
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 @given(key=st.binary(min_size=32, max_size=32))
 def test_other_key_never_verifies(key: bytes) -> None:
     token = mint(TokenCodec({1: KEY_1}, 1))
