@@ -36,7 +36,7 @@ from cryptography.x509.oid import NameOID
 
 from clickedge.pgembed import free_port
 from tests.conftest import eventually, require
-from tests.faults.harness import CollectorProc, EdgeProc, kill_leftovers, tokens, wait_http
+from tests.faults.harness import CollectorProc, EdgeProc, kill_leftovers, send_once, tokens, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
@@ -240,9 +240,9 @@ async def clicker(
     """One recipient after another on one kept-alive connection from CLIENT_ADDR; every answer but a 302,
     and every error, is a failure. Each click is sent once: no retry hides a failure."""
     connector = aiohttp.TCPConnector(local_addr=(CLIENT_ADDR, 0), limit=1)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as http:
-        # aiohttp would resend a request once when a kept-alive connection breaks: count that as a failure.
-        http._retry_connection = False
+    timeout = aiohttp.ClientTimeout(total=10)
+    # aiohttp would resend a request once when a kept-alive connection breaks: send_once makes that a failure.
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, middlewares=(send_once,)) as http:
         while not stop.is_set():
             key, token = next(work)
             load.attempted.add(key)
