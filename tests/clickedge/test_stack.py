@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import stat
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -20,6 +23,16 @@ from common.settings import redact_dsn
 from tests.conftest import eventually
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """Each test's data dir, outside pytest's own temporary root: as root, `up` runs the embedded PostgreSQL
+    as a service user who must be able to traverse to it, and any pytest session that starts (another run
+    on the same machine) resets that root to mode 0700."""
+    path = Path(tempfile.mkdtemp(prefix="clickedge-up-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class Stack:
