@@ -28,6 +28,12 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/pytest $(ARGS)
 
+# Mutation testing of the token codec, the spool and the ingest statement: CPU-heavy, so not part of
+# `make test` (tests/README.md). ARGS='MUTANT ...' retests only those mutants.
+.PHONY: mutation
+mutation: $(STAMP)
+	$(BIN)/python -m tests.mutation.run $(ARGS)
+
 docs: $(STAMP)  # the configuration reference, generated from the settings' declarations
 	$(BIN)/clickedge config reference > docs/configuration.md
 
