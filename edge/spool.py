@@ -37,6 +37,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 MAGIC = b"\xc1\x1c"
 HEADER = struct.Struct(">2sII16s")
@@ -94,6 +95,13 @@ def frame(event_id: bytes, payload: bytes) -> bytes:
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload, zlib.crc32(event_id)), event_id) + payload
 
 
+class Parsed(NamedTuple):
+    records: list[tuple[bytes, bytes]]
+    end: int
+    corrupt: int
+    resyncing: bool  # stopped inside a corrupt stretch (already counted) that the bytes from ``end`` on continue
+
+
 def parse(
     buf: bytes,
     start: int = 0,
@@ -102,16 +110,18 @@ def parse(
     final: bool = False,
     max_bytes: int = 1 << 62,
     resyncing: bool = False,
-) -> tuple[list[tuple[bytes, bytes]], int, int]:
-    """Parse records from ``buf[start:]``. Returns (records, end, corrupt).
+) -> Parsed:
+    """Parse records from ``buf[start:]``.
 
     A record with a wrong magic, length or checksum is skipped up to the next magic and counted once.
     An incomplete record at the end of ``buf`` stops parsing there (it may still be being written),
     unless ``final`` says nothing more will ever follow, in which case it is corrupt too. ``resyncing``
-    says ``buf`` continues a corrupt stretch already counted (one that ran past the previous chunk).
+    says ``buf`` continues a corrupt stretch already counted (one that ran past the previous chunk): pass
+    the ``resyncing`` of the parse that read the previous chunk.
     """
     records: list[tuple[bytes, bytes]] = []
     corrupt = 0
+    inside = False
     pos = start
     size = len(buf)
     stop = min(size, start + max_bytes)
@@ -136,9 +146,10 @@ def parse(
         if found < 0:
             # Unless this is the end for good, keep the last byte: it may be half of the next magic.
             pos = size if final else max(pos + 1, size - 1)
+            inside = not final
             break
         pos = found
-    return records, pos, corrupt
+    return Parsed(records, pos, corrupt, inside)
 
 
 class Spool:
@@ -212,8 +223,7 @@ class Spool:
         for seg, start in ranges:
             with contextlib.suppress(FileNotFoundError), open(self.directory / _name(seg), "rb") as f:
                 f.seek(start)
-                records, _, _ = parse(f.read(), final=True)
-                total += len(records)
+                total += len(parse(f.read(), final=True).records)
         self.stats.replayed = total
         return total
 
@@ -240,7 +250,7 @@ class Spool:
         path = self.directory / _name(seg)
         data = path.read_bytes()
         start = self._ack.offset if seg == self._ack.segment else 0
-        _, end, _ = parse(data, start)
+        end = parse(data, start).end
         # parse() stops at an incomplete record and skips corrupt ones. What is left after `end` is a
         # record the previous process did not finish writing, unless whole records follow it (then the
         # "incomplete" record is a corrupt length field, and the reader will skip it).
@@ -446,7 +456,9 @@ class Spool:
         corrupt = 0
         budget = max_bytes
         resyncing = False
-        while len(records) < limit and budget > 0:
+        # Past the budget, a corrupt stretch already counted is still read to its end: a batch that ended
+        # inside it would leave the rest to the next batch, which would count it again.
+        while len(records) < limit and (budget > 0 or resyncing):
             size = sizes.get(pos.segment)
             active = pos.segment == view.active
             if size is None or pos.offset >= size:
@@ -454,6 +466,7 @@ class Spool:
                 if active or not later:
                     break
                 pos = Position(min(later), 0)
+                resyncing = False  # a stretch never runs on into another file
                 continue
             try:
                 with open(self.directory / _name(pos.segment), "rb") as f:
@@ -464,11 +477,11 @@ class Spool:
                 continue
             # A segment no longer written to will never grow: an incomplete record in it is corrupt.
             final = not active and pos.offset + len(chunk) >= size
-            got, used, bad = parse(chunk, 0, limit - len(records), final=final, max_bytes=budget, resyncing=resyncing)
+            got, used, bad, resyncing = parse(
+                chunk, 0, limit - len(records), final=final, max_bytes=max(budget, 1), resyncing=resyncing
+            )
             records.extend(got)
             corrupt += bad
-            # Stopped inside a corrupt stretch at the end of the chunk: the next chunk continues it.
-            resyncing = bool(bad) and not final and used == len(chunk) - 1
             budget -= used
             if used == 0:
                 break
@@ -538,8 +551,7 @@ def _name(seg: int) -> str:
 
 
 def _has_whole_record_after(data: bytes, pos: int) -> bool:
-    records, _, _ = parse(data, pos + 1)
-    return bool(records)
+    return bool(parse(data, pos + 1).records)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import stat
@@ -47,7 +48,7 @@ def opened(directory: Path, **kw: int) -> Spool:
 
 def test_frame_round_trip_and_resync() -> None:
     data = frame(eid(1), payload(1)) + b"garbage" + frame(eid(2), payload(2))
-    records, end, corrupt = parse(data, final=True)
+    records, end, corrupt, _ = parse(data, final=True)
     assert [r[0] for r in records] == [eid(1), eid(2)]
     assert (end, corrupt) == (len(data), 1)
 
@@ -274,6 +275,50 @@ def test_records_across_read_chunks_and_a_corrupt_stretch_at_a_boundary(tmp_path
     got = drain(again, batch=50)
     assert got == [n for n in range(400) if not 100 <= n < 103]
     assert again.stats.corrupt == 1  # one corrupt stretch, counted once however it was read
+
+
+def corrupted_segment(directory: Path, garbage: int) -> None:
+    """A spool directory left with one segment: records 0-13 and two corrupt stretches, the first 37 bytes
+    long, the second ``garbage`` bytes (longer than several read chunks, when it is 441)."""
+    directory.mkdir()
+    data = b"".join(frame(eid(n), payload(n)) for n in range(6))
+    data += b"\xee" * 37 + b"".join(frame(eid(n), payload(n)) for n in range(6, 10))
+    data += b"\xee" * garbage + b"".join(frame(eid(n), payload(n)) for n in range(10, 14))
+    (directory / f"{1:016d}.seg").write_bytes(data)
+
+
+@pytest.mark.parametrize("garbage", [41, 441])
+def test_each_corrupt_stretch_counts_once_wherever_a_read_chunk_ends(tmp_path: Path, garbage: int) -> None:
+    corrupted_segment(tmp_path / "s", garbage)
+    spool = opened(tmp_path / "s")
+    try:
+        for chunk in range(60, 400):  # every alignment of a chunk's end with the records and the stretches
+            spool.read_chunk = chunk
+            batch = spool.read(1000)
+            assert [int.from_bytes(e, "big") for e, _ in batch.records] == list(range(14)), chunk
+            assert batch.corrupt == 2, chunk
+    finally:
+        spool.close()
+
+
+@pytest.mark.parametrize("garbage", [41, 441])
+def test_each_corrupt_stretch_counts_once_wherever_a_batch_ends(tmp_path: Path, garbage: int) -> None:
+    # Batches bounded in bytes, as the shipper reads them: one may end inside a stretch.
+    for chunk, budget in itertools.product((60, 97, 150, 288), range(40, 400, 9)):
+        corrupted_segment(tmp_path / f"{chunk}-{budget}", garbage)
+        spool = opened(tmp_path / f"{chunk}-{budget}")
+        spool.read_chunk = chunk
+        got: list[int] = []
+        try:
+            while True:
+                batch = spool.read(1000, max_bytes=budget)
+                got += [int.from_bytes(e, "big") for e, _ in batch.records]
+                spool.ack(batch.end, len(batch.records), batch.corrupt)
+                if batch.end >= spool.position:
+                    break
+            assert (got, spool.stats.corrupt) == (list(range(14)), 2), (chunk, budget)
+        finally:
+            spool.close()
 
 
 def test_added_records_are_written_together_by_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
