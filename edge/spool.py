@@ -435,22 +435,20 @@ class Spool:
     def empty(self) -> bool:
         return self._ack >= self.position
 
-    def read(self, limit: int, start: Position | None = None, *, max_bytes: int = 1 << 62) -> Batch:
-        """Up to ``limit`` records (and about ``max_bytes``) from ``start`` (default: the acknowledged
-        position), and where they end. Reads files: the edge calls ``snapshot()`` on its event loop and
-        ``read_from`` in a worker thread instead."""
-        return self.read_from(self.snapshot(), limit, start, max_bytes=max_bytes)
+    def read(self, limit: int, *, max_bytes: int = 1 << 62) -> Batch:
+        """Up to ``limit`` records (and about ``max_bytes``) from the acknowledged position, and where they
+        end. Reads files: the edge calls ``snapshot()`` on its event loop and ``read_from`` in a worker
+        thread instead."""
+        return self.read_from(self.snapshot(), limit, max_bytes=max_bytes)
 
     def snapshot(self) -> SpoolView:
         """What a reader may read, as of now (call it where the spool is written: on the event loop)."""
         return SpoolView(dict(self._sizes), self._segment, self._ack)
 
-    def read_from(
-        self, view: SpoolView, limit: int, start: Position | None = None, *, max_bytes: int = 1 << 62
-    ) -> Batch:
+    def read_from(self, view: SpoolView, limit: int, *, max_bytes: int = 1 << 62) -> Batch:
         """``read`` within ``view``: touches only the view and the files, so it may run in another thread
         while the owner appends (it reads no further than the sizes the view recorded)."""
-        pos = start or view.acknowledged
+        pos = view.acknowledged
         sizes = view.sizes
         records: list[tuple[bytes, bytes]] = []
         corrupt = 0
