@@ -45,8 +45,10 @@ from tests.mutation.plugin import SQL_MUTANT_ENV, TEMPLATE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 MUTMUT_TARGETS = (("token", "links/token.py"), ("spool", "edge/spool.py"), ("ingest (Python)", "collector/ingest.py"))
-# The tests that write batches through the ingest statement and look at what it derived.
+# The tests that write batches through the ingest statement and look at what it derived (the quickest
+# first: pytest -x stops at the first failure).
 SQL_TESTS = (
+    "tests/collector/test_ingest_statement.py",
     "tests/collector/test_ingest.py",
     "tests/collector/test_reports.py",
     "tests/collector/test_actions.py",
