@@ -34,6 +34,12 @@ test: $(STAMP) lint
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage report --skip-covered --sort=cover
 	@if [ -z "$(ARGS)" ]; then COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m tests.coverage_floors; fi
 
+# Mutation testing of the token codec, the spool and the ingest statement: CPU-heavy, so not part of
+# `make test` (tests/README.md). ARGS='MUTANT ...' retests only those mutants.
+.PHONY: mutation
+mutation: $(STAMP)
+	$(BIN)/python -m tests.mutation.run $(ARGS)
+
 docs: $(STAMP)  # the configuration reference, generated from the settings' declarations
 	$(BIN)/clickedge config reference > docs/configuration.md
 

@@ -37,6 +37,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 MAGIC = b"\xc1\x1c"
 HEADER = struct.Struct(">2sII16s")
@@ -94,6 +95,13 @@ def frame(event_id: bytes, payload: bytes) -> bytes:
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload, zlib.crc32(event_id)), event_id) + payload
 
 
+class Parsed(NamedTuple):
+    records: list[tuple[bytes, bytes]]
+    end: int
+    corrupt: int
+    resyncing: bool  # stopped inside a corrupt stretch (already counted) that the bytes from ``end`` on continue
+
+
 def parse(
     buf: bytes,
     start: int = 0,
@@ -102,16 +110,18 @@ def parse(
     final: bool = False,
     max_bytes: int = 1 << 62,
     resyncing: bool = False,
-) -> tuple[list[tuple[bytes, bytes]], int, int]:
-    """Parse records from ``buf[start:]``. Returns (records, end, corrupt).
+) -> Parsed:
+    """Parse records from ``buf[start:]``.
 
     A record with a wrong magic, length or checksum is skipped up to the next magic and counted once.
     An incomplete record at the end of ``buf`` stops parsing there (it may still be being written),
     unless ``final`` says nothing more will ever follow, in which case it is corrupt too. ``resyncing``
-    says ``buf`` continues a corrupt stretch already counted (one that ran past the previous chunk).
+    says ``buf`` continues a corrupt stretch already counted (one that ran past the previous chunk): pass
+    the ``resyncing`` of the parse that read the previous chunk.
     """
     records: list[tuple[bytes, bytes]] = []
     corrupt = 0
+    inside = False
     pos = start
     size = len(buf)
     stop = min(size, start + max_bytes)
@@ -136,9 +146,10 @@ def parse(
         if found < 0:
             # Unless this is the end for good, keep the last byte: it may be half of the next magic.
             pos = size if final else max(pos + 1, size - 1)
+            inside = not final
             break
         pos = found
-    return records, pos, corrupt
+    return Parsed(records, pos, corrupt, inside)
 
 
 class Spool:
@@ -212,8 +223,7 @@ class Spool:
         for seg, start in ranges:
             with contextlib.suppress(FileNotFoundError), open(self.directory / _name(seg), "rb") as f:
                 f.seek(start)
-                records, _, _ = parse(f.read(), final=True)
-                total += len(records)
+                total += len(parse(f.read(), final=True).records)
         self.stats.replayed = total
         return total
 
@@ -240,7 +250,7 @@ class Spool:
         path = self.directory / _name(seg)
         data = path.read_bytes()
         start = self._ack.offset if seg == self._ack.segment else 0
-        _, end, _ = parse(data, start)
+        end = parse(data, start).end
         # parse() stops at an incomplete record and skips corrupt ones. What is left after `end` is a
         # record the previous process did not finish writing, unless whole records follow it (then the
         # "incomplete" record is a corrupt length field, and the reader will skip it).
@@ -425,28 +435,28 @@ class Spool:
     def empty(self) -> bool:
         return self._ack >= self.position
 
-    def read(self, limit: int, start: Position | None = None, *, max_bytes: int = 1 << 62) -> Batch:
-        """Up to ``limit`` records (and about ``max_bytes``) from ``start`` (default: the acknowledged
-        position), and where they end. Reads files: the edge calls ``snapshot()`` on its event loop and
-        ``read_from`` in a worker thread instead."""
-        return self.read_from(self.snapshot(), limit, start, max_bytes=max_bytes)
+    def read(self, limit: int, *, max_bytes: int = 1 << 62) -> Batch:
+        """Up to ``limit`` records (and about ``max_bytes``) from the acknowledged position, and where they
+        end. Reads files: the edge calls ``snapshot()`` on its event loop and ``read_from`` in a worker
+        thread instead."""
+        return self.read_from(self.snapshot(), limit, max_bytes=max_bytes)
 
     def snapshot(self) -> SpoolView:
         """What a reader may read, as of now (call it where the spool is written: on the event loop)."""
         return SpoolView(dict(self._sizes), self._segment, self._ack)
 
-    def read_from(
-        self, view: SpoolView, limit: int, start: Position | None = None, *, max_bytes: int = 1 << 62
-    ) -> Batch:
+    def read_from(self, view: SpoolView, limit: int, *, max_bytes: int = 1 << 62) -> Batch:
         """``read`` within ``view``: touches only the view and the files, so it may run in another thread
         while the owner appends (it reads no further than the sizes the view recorded)."""
-        pos = start or view.acknowledged
+        pos = view.acknowledged
         sizes = view.sizes
         records: list[tuple[bytes, bytes]] = []
         corrupt = 0
         budget = max_bytes
         resyncing = False
-        while len(records) < limit and budget > 0:
+        # Past the budget, a corrupt stretch already counted is still read to its end: a batch that ended
+        # inside it would leave the rest to the next batch, which would count it again.
+        while len(records) < limit and (budget > 0 or resyncing):
             size = sizes.get(pos.segment)
             active = pos.segment == view.active
             if size is None or pos.offset >= size:
@@ -454,6 +464,7 @@ class Spool:
                 if active or not later:
                     break
                 pos = Position(min(later), 0)
+                resyncing = False  # a stretch never runs on into another file
                 continue
             try:
                 with open(self.directory / _name(pos.segment), "rb") as f:
@@ -464,11 +475,11 @@ class Spool:
                 continue
             # A segment no longer written to will never grow: an incomplete record in it is corrupt.
             final = not active and pos.offset + len(chunk) >= size
-            got, used, bad = parse(chunk, 0, limit - len(records), final=final, max_bytes=budget, resyncing=resyncing)
+            got, used, bad, resyncing = parse(
+                chunk, 0, limit - len(records), final=final, max_bytes=max(budget, 1), resyncing=resyncing
+            )
             records.extend(got)
             corrupt += bad
-            # Stopped inside a corrupt stretch at the end of the chunk: the next chunk continues it.
-            resyncing = bool(bad) and not final and used == len(chunk) - 1
             budget -= used
             if used == 0:
                 break
@@ -538,8 +549,7 @@ def _name(seg: int) -> str:
 
 
 def _has_whole_record_after(data: bytes, pos: int) -> bool:
-    records, _, _ = parse(data, pos + 1)
-    return bool(records)
+    return bool(parse(data, pos + 1).records)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -469,11 +469,11 @@ async def test_the_shipper_survives_an_unexpected_exception(
     class Flaky(Spool):
         failures = 2
 
-        def read_from(self, view: SpoolView, limit: int, start: Any = None, *, max_bytes: int = 1 << 62) -> Batch:
+        def read_from(self, view: SpoolView, limit: int, *, max_bytes: int = 1 << 62) -> Batch:
             if self.failures:
                 self.failures -= 1
                 raise RuntimeError("a bug in the shipper's path")
-            return super().read_from(view, limit, start, max_bytes=max_bytes)
+            return super().read_from(view, limit, max_bytes=max_bytes)
 
     spool = Flaky(tmp_path / "spool")
     spool.open()

@@ -5,6 +5,7 @@ during a read), and a state machine."""
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import shutil
 import stat
@@ -51,9 +52,16 @@ def opened(directory: Path, **kw: int) -> Spool:
 
 def test_frame_round_trip_and_resync() -> None:
     data = frame(eid(1), payload(1)) + b"garbage" + frame(eid(2), payload(2))
-    records, end, corrupt = parse(data, final=True)
+    records, end, corrupt, _ = parse(data, final=True)
     assert [r[0] for r in records] == [eid(1), eid(2)]
     assert (end, corrupt) == (len(data), 1)
+
+
+def test_parse_counts_every_corrupt_stretch_and_takes_an_empty_payload() -> None:
+    data = b"junk" + frame(eid(1), payload(1)) + b"more junk" + frame(eid(2), payload(2)) + frame(eid(3), b"")
+    records, end, corrupt, resyncing = parse(data, final=True)
+    assert records == [(eid(1), payload(1)), (eid(2), payload(2)), (eid(3), b"")]
+    assert (end, corrupt, resyncing) == (len(data), 2, False)
 
 
 def test_records_survive_restart_and_acked_ones_are_not_replayed(tmp_path: Path) -> None:
@@ -83,6 +91,23 @@ def test_files_are_private_and_the_directory_is_locked(tmp_path: Path) -> None:
     opened(tmp_path / "spool").close()
 
 
+def test_segments_made_by_rotation_are_private_too(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=200)
+    fill(spool, 0, 20)
+    assert len(spool.segments()) > 3
+    for seg in tmp_path.glob("*.seg"):
+        assert stat.S_IMODE(seg.stat().st_mode) == 0o600, seg
+    spool.close()
+
+
+def test_a_segment_takes_records_until_it_is_full(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=500)
+    fill(spool, 0, 60)
+    sizes = [seg.stat().st_size for seg in sorted(tmp_path.glob("*.seg"))]
+    assert all(500 <= size < 500 + len(frame(eid(0), payload(99))) for size in sizes[:-1]), sizes
+    spool.close()
+
+
 def test_torn_tail_is_cut_at_start(tmp_path: Path) -> None:
     spool = opened(tmp_path)
     fill(spool, 0, 5)
@@ -96,6 +121,39 @@ def test_torn_tail_is_cut_at_start(tmp_path: Path) -> None:
     assert seg.read_bytes() == whole
     assert drain(again) == list(range(5))
     assert again.stats.corrupt == 0
+
+
+def test_a_torn_record_alone_in_a_later_segment_is_cut(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    fill(spool, 0, 10)
+    spool.ack(spool.read(8).end, 8)  # the ledger points into the middle of the segment
+    ledger = spool.acknowledged
+    spool.close()
+    later = tmp_path / f"{ledger.segment + 1:016d}.seg"
+    later.write_bytes(frame(eid(99), payload(99))[:11])  # the next process died in its first write()
+
+    again = opened(tmp_path)
+    assert later.stat().st_size == 0 and again.stats.truncated_bytes == 11
+    assert drain(again) == [8, 9]
+    assert again.stats.corrupt == 0
+
+
+def test_the_backlog_is_what_an_earlier_process_left(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=500)
+    fill(spool, 0, 30)
+    spool.ack(spool.read(5).end, 5)
+    assert spool.acknowledged.offset > 0  # in the middle of a segment
+    spool.close()
+
+    again = opened(tmp_path, segment_bytes=500)
+    ranges = again.backlog()  # taken on the loop; the records are counted off it...
+    fill(again, 100, 3)  # ...while this process goes on spooling clicks of its own
+    assert again.count_records(ranges) == 25
+    assert again.stats.replayed == 25 and again.unacknowledged_records == 28
+    for seg, _ in ranges:  # acknowledged (and deleted) before they were counted: nothing to count
+        (tmp_path / f"{seg:016d}.seg").unlink()
+    assert again.count_records(ranges) == 0
+    again.close()
 
 
 def test_bit_flipped_record_is_skipped_and_counted(tmp_path: Path) -> None:
@@ -125,6 +183,7 @@ def test_corrupt_length_does_not_hide_the_records_after_it(tmp_path: Path) -> No
 
     again = opened(tmp_path)
     assert again.stats.truncated_bytes == 0  # whole records follow: not a torn tail
+    assert again.count_records(again.backlog()) == 5  # nor do they hide from the count of the backlog
     assert drain(again) == [0, 1, 3, 4, 5]
     assert again.stats.corrupt == 1
 
@@ -142,6 +201,20 @@ def test_size_cap_refuses_new_records_and_never_drops_old_ones(tmp_path: Path) -
     assert got == list(range(n))  # everything kept is delivered, oldest first
     assert spool.append(eid(500), payload(500))  # room again: accepted, healthy again
     assert spool.healthy and not spool.full
+
+
+def test_the_dead_letter_file_counts_against_the_cap(tmp_path: Path) -> None:
+    record = len(frame(eid(0), payload(0)))
+    spool = opened(tmp_path, max_bytes=10 * record)
+    spool.external_bytes = 9 * record  # the dead-letter file beside the spool
+    assert spool.append(eid(0), payload(0))  # the cap, exactly
+    assert not spool.append(eid(1), payload(1))
+    assert spool.full and not spool.healthy
+    assert not spool.probe() and spool.full  # no room yet: not even a probe write
+    spool.external_bytes = 0  # the dead-letter file was emptied
+    assert spool.probe() and spool.healthy and not spool.full
+    assert drain(spool) == [0]
+    spool.close()
 
 
 def test_reads_are_bounded_in_bytes(tmp_path: Path) -> None:
@@ -278,9 +351,54 @@ def test_records_across_read_chunks_and_a_corrupt_stretch_at_a_boundary(tmp_path
     seg.write_bytes(bytes(data))
     again = opened(tmp_path)
     again.read_chunk = 107  # chunks end mid-record and mid-garbage
+    assert len(again.read(7).records) == 7  # the limit holds across chunks
     got = drain(again, batch=50)
     assert got == [n for n in range(400) if not 100 <= n < 103]
     assert again.stats.corrupt == 1  # one corrupt stretch, counted once however it was read
+
+
+def corrupted_segment(directory: Path, garbage: int) -> None:
+    """A spool directory left with one segment: records 0-13 and two corrupt stretches, the first 37 bytes
+    long, the second ``garbage`` bytes (longer than several read chunks, when it is 441)."""
+    directory.mkdir()
+    data = b"".join(frame(eid(n), payload(n)) for n in range(6))
+    data += b"\xee" * 37 + b"".join(frame(eid(n), payload(n)) for n in range(6, 10))
+    data += b"\xee" * garbage + b"".join(frame(eid(n), payload(n)) for n in range(10, 14))
+    (directory / f"{1:016d}.seg").write_bytes(data)
+
+
+@pytest.mark.parametrize("garbage", [41, 441])
+def test_each_corrupt_stretch_counts_once_wherever_a_read_chunk_ends(tmp_path: Path, garbage: int) -> None:
+    corrupted_segment(tmp_path / "s", garbage)
+    spool = opened(tmp_path / "s")
+    try:
+        for chunk in range(60, 400):  # every alignment of a chunk's end with the records and the stretches
+            spool.read_chunk = chunk
+            batch = spool.read(1000)
+            assert [int.from_bytes(e, "big") for e, _ in batch.records] == list(range(14)), chunk
+            assert batch.corrupt == 2, chunk
+    finally:
+        spool.close()
+
+
+@pytest.mark.parametrize("garbage", [41, 441])
+def test_each_corrupt_stretch_counts_once_wherever_a_batch_ends(tmp_path: Path, garbage: int) -> None:
+    # Batches bounded in bytes, as the shipper reads them: one may end inside a stretch.
+    for chunk, budget in itertools.product((60, 97, 150, 288), range(40, 400, 9)):
+        corrupted_segment(tmp_path / f"{chunk}-{budget}", garbage)
+        spool = opened(tmp_path / f"{chunk}-{budget}")
+        spool.read_chunk = chunk
+        got: list[int] = []
+        try:
+            while True:
+                batch = spool.read(1000, max_bytes=budget)
+                got += [int.from_bytes(e, "big") for e, _ in batch.records]
+                spool.ack(batch.end, len(batch.records), batch.corrupt)
+                if batch.end >= spool.position:
+                    break
+            assert (got, spool.stats.corrupt) == (list(range(14)), 2), (chunk, budget)
+        finally:
+            spool.close()
 
 
 def test_added_records_are_written_together_by_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -349,6 +467,94 @@ def test_a_failed_fsync_counts_its_clicks_as_not_durable(tmp_path: Path, monkeyp
     assert spool.position.segment > 1  # never again into the segment whose fsync failed
 
 
+def test_each_failed_fsync_counts_the_clicks_since_the_last_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = opened(tmp_path)
+    fill(spool, 0, 3)
+    spool.sync()  # these three are durable
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    fill(spool, 3, 2)
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError):
+        spool.sync()
+    assert (spool.stats.sync_errors, spool.stats.undurable) == (1, 2)
+    fill(spool, 5, 1)
+    with pytest.raises(OSError):
+        spool.sync()
+    assert (spool.stats.sync_errors, spool.stats.undurable) == (2, 3)
+    spool.close()
+
+
+def test_a_sync_fsyncs_the_directory_after_a_segment_is_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A new segment's name is in the directory: without an fsync of the directory a power loss can lose
+    # the file with its clicks. Without a new segment there is nothing to fsync there.
+    spool = opened(tmp_path, segment_bytes=200)
+    directories: list[int] = []
+    real_fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            directories.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    fill(spool, 0, 2)
+    spool.sync()
+    assert directories == []
+    first = spool.position.segment
+    fill(spool, 2, 6)
+    assert spool.position.segment == first + 1
+    spool.sync()
+    assert len(directories) == 1
+    spool.close()
+
+
+def test_a_partial_write_is_cut_off_and_the_next_write_follows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = opened(tmp_path, segment_bytes=200)
+    fill(spool, 0, 6)  # into a segment made by rotation
+    real_write = os.write
+
+    def half(fd: int, data: bytes) -> int:  # the disk filled up in the middle of the write
+        return real_write(fd, bytes(data)[: len(data) // 2])
+
+    monkeypatch.setattr(os, "write", half)
+    assert spool.add(eid(6), payload(6)) and spool.add(eid(7), payload(7))
+    assert not spool.flush()
+    assert spool.stats.undurable == 2
+    monkeypatch.undo()
+    fill(spool, 8, 2)
+    assert drain(spool) == [0, 1, 2, 3, 4, 5, 8, 9]
+    assert spool.stats.corrupt == 0  # no half record, no hole left behind
+    spool.close()
+
+
+def test_a_segment_that_cannot_be_made_refuses_the_clicks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = opened(tmp_path, segment_bytes=200)
+    while spool.position.offset < 200:
+        fill(spool, spool.stats.appended, 1)
+    full_segment = spool.position
+    real_open = os.open
+
+    def no_new_files(path: str | os.PathLike[str], flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith(".seg"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", no_new_files)
+    assert not spool.append(eid(50), payload(50))  # not written into the segment that is full
+    assert spool.stats.undurable == 1 and not spool.healthy and spool.position == full_segment
+    monkeypatch.undo()
+    assert spool.append(eid(51), payload(51)) and spool.position.segment == full_segment.segment + 1
+    assert drain(spool)[-1] == 51
+    spool.close()
+
+
 def test_new_segments_never_reuse_the_ledgers_number(tmp_path: Path) -> None:
     spool = opened(tmp_path, segment_bytes=300)
     fill(spool, 0, 10)
@@ -372,6 +578,8 @@ def test_a_drained_spool_gives_back_its_active_segment(tmp_path: Path) -> None:
     spool.sync()  # closes the rotated-away segment
     assert spool.position.segment == first + 1
     assert not (tmp_path / f"{first:016d}.seg").exists()
+    assert spool.append(eid(20), payload(20))  # the first record of the fresh segment is read too
+    assert drain(spool) == [20] and spool.stats.corrupt == 0
 
 
 def test_the_spool_never_accepts_a_record_it_could_not_read_back(tmp_path: Path) -> None:
@@ -403,7 +611,9 @@ def test_a_snapshot_bounds_what_a_reader_in_another_thread_reads(tmp_path: Path)
         assert [int.from_bytes(e, "big") for e, _ in batch.records] == [0, 1, 2]
         assert batch.end == Position(view.active, view.sizes[view.active])
         spool.ack(batch.end, 3)
-        assert [int.from_bytes(e, "big") for e, _ in spool.read(100).records] == [3, 4]
+        view = spool.snapshot()  # now from an acknowledged position inside the segment
+        fill(spool, 5, 2)
+        assert [int.from_bytes(e, "big") for e, _ in spool.read_from(view, 100).records] == [3, 4]
     finally:
         spool.close()
 
@@ -543,3 +753,53 @@ def test_a_segment_that_vanishes_during_a_read_is_skipped(tmp_path: Path) -> Non
         assert again.count_records(ranges) == 3
     finally:
         again.close()
+
+
+def test_acknowledging_a_whole_segment_deletes_it_at_once(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=200)
+    fill(spool, 0, 10)
+    first = tmp_path / f"{spool.segments()[0]:016d}.seg"
+    in_first = len(parse(first.read_bytes()).records)
+    batch = spool.read(in_first)
+    assert batch.end == Position(spool.segments()[0], first.stat().st_size)
+    spool.ack(batch.end, in_first)
+    assert not first.exists()  # not at the next batch: on a full disk, the room is needed now
+    assert drain(spool) == list(range(in_first, 10))
+    spool.close()
+
+
+def test_segments_removed_behind_the_spools_back_are_skipped(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=200)
+    fill(spool, 0, 10)
+    view = spool.snapshot()
+    first = tmp_path / f"{min(view.sizes):016d}.seg"
+    in_first = len(parse(first.read_bytes()).records)
+    first.unlink()  # after the snapshot, before the read (an operator's clean-up, say)
+    batch = spool.read_from(view, 100)
+    assert [int.from_bytes(e, "big") for e, _ in batch.records] == list(range(in_first, 10))
+    spool.ack(batch.end, len(batch.records))  # deleting what is already gone is no error
+    assert spool.empty and set(spool.snapshot().sizes) == set(spool.segments())
+    spool.close()
+    (tmp_path / f"{0:016d}.seg").write_bytes(frame(eid(99), payload(99)))  # older than the ledger
+    again = opened(tmp_path, segment_bytes=200)
+    assert not (tmp_path / f"{0:016d}.seg").exists() and drain(again) == []
+    again.close()
+
+
+def test_a_failed_ledger_write_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = opened(tmp_path)
+    fill(spool, 0, 3)
+    error = OSError(errno.EIO, "Input/output error")
+
+    def failing(fd: int, data: bytes, offset: int) -> int:
+        raise error
+
+    monkeypatch.setattr(os, "pwrite", failing)
+    spool.ack(spool.read(1).end, 1)
+    spool.ack(spool.read(1).end, 1)
+    assert spool.stats.ledger_errors == 2 and spool.ledger_error is error
+    monkeypatch.undo()
+    spool.ack(spool.read(1).end, 1)
+    assert spool.stats.ledger_errors == 2 and spool.stats.acked == 3
+    spool.close()
+    assert drain(opened(tmp_path)) == []  # the last ledger written says everything was acknowledged

@@ -136,7 +136,7 @@ async def test_truncated_and_bit_flipped_spool_segments_at_start(
     assert len(segs) >= 3
     # Flip one bit in the payload of the third record of the first segment...
     first = segs[0].read_bytes()
-    records, _, _ = parse(first)
+    records = parse(first).records
     victim_payload = records[2][1]
     offset = 2 * (HEADER_SIZE + len(records[0][1]))
     assert first[offset + HEADER_SIZE :].startswith(victim_payload)

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import struct
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.limits import MAX_CONTACT, MAX_ID, MAX_KEY_ID
 from links.token import (
     FORMAT_VERSION,
     INVALID,
     MALFORMED,
     MAX_TOKEN_CHARS,
     MAX_URL_BYTES,
+    MIN_TOKEN_CHARS,
     OVERHEAD_BYTES,
     OVERSIZED,
     VERSION_1,
@@ -155,21 +159,75 @@ def test_every_changed_character_is_rejected(codec: TokenCodec) -> None:
 
 
 def test_error_kinds(codec: TokenCodec) -> None:
+    # The kind picks the edge's answer; the reason is what `clickedge decode` tells the person holding the token.
     token = mint(codec)
     cases = {
-        "A" * (MAX_TOKEN_CHARS + 1): OVERSIZED,
-        token[:20] + "!" + token[21:]: MALFORMED,
-        token[:20] + "+" + token[21:]: MALFORMED,  # standard base64, not base64url
-        token[:20] + "/" + token[21:]: MALFORMED,
-        token[:20] + "é" + token[21:]: MALFORMED,
-        token + "A" * ((1 - len(token)) % 4): MALFORMED,  # a length base64 cannot have
-        "": MALFORMED,
-        token[:30] + ("A" if token[30] != "A" else "B") + token[31:]: INVALID,
+        "A" * (MAX_TOKEN_CHARS + 1): (OVERSIZED, "longest valid"),
+        token[:20] + "!" + token[21:]: (MALFORMED, "outside base64url"),
+        token[:20] + "+" + token[21:]: (MALFORMED, "outside base64url"),  # standard base64, not base64url
+        token[:20] + "/" + token[21:]: (MALFORMED, "outside base64url"),
+        token[:20] + "é" + token[21:]: (MALFORMED, "outside base64url"),
+        token + "A" * ((1 - len(token)) % 4): (MALFORMED, "truncated or extended"),  # a length base64 cannot have
+        token[: len(token) - (len(token) - 1) % 4]: (MALFORMED, "truncated or extended"),
+        "": (MALFORMED, "shortest valid"),
+        token[:30] + ("A" if token[30] != "A" else "B") + token[31:]: (INVALID, "authentication tag"),
     }
-    for bad, kind in cases.items():
+    for bad, (kind, reason) in cases.items():
         with pytest.raises(TokenError) as err:
             codec.decode(bad)
         assert err.value.kind == kind, bad
+        assert reason in err.value.reason and err.value.reason == str(err.value), bad
+
+
+@pytest.mark.parametrize("noise", ["!!!!", "    ", "\n\n\n\n", "===="])
+def test_characters_outside_base64url_are_refused_not_skipped(codec: TokenCodec, noise: str) -> None:
+    # A lenient decoder drops them and finds the token inside: a second spelling that would redirect.
+    token = mint(codec)
+    with pytest.raises(TokenError) as err:
+        codec.decode(token[:20] + noise + token[20:])
+    assert err.value.kind == MALFORMED
+
+
+def test_the_shortest_and_the_longest_tokens_decode(codec: TokenCodec) -> None:
+    shortest = mint(codec, "http://a")
+    assert len(shortest) == MIN_TOKEN_CHARS
+    assert codec.decode(shortest).destination == "http://a"
+    url = "https://example.com/" + "a" * (MAX_URL_BYTES - len("https://example.com/"))
+    longest = mint(codec, url)
+    assert len(longest) == MAX_TOKEN_CHARS
+    assert codec.decode(longest).destination == url
+    with pytest.raises(DestinationError, match="limit is 2048"):
+        mint(codec, url + "a")
+
+
+def test_ids_at_their_bounds_round_trip(codec: TokenCodec) -> None:
+    for low_or_high, contact in ((0, 1), (MAX_ID, MAX_CONTACT)):
+        token = codec.mint(URL, campaign_id=low_or_high, link_id=low_or_high, contact_id=contact, sent_at=low_or_high)
+        link = codec.decode(token)
+        assert (link.campaign_id, link.link_id, link.contact_id, link.sent_at) == (
+            low_or_high,
+            low_or_high,
+            contact,
+            low_or_high,
+        )
+
+
+def test_known_answers() -> None:
+    # The format is what links already sent carry: a change to the layout that still round-trips (two fields
+    # swapped, a flag moved) would break every one of them. AES-SIV is deterministic, so the bytes are fixed.
+    codec = TokenCodec({1: KEY_1}, 1)
+    named = (
+        "AgABSEtT-Eyfpj2ty9nVrVKq8x7h6zPGf71PH71dJb5BOcY74poTuOQr8-zHHoQTglzodenj36qHyMFDtb1RPF6s8es4_l9qaRpXRJrSo95"
+        "DoFwgOuhb3iUrNNzeoGje0jRoa57tZza5PsG3LxvP"
+    )
+    anonymous = (
+        "AgAB1dvK5nOgWKPivQAqcDyGAmngyyDzyFjYPnVJiIIrFRYbMtqX2ySAXdLLcEHA1FMiC6zvHRvPg9b_9lD3uQKyQdyc-eLYCqxVZBPk37k"
+        "hZJkewZ-pWoTSO0Jo89lOaeCNGpW_b_Pf7NuH8JG-"
+    )
+    assert mint(codec, contact=42) == named
+    assert mint(codec, contact=None) == anonymous
+    assert codec.decode(named) == (URL, 7, 3, 42, 1_790_000_000, 1)
+    assert codec.decode(anonymous) == (URL, 7, 3, None, 1_790_000_000, 1)
 
 
 def test_padded_spellings_are_rejected(codec: TokenCodec) -> None:
@@ -191,6 +249,7 @@ def test_non_canonical_spelling_is_rejected(codec: TokenCodec) -> None:
     with pytest.raises(TokenError) as err:
         codec.decode(twin)
     assert err.value.kind == MALFORMED
+    assert "canonical" in err.value.reason
 
 
 def test_token_is_opaque(codec: TokenCodec) -> None:
@@ -217,13 +276,20 @@ def test_anonymous_link_has_no_contact(codec: TokenCodec) -> None:
         ("https://example.com/\r\nSet-Cookie: x=1", "whitespace"),
         ("https://example.com/\x00", "control"),
         ("https://example.com/\x7f", "control"),
-        ("https:///no-host", "host"),
+        ("https:///no-host", "no host"),
         ("https://example.com/" + "a" * MAX_URL_BYTES, "limit is 2048"),
+        ("https://[::1/", "not a valid URL: Invalid IPv6 URL"),
+        ("https://" + "ü" * 64 + ".example/", "host cannot be encoded: .*label empty or too long"),
     ],
 )
 def test_bad_destinations_are_refused(codec: TokenCodec, url: str, reason: str) -> None:
     with pytest.raises(DestinationError, match=reason):
         codec.mint(url, campaign_id=1, link_id=1, contact_id=None, sent_at=0)
+
+
+def test_a_destination_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(DestinationError, match="must be a string"):
+        validate_destination(b"https://example.com/")  # type: ignore[arg-type]
 
 
 def test_destination_kept_byte_for_byte_and_iri_encoded() -> None:
@@ -235,22 +301,53 @@ def test_destination_kept_byte_for_byte_and_iri_encoded() -> None:
         "https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%A4"
     )
     assert validate_destination("http://BÜCHER.example:8080/x") == "http://xn--bcher-kva.example:8080/x"
+    # Only the host is IDNA: user information and port are kept as written.
+    assert validate_destination("https://user:pw@bücher.example:8443/p?q=ä") == (
+        "https://user:pw@xn--bcher-kva.example:8443/p?q=%C3%A4"
+    )
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("field", "value", "name"),
     [
-        ("campaign_id", -1),
-        ("campaign_id", 2**32),
-        ("link_id", 2**32),
-        ("contact_id", 0),
-        ("contact_id", 2**63),
+        ("campaign_id", -1, "campaign id"),
+        ("campaign_id", 2**32, "campaign id"),
+        ("link_id", -1, "link id"),
+        ("link_id", 2**32, "link id"),
+        ("contact_id", 0, "contact id"),
+        ("contact_id", 2**63, "contact id"),
+        ("sent_at", -1, "send time"),
+        ("sent_at", 2**32, "send time"),
+        # Not integers: a bool is an int to Python, and a float would reach struct.pack.
+        ("campaign_id", True, "campaign id"),
+        ("link_id", 3.0, "link id"),
+        ("sent_at", "1790000000", "send time"),
     ],
 )
-def test_ids_out_of_range_are_refused(codec: TokenCodec, field: str, value: int) -> None:
-    args = {"campaign_id": 1, "link_id": 1, "contact_id": 1, "sent_at": 0, field: value}
-    with pytest.raises(ValueError, match=field.replace("_id", " id")):
+def test_ids_out_of_range_are_refused(codec: TokenCodec, field: str, value: object, name: str) -> None:
+    args: dict[str, Any] = {"campaign_id": 1, "link_id": 1, "contact_id": 1, "sent_at": 0, field: value}
+    with pytest.raises(ValueError, match=f"^{name} must be an integer from"):
         codec.mint(URL, **args)
+
+
+def test_key_ids_span_two_bytes() -> None:
+    codec = TokenCodec({0: KEY_1, MAX_KEY_ID: KEY_2}, MAX_KEY_ID)
+    assert codec.decode(mint(codec)).key_id == MAX_KEY_ID
+    assert codec.decode(mint(TokenCodec({0: KEY_1}, 0))).key_id == 0
+
+
+@pytest.mark.parametrize(
+    ("keys", "active", "error"),
+    [
+        ({-1: KEY_1}, None, "key id -1 is out of range 0..65535"),
+        ({MAX_KEY_ID + 1: KEY_1}, None, "key id 65536 is out of range 0..65535"),
+        ({1: KEY_1[:31]}, None, "key 1 must be 32 bytes, not 31"),
+        ({1: KEY_1}, 2, "active key 2 is not among the keys"),
+    ],
+)
+def test_a_bad_key_ring_is_refused_saying_why(keys: dict[int, bytes], active: int | None, error: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(error)):
+        TokenCodec(keys, active)
 
 
 def test_rotation_keeps_old_links_until_their_key_is_retired() -> None:
@@ -264,6 +361,7 @@ def test_rotation_keeps_old_links_until_their_key_is_retired() -> None:
     with pytest.raises(TokenError, match="key 1 is unknown or retired") as err:
         retired.decode(old_token)
     assert err.value.kind == INVALID
+    assert "retired" in err.value.reason  # what `clickedge decode` looks for to explain it
     assert retired.decode(new_token).destination == URL
 
 
@@ -298,14 +396,21 @@ def test_random_keys_give_distinct_tokens() -> None:
 
 @pytest.mark.parametrize("version", [FORMAT_VERSION, VERSION_1])
 @pytest.mark.parametrize(
-    "url", ["https://a.example/\r\nSet-Cookie: x=1", "https://a.example/\nx", "https://a.example/é"]
+    ("url", "reason"),
+    [
+        ("https://a.example/\r\nSet-Cookie: x=1", "line break"),
+        ("https://a.example/\nx", "line break"),
+        ("https://a.example/\rx", "line break"),
+        ("https://a.example/é", "not ASCII"),
+    ],
 )
-def test_a_destination_that_validation_would_refuse_never_decodes(url: str, version: int) -> None:
+def test_a_destination_that_validation_would_refuse_never_decodes(url: str, reason: str, version: int) -> None:
     # Only a minter that skips validate_destination (and holds the key) could make one: the edge writes
     # the destination into a header, so it must not redirect with it.
     with pytest.raises(TokenError) as caught:
         TokenCodec({1: KEY_1}, 1).decode(seal(version, url))
     assert caught.value.kind == INVALID
+    assert reason in caught.value.reason
 
 
 def test_links_already_sent_in_format_version_1_still_verify(codec: TokenCodec) -> None:

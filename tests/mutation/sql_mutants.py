@@ -1,0 +1,207 @@
+"""Hand-written mutants of the ingest statement (collector/ingest.py's MOVE_STAGED), for `make mutation`.
+
+mutmut mutates Python inside functions; MOVE_STAGED is SQL in a module constant, and the mutations mutmut
+would make of a string (wrapping it in "XX") only break its syntax, which every test notices at once. So the
+statement gets mutants of its own, each a fault a person could write and still valid SQL (an invalid one is
+killed by any test and says nothing): an ON CONFLICT dropped, a join condition or a filter loosened, a
+grouping made coarser, an accumulating update made to overwrite, a time zone left to the session. The
+plugin (tests/mutation/plugin.py) puts one into the loaded module for one pytest run of the ingest tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from collector.rules import QUALIFYING_CLICK
+
+
+@dataclass(frozen=True, slots=True)
+class SqlMutant:
+    name: str
+    fault: str  # what would go wrong in production
+    old: str  # occurs exactly once in the statement
+    new: str
+
+
+class StaleMutantError(ValueError):
+    """The text a mutant replaces is no longer in the statement exactly once: rewrite the mutant."""
+
+
+def apply(sql: str, mutant: SqlMutant) -> str:
+    count = sql.count(mutant.old)
+    if count != 1:
+        raise StaleMutantError(f"SQL mutant {mutant.name}: its text occurs {count} times in the statement, not once")
+    return sql.replace(mutant.old, mutant.new)
+
+
+def by_name(name: str) -> SqlMutant:
+    for mutant in MUTANTS:
+        if mutant.name == name:
+            return mutant
+    raise KeyError(f"no SQL mutant named {name!r}; known: {', '.join(m.name for m in MUTANTS)}")
+
+
+MUTANTS = (
+    SqlMutant(
+        "inserted-without-on-conflict",
+        "a redelivered batch fails on the primary key instead of changing nothing",
+        "    FROM click_stage\n    ON CONFLICT DO NOTHING\n",
+        "    FROM click_stage\n",
+    ),
+    SqlMutant(
+        "result-counts-staged-rows",
+        "duplicates are reported as inserted",
+        "SELECT (SELECT count(*) FROM inserted) AS inserted",
+        "SELECT (SELECT count(*) FROM click_stage) AS inserted",
+    ),
+    SqlMutant(
+        "pairs-count-anonymous-clicks",
+        "anonymous clicks (contact 0) become a link's clickers and unique clicks",
+        "FROM inserted WHERE contact_id <> 0",
+        "FROM inserted",
+    ),
+    SqlMutant(
+        "pairs-grouped-per-link",
+        "GROUP BY loses contact_id: one clicker per link and batch",
+        "SELECT campaign_id, link_id, contact_id, min(clicked_at), max(clicked_at), count(*)\n"
+        "    FROM inserted WHERE contact_id <> 0\n"
+        "    GROUP BY campaign_id, link_id, contact_id ORDER BY campaign_id, link_id, contact_id",
+        "SELECT campaign_id, link_id, min(contact_id), min(clicked_at), max(clicked_at), count(*)\n"
+        "    FROM inserted WHERE contact_id <> 0\n"
+        "    GROUP BY campaign_id, link_id ORDER BY campaign_id, link_id",
+    ),
+    SqlMutant(
+        "pairs-first-click-overwritten",
+        "a clicker's first click moves to a later batch's (or an older batch delivered late wins)",
+        "SET first_click = least(lc.first_click, EXCLUDED.first_click)",
+        "SET first_click = EXCLUDED.first_click",
+    ),
+    SqlMutant(
+        "pairs-last-click-overwritten",
+        "a clicker's last click goes back in time when an older batch arrives late",
+        "last_click = greatest(lc.last_click, EXCLUDED.last_click)",
+        "last_click = EXCLUDED.last_click",
+    ),
+    SqlMutant(
+        "pairs-clicks-overwritten",
+        "a clicker's click count restarts with every batch",
+        "clicks = lc.clicks + EXCLUDED.clicks",
+        "clicks = EXCLUDED.clicks",
+    ),
+    SqlMutant(
+        "pairs-every-pair-new",
+        "a returning clicker counts as a new unique click",
+        "(xmax = 0) AS is_new",
+        "true AS is_new",
+    ),
+    SqlMutant(
+        "pairs-lock-order-dropped",
+        "concurrent batches may lock clicker rows in different orders and deadlock",
+        " ORDER BY campaign_id, link_id, contact_id\n    ON CONFLICT (campaign_id, link_id, contact_id)",
+        "\n    ON CONFLICT (campaign_id, link_id, contact_id)",
+    ),
+    SqlMutant(
+        "clickers-without-is-new-filter",
+        "none expected: a pair that is not new belongs to a contact already a clicker, and ON CONFLICT skips it",
+        "SELECT campaign_id, contact_id, min(first_click) FROM pairs WHERE is_new",
+        "SELECT campaign_id, contact_id, min(first_click) FROM pairs",
+    ),
+    SqlMutant(
+        "clickers-latest-first-click",
+        "a contact's first click in the campaign is the later of two links' first clicks",
+        "min(first_click) FROM pairs WHERE is_new",
+        "max(first_click) FROM pairs WHERE is_new",
+    ),
+    SqlMutant(
+        "per-link-unique-without-is-new-filter",
+        "a link's unique clicks grow with every batch a returning clicker is in",
+        "LEFT JOIN (SELECT campaign_id, link_id, count(*) AS n FROM pairs WHERE is_new\n",
+        "LEFT JOIN (SELECT campaign_id, link_id, count(*) AS n FROM pairs\n",
+    ),
+    SqlMutant(
+        "per-link-inner-join",
+        "a link clicked only anonymously or only by returning clickers loses its clicks",
+        "    LEFT JOIN (SELECT campaign_id, link_id, count(*) AS n FROM pairs WHERE is_new\n",
+        "    JOIN (SELECT campaign_id, link_id, count(*) AS n FROM pairs WHERE is_new\n",
+    ),
+    SqlMutant(
+        "per-link-join-on-campaign-only",
+        "a link gets the unique clicks of the campaign's other links",
+        "GROUP BY campaign_id, link_id) u USING (campaign_id, link_id)",
+        "GROUP BY campaign_id, link_id) u USING (campaign_id)",
+    ),
+    SqlMutant(
+        "per-link-grouped-per-campaign",
+        "GROUP BY loses link_id: every click of a batch is credited to one link",
+        "SELECT campaign_id, link_id, count(*) AS n, max(clicked_at) AS last\n"
+        "          FROM inserted GROUP BY campaign_id, link_id) t",
+        "SELECT campaign_id, min(link_id) AS link_id, count(*) AS n, max(clicked_at) AS last\n"
+        "          FROM inserted GROUP BY campaign_id) t",
+    ),
+    SqlMutant(
+        "per-link-last-click-overwritten",
+        "a link's last click goes back in time when an older batch arrives late",
+        "last_click = greatest(c.last_click, EXCLUDED.last_click)",
+        "last_click = EXCLUDED.last_click",
+    ),
+    SqlMutant(
+        "per-campaign-unique-without-is-new-filter",
+        "the campaign's unique clicks grow with every batch a returning clicker is in",
+        "LEFT JOIN (SELECT campaign_id, count(*) AS n FROM pairs WHERE is_new GROUP BY campaign_id) u",
+        "LEFT JOIN (SELECT campaign_id, count(*) AS n FROM pairs GROUP BY campaign_id) u",
+    ),
+    SqlMutant(
+        "per-campaign-clickers-from-pairs",
+        "a contact who clicks two links counts as two unique clickers",
+        "LEFT JOIN (SELECT campaign_id, count(*) AS n FROM clickers GROUP BY campaign_id) k",
+        "LEFT JOIN (SELECT campaign_id, count(*) AS n FROM pairs WHERE is_new GROUP BY campaign_id) k",
+    ),
+    SqlMutant(
+        "per-campaign-clicks-overwritten",
+        "the campaign's click count restarts with every batch",
+        "SET clicks = s.clicks + EXCLUDED.clicks",
+        "SET clicks = EXCLUDED.clicks",
+    ),
+    SqlMutant(
+        "hourly-in-session-time-zone",
+        "hours are cut in the database session's time zone: off by the offset (or half an hour) outside UTC",
+        "date_trunc('hour', clicked_at, 'UTC')",
+        "date_trunc('hour', clicked_at)",
+    ),
+    SqlMutant(
+        "hourly-clicks-overwritten",
+        "an hour's click count restarts with every batch",
+        "DO UPDATE SET clicks = h.clicks + EXCLUDED.clicks",
+        "DO UPDATE SET clicks = EXCLUDED.clicks",
+    ),
+    SqlMutant(
+        "applied-links-without-actions",
+        "first clicks on links with no actions are recorded and counted as applying actions",
+        " AND l.actions <> '[]'",
+        "",
+    ),
+    SqlMutant(
+        "applied-join-on-campaign-only",
+        "a click on a link without actions applies because another link of the campaign has some",
+        "JOIN links l ON l.campaign_id = i.campaign_id AND l.link_id = i.link_id",
+        "JOIN links l ON l.campaign_id = i.campaign_id",
+    ),
+    SqlMutant(
+        "applied-every-click-qualifies",
+        "anonymous clicks apply link actions (to contact 0)",
+        f"WHERE {QUALIFYING_CLICK}\n",
+        "WHERE true\n",
+    ),
+    SqlMutant(
+        "applied-latest-click-of-the-batch",
+        "actions are applied for a contact's last click of a batch, not the first",
+        "ORDER BY i.campaign_id, i.link_id, i.contact_id, i.clicked_at\n",
+        "ORDER BY i.campaign_id, i.link_id, i.contact_id, i.clicked_at DESC\n",
+    ),
+    SqlMutant(
+        "applied-without-on-conflict",
+        "a contact's second qualifying click (a later batch) fails the batch instead of applying nothing",
+        "    ON CONFLICT DO NOTHING\n    RETURNING campaign_id, link_id, contact_id, event_id",
+        "    RETURNING campaign_id, link_id, contact_id, event_id",
+    ),
+)

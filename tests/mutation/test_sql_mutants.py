@@ -1,0 +1,27 @@
+"""The hand-written SQL mutants of `make mutation` still fit the ingest statement: each one's text occurs in it
+exactly once, and each one changes it. A mutant whose text has gone would otherwise fail the mutation run
+late, and one that changed nothing would survive for no reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.ingest import MOVE_STAGED
+from tests.mutation.sql_mutants import MUTANTS, SqlMutant, StaleMutantError, apply, by_name
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
+def test_each_mutant_applies_once_and_changes_the_statement(mutant: SqlMutant) -> None:
+    assert apply(MOVE_STAGED, mutant) != MOVE_STAGED
+
+
+def test_names_are_unique_and_found() -> None:
+    assert len({m.name for m in MUTANTS}) == len(MUTANTS)
+    assert by_name(MUTANTS[0].name) is MUTANTS[0]
+    with pytest.raises(KeyError, match="no SQL mutant named"):
+        by_name("no-such-mutant")
+
+
+def test_a_mutant_whose_text_is_gone_is_refused() -> None:
+    with pytest.raises(StaleMutantError, match="occurs 0 times"):
+        apply(MOVE_STAGED, SqlMutant("gone", "nothing", "no such text", "x"))
