@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: up test lint install docs clean
+.PHONY: up test lint install docs clean mutation
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "clickedge needs Python 3.11 or newer")'
@@ -36,7 +36,6 @@ test: $(STAMP) lint
 
 # Mutation testing of the token codec, the spool and the ingest statement: CPU-heavy, so not part of
 # `make test` (tests/README.md). ARGS='MUTANT ...' retests only those mutants.
-.PHONY: mutation
 mutation: $(STAMP)
 	$(BIN)/python -m tests.mutation.run $(ARGS)
 
@@ -44,4 +43,4 @@ docs: $(STAMP)  # the configuration reference, generated from the settings' decl
 	$(BIN)/clickedge config reference > docs/configuration.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* mutants

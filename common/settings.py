@@ -219,8 +219,12 @@ def load(
         try:
             values[f.name] = spec.parse(raw)
         except (ValueError, TypeError) as exc:
-            shown = "<redacted>" if spec.secret else repr(raw)
-            raise ConfigError(f"{source}={shown} is not valid: {exc}") from None
+            if spec.secret:  # neither here nor in the parser's message (int() quotes what it refused)
+                detail = str(exc)
+                if raw:
+                    detail = detail.replace(repr(raw)[1:-1], "<redacted>").replace(raw, "<redacted>")
+                raise ConfigError(f"{source}=<redacted> is not valid: {detail}") from None
+            raise ConfigError(f"{source}={raw!r} is not valid: {exc}") from None
         if sources is not None:
             sources[f.name] = source
     return cls(**values)

@@ -63,12 +63,14 @@ MUTANTS = (
     SqlMutant(
         "pairs-grouped-per-link",
         "GROUP BY loses contact_id: one clicker per link and batch",
-        "SELECT campaign_id, link_id, contact_id, min(clicked_at), max(clicked_at), count(*)\n"
+        "SELECT campaign_id, link_id, contact_id, min(clicked_at) AS first_click, max(clicked_at) AS last_click,\n"
+        "           count(*) AS clicks\n"
         "    FROM inserted WHERE contact_id <> 0\n"
-        "    GROUP BY campaign_id, link_id, contact_id ORDER BY campaign_id, link_id, contact_id",
-        "SELECT campaign_id, link_id, min(contact_id), min(clicked_at), max(clicked_at), count(*)\n"
+        "    GROUP BY campaign_id, link_id, contact_id\n",
+        "SELECT campaign_id, link_id, min(contact_id) AS contact_id, min(clicked_at) AS first_click,\n"
+        "           max(clicked_at) AS last_click, count(*) AS clicks\n"
         "    FROM inserted WHERE contact_id <> 0\n"
-        "    GROUP BY campaign_id, link_id ORDER BY campaign_id, link_id",
+        "    GROUP BY campaign_id, link_id\n",
     ),
     SqlMutant(
         "pairs-first-click-overwritten",
@@ -91,8 +93,8 @@ MUTANTS = (
     SqlMutant(
         "pairs-every-pair-new",
         "a returning clicker counts as a new unique click",
-        "(xmax = 0) AS is_new",
-        "true AS is_new",
+        "first_click, (xmax = 0) AS is_new",
+        "first_click, true AS is_new",
     ),
     SqlMutant(
         "pairs-lock-order-dropped",
@@ -103,14 +105,26 @@ MUTANTS = (
     SqlMutant(
         "clickers-without-is-new-filter",
         "none expected: a pair that is not new belongs to a contact already a clicker, and ON CONFLICT skips it",
-        "SELECT campaign_id, contact_id, min(first_click) FROM pairs WHERE is_new",
-        "SELECT campaign_id, contact_id, min(first_click) FROM pairs",
+        "    WHERE p.is_new OR p.first_click = b.first_click\n",
+        "",
+    ),
+    SqlMutant(
+        "clickers-only-new-pairs",
+        "a contact's first click in the campaign stays later than an earlier click an edge delivered late",
+        "WHERE p.is_new OR p.first_click = b.first_click",
+        "WHERE p.is_new",
+    ),
+    SqlMutant(
+        "clickers-first-click-moves-later",
+        "a returning contact's first click on another link replaces their earlier first click in the campaign",
+        "\n        WHERE EXCLUDED.first_click < cc.first_click",
+        "",
     ),
     SqlMutant(
         "clickers-latest-first-click",
         "a contact's first click in the campaign is the later of two links' first clicks",
-        "min(first_click) FROM pairs WHERE is_new",
-        "max(first_click) FROM pairs WHERE is_new",
+        "min(p.first_click)",
+        "max(p.first_click)",
     ),
     SqlMutant(
         "per-link-unique-without-is-new-filter",
@@ -153,8 +167,14 @@ MUTANTS = (
     SqlMutant(
         "per-campaign-clickers-from-pairs",
         "a contact who clicks two links counts as two unique clickers",
-        "LEFT JOIN (SELECT campaign_id, count(*) AS n FROM clickers GROUP BY campaign_id) k",
-        "LEFT JOIN (SELECT campaign_id, count(*) AS n FROM pairs WHERE is_new GROUP BY campaign_id) k",
+        "FROM clickers WHERE is_new GROUP BY campaign_id) k",
+        "FROM pairs WHERE is_new GROUP BY campaign_id) k",
+    ),
+    SqlMutant(
+        "per-campaign-clickers-counting-moves",
+        "a clicker whose first click an earlier late click moved counts as another unique clicker",
+        "FROM clickers WHERE is_new GROUP BY campaign_id) k",
+        "FROM clickers GROUP BY campaign_id) k",
     ),
     SqlMutant(
         "per-campaign-clicks-overwritten",
@@ -201,7 +221,13 @@ MUTANTS = (
     SqlMutant(
         "applied-without-on-conflict",
         "a contact's second qualifying click (a later batch) fails the batch instead of applying nothing",
-        "    ON CONFLICT DO NOTHING\n    RETURNING campaign_id, link_id, contact_id, event_id",
-        "    RETURNING campaign_id, link_id, contact_id, event_id",
+        "    ON CONFLICT DO NOTHING\n    RETURNING campaign_id, link_id, contact_id\n",
+        "    RETURNING campaign_id, link_id, contact_id\n",
+    ),
+    SqlMutant(
+        "first-clicks-every-click",
+        "a batch with two clicks of one contact on one link (or one event id twice) applies its actions twice",
+        "SELECT DISTINCT ON (i.campaign_id, i.link_id, i.contact_id)\n",
+        "SELECT\n",
     ),
 )
