@@ -145,13 +145,13 @@ def test_an_edge_runs_from_the_file_and_logs_json(data_dir: Path, tmp_path: Path
         deadline = time.monotonic() + 30
         while True:  # polling a starting process, with a deadline
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as resp:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
                     assert 'clickedge_edge_requests_total{outcome="redirect",worker="0"}' in resp.read().decode()
                     break
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "the edge did not start"
                 time.sleep(0.05)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
             assert resp.status == 200
     finally:
         proc.terminate()
