@@ -322,8 +322,6 @@ class Spool:
     def probe(self) -> bool:
         """After a refused append: is there room again? Writes and removes one page-sized file, so a
         recovered disk is noticed even when no clicks arrive (a load balancer has moved them away)."""
-        if self.healthy:
-            return True
         if self._bytes + self.external_bytes >= self.max_bytes:
             return False
         path = self.directory / "probe"

@@ -64,6 +64,46 @@ def test_parse_counts_every_corrupt_stretch_and_takes_an_empty_payload() -> None
     assert (end, corrupt, resyncing) == (len(data), 2, False)
 
 
+def test_parse_does_not_count_again_a_stretch_the_previous_chunk_counted() -> None:
+    data = b"rest of a stretch" + frame(eid(1), payload(1)) + b"junk"
+    assert parse(data, final=True, resyncing=True)[1:] == (len(data), 1, False)  # only the later stretch
+    assert parse(data, final=True)[1:] == (len(data), 2, False)
+    assert parse(data, final=True, resyncing=True).records == [(eid(1), payload(1))]
+
+
+def test_a_directory_fsync_the_filesystem_does_not_support_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = os.fsync
+
+    def directories_unsupported(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")  # as some filesystems answer for a directory
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", directories_unsupported)
+    spool = opened(tmp_path, segment_bytes=200)  # opening makes a segment, and fsyncs the directory
+    fill(spool, 0, 10)  # ...as each rotation does
+    assert len(spool.segments()) > 1 and drain(spool) == list(range(10))
+    spool.close()
+
+
+def test_a_directory_fsync_that_fails_fails_the_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = opened(tmp_path, segment_bytes=200)
+    fill(spool, 0, 10)
+    fds, _ = spool.sync_targets()
+    assert len(fds) > 1  # segments were made since the last sync: the directory must be synced too
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        spool.sync_fds(fds)
+    monkeypatch.undo()
+    spool.close()
+
+
 def test_records_survive_restart_and_acked_ones_are_not_replayed(tmp_path: Path) -> None:
     spool = opened(tmp_path, segment_bytes=500)
     fill(spool, 0, 30)
