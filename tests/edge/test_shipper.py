@@ -417,9 +417,11 @@ async def test_the_dead_letter_file_stays_within_its_share_of_the_spool_cap(
                     return len(dead_letter.read_bytes().splitlines()) if dead_letter.exists() else 0
 
                 async def full() -> bool:
-                    # No room for one more line, and every line written is acknowledged in the spool.
+                    # No room for one more line, every line written is acknowledged in the spool, and the
+                    # next refused batch was kept for later (a retry: the collector itself answers at once).
                     room = shipper.dead_letter_max - spool.external_bytes
-                    return 0 < room < 1500 and spool.unacknowledged_records == 30 - letters()
+                    kept = value(shipper._metrics.ship_retries) > 0
+                    return 0 < room < 1500 and spool.unacknowledged_records == 30 - letters() and kept
 
                 await eventually(full)
                 assert dead_letter.stat().st_size <= shipper.dead_letter_max
@@ -459,6 +461,44 @@ async def test_a_read_that_finds_no_complete_record_waits_instead_of_spinning(tm
             for _ in range(3):
                 await asyncio.sleep(0.05)  # the loop turns: the shipper awaits (a spinning one never lets it)
         assert not shipper.wake.is_set()
+    finally:
+        spool.close()
+
+
+async def test_a_drain_against_a_collector_that_keeps_refusing_stops_at_its_deadline(tmp_path: Path) -> None:
+    spool = spool_of(tmp_path / "spool", [click(1, n) for n in range(3)])
+    seen: list[int] = []
+    try:
+        async with serving(answering(503, seen)) as unavailable:
+            shipper = new_shipper(spool, str(unavailable.make_url("")).rstrip("/"), tmp_path)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 1.0
+            await shipper.drain(deadline)
+            assert loop.time() >= deadline  # it kept trying, backing off, until its deadline...
+            assert len(seen) >= 2 and set(seen) == {503}
+            assert spool.unacknowledged_records == 3  # ...and what it could not ship stays for the next start
+            await shipper.close()
+    finally:
+        spool.close()
+
+
+async def test_a_drain_stops_at_bytes_that_are_not_a_whole_record(tmp_path: Path) -> None:
+    # What is left is not a complete record (it may be one being written when the process stopped): the next
+    # start deals with it. The drain returns rather than waiting out its deadline for more.
+    spool = spool_of(tmp_path / "spool", [])
+    try:
+        fd = os.open(spool.directory / _name(spool.position.segment), os.O_WRONLY | os.O_APPEND)
+        os.write(fd, MAGIC)  # the start of a record, and no more
+        os.close(fd)
+        spool._sizes[spool.position.segment] += len(MAGIC)
+        spool._size += len(MAGIC)
+        spool._bytes += len(MAGIC)
+        shipper = new_shipper(spool, "http://127.0.0.1:9", tmp_path)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(30):
+            await shipper.drain(loop.time() + 3600)
+        assert spool.unacknowledged_bytes == len(MAGIC)
+        await shipper.close()
     finally:
         spool.close()
 
