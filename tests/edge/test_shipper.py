@@ -68,6 +68,18 @@ def new_shipper(spool: Spool, url: str, tmp_path: Path, **kw: Any) -> Shipper:
     )
 
 
+def append_raw(spool: Spool, data: bytes) -> None:
+    """Bytes at the end of the active segment that are not a whole record, as the spool would count them."""
+    fd = os.open(spool.directory / _name(spool.position.segment), os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    spool._sizes[spool.position.segment] += len(data)
+    spool._size += len(data)
+    spool._bytes += len(data)
+
+
 @asynccontextmanager
 async def serving(app: web.Application) -> AsyncIterator[TestServer]:
     server = TestServer(app)
@@ -445,13 +457,7 @@ async def test_a_read_that_finds_no_complete_record_waits_instead_of_spinning(tm
     # active segment): the shipper must wait for more, not loop without ever awaiting.
     spool = spool_of(tmp_path / "spool", [])
     try:
-        fd = os.open(spool.directory / _name(spool.position.segment), os.O_WRONLY | os.O_APPEND)
-        junk = HEADER.pack(MAGIC, 0xFFFFFFFF, 0, bytes(16)) + b"zzzz"  # a header with a length no record has
-        os.write(fd, junk)
-        os.close(fd)
-        spool._sizes[spool.position.segment] += len(junk)
-        spool._size += len(junk)
-        spool._bytes += len(junk)
+        append_raw(spool, HEADER.pack(MAGIC, 0xFFFFFFFF, 0, bytes(16)) + b"zzzz")  # a length no record has
         shipper = new_shipper(spool, "http://127.0.0.1:9", tmp_path)
         assert await shipper.ship_once() == MOVED  # past the corrupt bytes, but the last (it may start a magic)
         assert spool.unacknowledged_bytes == 1
@@ -487,12 +493,7 @@ async def test_a_drain_stops_at_bytes_that_are_not_a_whole_record(tmp_path: Path
     # start deals with it. The drain returns rather than waiting out its deadline for more.
     spool = spool_of(tmp_path / "spool", [])
     try:
-        fd = os.open(spool.directory / _name(spool.position.segment), os.O_WRONLY | os.O_APPEND)
-        os.write(fd, MAGIC)  # the start of a record, and no more
-        os.close(fd)
-        spool._sizes[spool.position.segment] += len(MAGIC)
-        spool._size += len(MAGIC)
-        spool._bytes += len(MAGIC)
+        append_raw(spool, MAGIC)  # the start of a record, and no more
         shipper = new_shipper(spool, "http://127.0.0.1:9", tmp_path)
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(30):
