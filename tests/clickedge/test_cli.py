@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import asyncpg
 import orjson
 import pytest
 
+from clickedge.pgembed import free_port
 from collector import campaigns
 from links import keys
 from links.rewrite import LinkSlot
@@ -158,32 +158,35 @@ def test_secrets_are_redacted_in_errors(database_url: str) -> None:
     assert password  # the embedded PostgreSQL's, which this test must not print either
     wrong = f"postgresql://{user}:pw-s3cret@{where}/clickedge?sslpassword=ssl-s3cret"
     missing = f"postgresql://{user}:{password}@{where}/clickedge_no_such_db"
-    closed = f"postgresql://u:pw-s3cret@127.0.0.1:{_closed_port()}/db?password=q-s3cret"
+    closed = f"postgresql://u:pw-s3cret@127.0.0.1:{free_port()}/db?password=q-s3cret"
     config_error = "configuration error: the database at postgresql://"
     cases = [
         (
             ["migrate"],
+            2,
             wrong,
             f"clickedge migrate: {config_error}{user}:***@{where}/clickedge?sslpassword=*** refused the "
             f'credentials: password authentication failed for user "{user}"',
         ),
         (
             ["webhooks"],
+            2,
             missing,
             f"clickedge webhooks: {config_error}{user}:***@{where}/clickedge_no_such_db does not exist: "
             'database "clickedge_no_such_db" does not exist',
         ),
         (
             ["apikeys"],
+            1,
             closed,
             f"clickedge apikeys: cannot connect to the database at postgresql://u:***@127.0.0.1:"
             f"{urlsplit(closed).port}/db?password=***: ",
         ),
-        (["actions", "--campaign", "1", "--link", "1"], missing, f"clickedge actions: {config_error}{user}:***@"),
+        (["actions", "--campaign", "1", "--link", "1"], 2, missing, f"clickedge actions: {config_error}{user}:***@"),
     ]
-    for args, dsn, message in cases:
+    for args, code, dsn, message in cases:
         result = clickedge(*args, env={"CLICKEDGE_DATABASE_URL": dsn})
-        assert result.returncode in (1, 2), result.stderr
+        assert result.returncode == code, result.stderr
         assert _one_line(result).startswith(message), (message, result.stderr)
         for secret in ("pw-s3cret", "ssl-s3cret", "q-s3cret", password):
             assert secret not in result.stderr + result.stdout, (args, result.stderr)
@@ -205,12 +208,10 @@ def test_migrate_without_a_database_says_what_to_set() -> None:
 NEWSLETTER = '<p><a href="https://shop.example.com/?a=1&amp;b=2">Shop</a> <a href="mailto:x@example.com">m</a></p>\n'
 
 
-def test_rewrite_registers_links_and_the_recipient(data_dir: Path, database_url: str, tmp_path: Path) -> None:
-    import asyncio
-
-    import asyncpg
-
-    campaign = 3_900_000_000 + os.getpid() % 1_000_000
+def test_rewrite_registers_links_and_the_recipient(
+    data_dir: Path, database_url: str, tmp_path: Path, campaign_id: int
+) -> None:
+    campaign = campaign_id
     text = tmp_path / "message.txt"
     text.write_text("Shop at https://shop.example.com/?a=1&b=2 today.\n")
     env = {"CLICKEDGE_DATABASE_URL": database_url}
@@ -271,8 +272,8 @@ def test_rewrite_registers_links_and_the_recipient(data_dir: Path, database_url:
     assert bad.returncode == 2 and "actions[0].type must be one of" in bad.stderr
 
 
-def test_actions_past_their_limits_are_refused_by_the_command_line(database_url: str) -> None:
-    campaign = 3_950_000_000 + os.getpid() % 1_000_000
+def test_actions_past_their_limits_are_refused_by_the_command_line(database_url: str, campaign_id: int) -> None:
+    campaign = campaign_id
     env = {"CLICKEDGE_DATABASE_URL": database_url}
 
     async def register() -> None:
@@ -319,15 +320,9 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[-1]
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # nothing listens there once it is closed
-
-
 @pytest.mark.parametrize("command", ["migrate", "up"])
 def test_an_unreachable_database_is_one_line_and_exit_1(command: str, tmp_path: Path) -> None:
-    dsn = f"postgresql://u:pw-s3cret@127.0.0.1:{_closed_port()}/db"
+    dsn = f"postgresql://u:pw-s3cret@127.0.0.1:{free_port()}/db"
     args = ["--data-dir", str(tmp_path / "d"), "--edge-port", "0", "--collector-port", "0"] if command == "up" else []
     result = clickedge(command, "--database-url", dsn, *args)
     assert result.returncode == 1

@@ -388,7 +388,6 @@ async def test_one_unusable_webhook_does_not_stop_the_others(
             await settle(db, [unusable])
     # Recorded against that row alone: the HTTP client's own error, without the URL it could not parse.
     assert (row["last_error"], row["delivered_at"]) == ("InvalidUrlClientError: (a URL that cannot be parsed)", None)
-    assert row["attempts"] >= 1  # retried after its backoff, by either collector: once or more by now
 
 
 def test_a_garbled_signature_is_refused_not_an_error() -> None:
@@ -428,7 +427,9 @@ async def test_webhooks_to_internal_addresses_are_refused_at_delivery(
                 assert row["delivered_at"] is None and row["later"]  # retried later, like any failure
             unopened = " (not opened by CLICKEDGE_WEBHOOK_ALLOW_NETWORKS)"
             by_name = errors.pop(hooks[0])  # what else localhost resolves to (::1) depends on the machine
-            assert by_name.startswith("refused: localhost resolves to no allowed address: 127.0.0.1 is loopback")
+            # In the resolver's order, which puts ::1 first on a machine with IPv6 configured.
+            assert by_name.startswith("refused: localhost resolves to no allowed address: ")
+            assert "127.0.0.1 is loopback" in by_name
             assert by_name.endswith(" is loopback" + unopened), by_name
             assert errors == {
                 hooks[1]: "refused: 127.0.0.1 is loopback" + unopened,

@@ -13,7 +13,7 @@ from tests.collector.test_ingest import batch
 from tests.conftest import INGEST_SECRET, eventually
 from tests.faults.harness import CollectorProc, wait_http
 
-GRACE = 3.0
+GRACE = 8.0  # long enough for the probes below to see it on a busy machine
 
 
 async def test_sigterm_finishes_the_batch_in_flight_then_exits_0(
@@ -29,46 +29,53 @@ async def test_sigterm_finishes_the_batch_in_flight_then_exits_0(
     lock = blocker.transaction()
     await lock.start()
     await blocker.execute("LOCK TABLE campaign_stats IN ACCESS EXCLUSIVE MODE")
-    async with aiohttp.ClientSession() as http:
-        posted = asyncio.create_task(
-            http.post(
-                f"{proc.url}/v1/clicks",
-                data=orjson.dumps(batch(campaign_id, 5)),
-                headers={"Authorization": f"Bearer {INGEST_SECRET}"},
-            )
-        )
-
-        async def waiting_on_the_lock() -> bool:
-            return bool(
-                await db.fetchval(
-                    "SELECT count(*) FROM pg_locks WHERE relation = 'campaign_stats'::regclass AND NOT granted"
+    try:
+        async with aiohttp.ClientSession() as http:
+            posted = asyncio.create_task(
+                http.post(
+                    f"{proc.url}/v1/clicks",
+                    data=orjson.dumps(batch(campaign_id, 5)),
+                    headers={"Authorization": f"Bearer {INGEST_SECRET}"},
                 )
             )
 
-        await eventually(waiting_on_the_lock)
-        proc.proc.send_signal(signal.SIGTERM)
+            async def waiting_on_the_lock() -> bool:
+                return bool(
+                    await db.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE relation = 'campaign_stats'::regclass AND NOT granted"
+                    )
+                )
 
-        async def not_ready_but_serving() -> bool:
-            async with http.get(f"{proc.url}/readyz") as ready, http.get(f"{proc.url}/healthz") as health:
-                return ready.status == 503 and health.status == 200
+            await eventually(waiting_on_the_lock)
+            proc.proc.send_signal(signal.SIGTERM)
 
-        await eventually(not_ready_but_serving, timeout=GRACE)  # told the balancer, and still serving
+            async def not_ready_but_serving() -> bool:
+                async with http.get(f"{proc.url}/readyz") as ready, http.get(f"{proc.url}/healthz") as health:
+                    return ready.status == 503 and health.status == 200
 
-        async def no_longer_accepting() -> bool:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", proc.port)
-            except OSError:
-                return True
-            writer.close()
-            return False
+            await eventually(not_ready_but_serving, timeout=GRACE)  # told the balancer, and still serving
 
-        await eventually(no_longer_accepting, timeout=GRACE + 10)  # the grace is over: it stopped accepting
-        assert not posted.done()
-        await lock.rollback()  # the batch goes on: it is answered after its COMMIT, before the process exits
-        await blocker.close()
-        async with await posted as resp:
-            assert resp.status == 200
-            assert await resp.json() == {"received": 5, "inserted": 5, "duplicates": 0, "refused": 0}
+            async def no_longer_accepting() -> bool:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+                except OSError:
+                    return True
+                writer.close()
+                return False
+
+            await eventually(no_longer_accepting, timeout=GRACE + 10)  # the grace is over: it stopped accepting
+            assert not posted.done()
+            await lock.rollback()  # the batch goes on: it is answered after its COMMIT, before the process exits
+            await blocker.close()
+            async with await posted as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"received": 5, "inserted": 5, "duplicates": 0, "refused": 0}
+    except BaseException:
+        proc.proc.kill()  # a failure leaves no collector running
+        raise
+    finally:
+        if not blocker.is_closed():
+            await blocker.close()  # nor a lock on a table every later test writes
     async with asyncio.timeout(30):
         assert await proc.proc.wait() == 0
     assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 5

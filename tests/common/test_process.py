@@ -17,6 +17,7 @@ import pytest
 
 from common import process
 from common.process import HEARTBEAT_ENV, start_heartbeat
+from tests.conftest import eventually
 
 SCRIPT = """
 import asyncio, logging, os, signal, sys
@@ -96,8 +97,30 @@ async def test_a_heartbeat_beats_into_its_pipe_and_stops_when_the_supervisor_is_
     loop.add_reader(read_end, readable)
     assert await asyncio.wait_for(beat, 10) == b"."  # and the next from the loop's timer
     loop.remove_reader(read_end)
+    attempts: list[str] = []
+    write = os.write
+
+    def watched(fd: int, data: bytes | memoryview) -> int:
+        if fd != write_end:
+            return write(fd, data)
+        try:
+            return write(fd, data)
+        except OSError as exc:
+            attempts.append(type(exc).__name__)
+            raise
+
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    monkeypatch.setattr(os, "write", watched)
     os.close(read_end)  # the supervisor is gone: the next write fails and beating stops, quietly
-    await asyncio.sleep(0.05)  # a few beats' time: none may raise (the process ignores SIGPIPE)
+
+    async def failed_once() -> bool:
+        return bool(attempts)
+
+    await eventually(failed_once, timeout=10)
+    await asyncio.sleep(20 * process.HEARTBEAT_INTERVAL)  # twenty beats' time (absence takes time to show)
+    assert attempts == ["BrokenPipeError"]  # one failed write (SIGPIPE is ignored), and no beat after it
+    assert errors == []
     os.close(write_end)
 
 

@@ -228,7 +228,10 @@ async def test_the_access_log_samples_the_fraction_asked_for(
     assert 0 < len(expected) < count  # the seed samples some and skips some: a rate of 1.0 or 0 would fail
     caplog.set_level(logging.INFO, logger="clickedge.access")
     async with run_edge(access_log_sample=fraction) as edge:
-        assert isinstance(edge.http.handler, SampledAccessLog)  # what the setting installs...
+        installed = edge.http.handler
+        assert (
+            isinstance(installed, SampledAccessLog) and installed._fraction == fraction
+        )  # what the setting installs...
         edge.http.handler = SampledAccessLog(edge.handler, fraction, random.Random(seed))  # ...seeded
         reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
         token = mint(data_dir)

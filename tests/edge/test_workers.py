@@ -147,6 +147,9 @@ async def test_a_stop_signalled_to_every_process_at_once_still_drains(
         # As systemd does: every process of the unit at once, the supervisor passing its own on as well.
         for pid in [*children(proc.pid), proc.pid]:
             os.kill(pid, signal.SIGTERM)
+    except BaseException:
+        proc.send_signal(signal.SIGTERM)  # a failure before the stop: stop it anyway, or the wait never ends
+        raise
     finally:
         async with asyncio.timeout(30):
             code = await proc.wait()

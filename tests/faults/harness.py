@@ -214,7 +214,7 @@ async def drive(
     async def watch() -> None:
         nonlocal stopped
         # A connection of its own, as a load balancer's health checker has.
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as checker:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as checker:
             while not stopped:
                 try:
                     async with checker.get(f"{urls[0]}/readyz") as resp:

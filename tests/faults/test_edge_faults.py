@@ -7,6 +7,7 @@ a 302, and ends by comparing that with PostgreSQL: none missing, none written tw
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import signal
@@ -20,6 +21,8 @@ import pytest
 from common.events import EventIds, click_payload
 from edge.spool import HEADER_SIZE, Spool, frame, parse
 from tests.collector.clock import RECENT_US
+from tests.collector.derived import Rows, recount
+from tests.collector.derived import snapshot as snapshot_of
 from tests.conftest import eventually
 from tests.faults.harness import (
     CollectorProc,
@@ -96,21 +99,31 @@ async def test_kill_9_of_edge_workers_loses_no_answered_click(
     await edge.start()
     try:
         await wait_http(f"{edge.url}/readyz")
-        work = tokens(data_dir, campaign_id, 4000)
+        load, enough = Load(), asyncio.Event()
         kills = 0
         rng = chaos("kill -9")
 
         async def killer() -> None:
+            # Five kills at random moments, each while clicks are being answered: the load runs until they
+            # are done, and each kill waits for the load to go on again after the one before.
             nonlocal kills
-            for _ in range(5):
-                await asyncio.sleep(rng.uniform(0.1, 0.4))  # a random moment, not a synchronisation
-                workers = children(edge.pid)
-                if workers:
-                    os.kill(rng.choice(sorted(workers)), signal.SIGKILL)
-                    kills += 1
+            try:
+                for _ in range(5):
+                    await eventually(functools.partial(answered_since, len(load.answered)), timeout=60)
+                    await asyncio.sleep(rng.uniform(0.1, 0.4))  # a random moment, not a synchronisation
+                    workers = children(edge.pid)
+                    if workers:
+                        os.kill(rng.choice(sorted(workers)), signal.SIGKILL)
+                        kills += 1
+            finally:
+                enough.set()
 
-        load, _ = await asyncio.gather(drive(edge.url, work, concurrency=16), killer())
-        assert kills >= 3
+        async def answered_since(count: int) -> bool:
+            return len(load.answered) >= count + 100
+
+        work = token_stream(data_dir, campaign_id)
+        await asyncio.gather(drive(edge.url, work, concurrency=16, load=load, until=enough), killer())
+        assert kills == 5
         # How many were answered depends on when the kills fell (a killed worker's connections fail until
         # the supervisor restarts it); what must hold is that each answered click arrives exactly once.
         assert load.answered
@@ -212,7 +225,7 @@ async def test_the_same_spool_replayed_twice_changes_nothing(
     await wait_http(f"{edge.url}/readyz")
     load = await drive(edge.url, tokens(data_dir, campaign_id, 300))
     assert load.failed == 0
-    async with asyncio.timeout(5):  # the stop itself: no wait for a collector that is not there
+    async with asyncio.timeout(30):
         assert await edge.stop() == 0  # everything stays spooled
     spool = data_dir / "spool" / "worker-0"
     copy = data_dir / "spool-copy"
@@ -221,14 +234,13 @@ async def test_the_same_spool_replayed_twice_changes_nothing(
     await collector.start()
     await wait_http(f"{collector.url}/readyz")
 
-    async def snapshot() -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    async def snapshot() -> dict[str, Rows]:
         conn = await asyncpg.connect(database_url)
         try:
-            clicks = await conn.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY event_id", campaign_id)
-            counts = await conn.fetch("SELECT * FROM link_click_counts WHERE campaign_id = $1", campaign_id)
+            assert await recount(conn, campaign_id) == {}  # every counter equals its recount from the clicks
+            return await snapshot_of(conn, campaign_id)  # every table ingest and the link actions write
         finally:
             await conn.close()
-        return clicks, counts
 
     try:
         for attempt in range(2):
@@ -281,14 +293,16 @@ async def test_clicks_answered_during_the_drain_are_shipped_before_exit(
 ) -> None:
     # A client that ignores /readyz keeps clicking through the grace period until the edge stops
     # accepting: every click it got a 302 for must still be shipped before the edge exits.
-    edge = EdgeProc(data_dir, collector_proc.port, "--drain-grace", "0.5")
+    edge = EdgeProc(data_dir, collector_proc.port, "--drain-grace", "2")
     await edge.start()
     await wait_http(f"{edge.url}/readyz")
     load, gone = Load(), asyncio.Event()
+    before_signal: set[tuple[int, int]] = set()
 
     async def terminate() -> int:
         await under_load(load)
         assert edge.proc is not None
+        before_signal.update(load.answered)
         edge.proc.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(30):
@@ -301,6 +315,7 @@ async def test_clicks_answered_during_the_drain_are_shipped_before_exit(
     )
     assert code == 0
     assert load.failed > 0 and len(load.answered) >= 500  # it kept going until the edge closed
+    assert load.answered - before_signal  # and clicks were answered during the drain (then shipped, below)
     assert await asyncio.to_thread(spooled_records, data_dir / "spool" / "worker-0") == 0
     await assert_exactly_once(database_url, campaign_id, load.answered, sent=load.attempted, timeout=5)
 
