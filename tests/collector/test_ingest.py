@@ -100,6 +100,16 @@ async def test_redelivered_batch_changes_nothing(
     assert await metric(client, "clickedge_collector_clicks_duplicate_total") == duplicates_before + 50
 
 
+async def test_an_empty_batch_is_answered_and_counts_nothing(client: TestClient[Any, Any]) -> None:
+    # The edge never sends one; a probe or another client may.
+    names = ("clickedge_collector_clicks_received_total", "clickedge_collector_clicks_duplicate_total")
+    before = [await metric(client, name) for name in names]
+    resp = await client.post("/v1/clicks", data=orjson.dumps({"v": 1, "edge": "probe", "clicks": []}), headers=AUTH)
+    assert resp.status == 200
+    assert await resp.json() == {"received": 0, "inserted": 0, "duplicates": 0, "refused": 0}
+    assert [await metric(client, name) for name in names] == before
+
+
 async def test_ingest_lag_is_measured_from_the_oldest_click_of_each_batch(
     client: TestClient[Any, Any], campaign_id: int
 ) -> None:

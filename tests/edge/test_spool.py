@@ -846,3 +846,88 @@ def test_a_failed_ledger_write_is_counted(tmp_path: Path, monkeypatch: pytest.Mo
     assert spool.stats.ledger_errors == 2 and spool.stats.acked == 3
     spool.close()
     assert drain(opened(tmp_path)) == []  # the last ledger written says everything was acknowledged
+
+
+# -- from the survivors of `make mutation` (tests/README.md) -----------------------------------------------
+
+
+def test_a_write_needs_a_sync_without_a_rotation(tmp_path: Path) -> None:
+    spool = opened(tmp_path)  # segments far larger than one record: no rotation
+    spool.sync()
+    assert not spool.needs_sync
+    assert spool.append(eid(0), payload(0))
+    assert spool.needs_sync  # else the syncer skips it, and fsync=always answers with nothing on disk
+    fds, records = spool.sync_targets()
+    assert records == 1 and fds
+    spool.sync_fds(fds)
+    spool.sync_done(fds, ok=True)
+    assert not spool.needs_sync
+    spool.close()
+
+
+def test_a_failed_sync_is_tried_again_at_the_next_tick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = opened(tmp_path)
+    assert spool.append(eid(0), payload(0))
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError):
+        spool.sync()
+    assert spool.needs_sync  # no new click needed: the next tick tries (and counts) again
+    monkeypatch.undo()
+    spool.close()
+
+
+def test_reaching_the_cap_shared_with_the_dead_letter_file_stays_full(tmp_path: Path) -> None:
+    record = len(frame(eid(0), payload(0)))
+    spool = opened(tmp_path, max_bytes=2 * record)
+    spool.external_bytes = record  # the dead-letter file's share
+    assert spool.add(eid(0), payload(0))  # buffered: it fits
+    assert not spool.add(eid(1), payload(1))  # with it, the cap is reached: refused, the spool full
+    assert spool.flush()  # the first is written...
+    assert spool.full and not spool.healthy  # ...and the cap, counted with the dead letters, still holds
+    spool.close()
+
+
+def test_a_spool_directory_is_made_with_its_parents(tmp_path: Path) -> None:
+    spool = opened(tmp_path / "spool" / "worker-0")  # a fresh data directory
+    assert spool.append(eid(0), payload(0)) and drain(spool) == [0]
+    spool.close()
+
+
+def test_a_corrupt_first_record_of_a_later_segment_is_counted(tmp_path: Path) -> None:
+    spool = opened(tmp_path, segment_bytes=200)
+    fill(spool, 0, 10)
+    spool.close()
+    second = tmp_path / _name(sorted(opened_segments(tmp_path))[1])
+    data = bytearray(second.read_bytes())
+    data[HEADER_SIZE] ^= 0x01  # the first record's payload: its checksum fails
+    second.write_bytes(bytes(data))
+    again = opened(tmp_path, segment_bytes=200)
+    got = drain(again)
+    assert len(got) == 9 and again.stats.corrupt == 1
+    again.close()
+
+
+def opened_segments(directory: Path) -> list[int]:
+    return [int(p.name[: -len(".seg")]) for p in directory.glob("*.seg")]
+
+
+def test_a_finished_segments_garbage_tail_is_one_corrupt_stretch_read_once() -> None:
+    data = frame(eid(1), payload(1)) + b"garbage"
+    parsed = parse(data, final=True)
+    assert (parsed.end, parsed.corrupt, parsed.resyncing) == (len(data), 1, False)  # to its last byte
+
+
+def test_files_that_are_not_segments_are_left_alone(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    fill(spool, 0, 3)
+    spool.close()
+    for stray in ("notes.seg", "1234abc.seg", "12345678", "0000000000000001.seg.bak"):
+        (tmp_path / stray).write_bytes(b"not a segment")
+    again = opened(tmp_path)
+    assert drain(again) == [0, 1, 2]
+    again.close()
+    assert all((tmp_path / stray).exists() for stray in ("notes.seg", "1234abc.seg", "12345678"))

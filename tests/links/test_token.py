@@ -305,6 +305,10 @@ def test_destination_kept_byte_for_byte_and_iri_encoded() -> None:
     assert validate_destination("https://user:pw@bücher.example:8443/p?q=ä") == (
         "https://user:pw@xn--bcher-kva.example:8443/p?q=%C3%A4"
     )
+    # An ASCII host is kept as written, even one IDNA would refuse (a label over 63 characters, an empty one):
+    # only the path needs encoding, and the link is still tracked.
+    for host in ("a" * 64 + ".example", "a..b.example"):
+        assert validate_destination(f"http://{host}/ü") == f"http://{host}/%C3%BC"
 
 
 @pytest.mark.parametrize(
