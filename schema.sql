@@ -69,6 +69,9 @@ CREATE TABLE clicks (
     method       text NOT NULL,
     edge         text NOT NULL,
     received_at  timestamptz NOT NULL DEFAULT now(),
+    -- The request headers that tell a browser's navigation from a fetcher's, as the edge saw them
+    -- (common/signals.py: bits, and in bits 24 to 30 the layout they follow); NULL from an older edge.
+    signals      integer,
     PRIMARY KEY (contact_id, clicked_at, event_id)
 ) PARTITION BY RANGE (clicked_at);
 CREATE INDEX clicks_campaign_link ON clicks (campaign_id, link_id, clicked_at);
@@ -93,7 +96,8 @@ CREATE TABLE refused_clicks (
     client_ip      inet,
     user_agent     text NOT NULL,
     method         text NOT NULL,
-    received_at    timestamptz NOT NULL DEFAULT now()
+    received_at    timestamptz NOT NULL DEFAULT now(),
+    signals        integer
 );
 
 -- Report tables, kept at ingest from newly inserted click rows only, in the click's transaction, so a

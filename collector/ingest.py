@@ -35,6 +35,7 @@ STAGE_COLUMNS = (
     "client_ip",
     "user_agent",
     "method",
+    "signals",
     "edge",
 )
 
@@ -42,7 +43,7 @@ STAGE_COLUMNS = (
 CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS click_stage (
     contact_id bigint, clicked_at timestamptz, event_id uuid, campaign_id bigint, link_id bigint,
-    sent_at timestamptz, key_id integer, client_ip inet, user_agent text, method text, edge text
+    sent_at timestamptz, key_id integer, client_ip inet, user_agent text, method text, signals integer, edge text
 ) ON COMMIT DELETE ROWS
 """
 
@@ -53,9 +54,9 @@ CREATE TEMP TABLE IF NOT EXISTS click_stage (
 MOVE_STAGED = f"""
 WITH inserted AS (
     INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id,
-                        client_ip, user_agent, method, edge)
+                        client_ip, user_agent, method, signals, edge)
     SELECT contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id,
-           client_ip, user_agent, method, edge
+           client_ip, user_agent, method, signals, edge
     FROM click_stage
     ON CONFLICT DO NOTHING
     RETURNING contact_id, clicked_at, event_id, campaign_id, link_id
@@ -144,9 +145,9 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
 # Clicks refused for their time: kept once per event id, with the values as received.
 REFUSE = """
 INSERT INTO refused_clicks (event_id, reason, edge, clicked_at_us, campaign_id, link_id, contact_id, sent_at,
-                            key_id, client_ip, user_agent, method)
+                            key_id, client_ip, user_agent, method, signals)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
-                     $8::bigint[], $9::integer[], $10::inet[], $11::text[], $12::text[])
+                     $8::bigint[], $9::integer[], $10::inet[], $11::text[], $12::text[], $13::integer[])
 ON CONFLICT (event_id) DO NOTHING
 RETURNING reason
 """
@@ -265,6 +266,7 @@ async def _write_refused(
         [ipaddress.ip_address(c.client_ip) if c.client_ip else None for c in clicks],
         [c.user_agent for c in clicks],
         [c.method for c in clicks],
+        [c.signals for c in clicks],
     )
     counts = Counter(r["reason"] for r in rows)
     return tuple((reason, counts[reason]) for reason in REASONS if counts[reason])

@@ -20,6 +20,7 @@ from multidict import CIMultiDictProxy
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.events import EventIds, click_payload
+from common.signals import header_signals
 from edge.clientip import ClientIP
 from edge.metrics import EdgeMetrics
 from edge.protocol import Answer
@@ -150,6 +151,7 @@ class RedirectHandler:
             ip,
             headers.get("User-Agent", ""),
             method,
+            header_signals(headers.get),
         )
         # Written before the answer (see before_send): once the recipient has been redirected, the click is
         # in the kernel. If it cannot be kept (spool full, disk failing) the recipient still lands; it is

@@ -460,6 +460,7 @@ def stage_records(edge: str, clicks: list[Click]) -> list[tuple[Any, ...]]:
             None if c.client_ip is None else ipaddress.ip_address(c.client_ip),
             c.user_agent,
             c.method,
+            c.signals,
             edge,
         )
         for c in clicks

@@ -27,7 +27,7 @@ PARTITIONS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('clickedge.click_partiti
 
 
 def click(at_us: int) -> Click:
-    return Click(bytes(16), at_us, 1, 1, None, 0, 1, None, "ua", "GET")
+    return Click(bytes(16), at_us, 1, 1, None, 0, 1, None, "ua", "GET", None)
 
 
 def test_check_clock_refuses_clicks_ahead_of_the_clock_or_too_old() -> None:

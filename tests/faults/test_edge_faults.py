@@ -350,7 +350,7 @@ async def test_a_batch_the_collector_refuses_is_dead_lettered_and_the_rest_flows
     ids = EventIds()
     for n, ((contact, link), _) in enumerate(good):
         method = "PURGE" if n == 3 else "GET"
-        payload = click_payload(RECENT_US + n, campaign_id, link, contact, 0, 1, "192.0.2.1", "ua", method)
+        payload = click_payload(RECENT_US + n, campaign_id, link, contact, 0, 1, "192.0.2.1", "ua", method, 0)
         assert spool.append(ids.next_bytes(RECENT_US // 1000), payload)
     spool.close()
     refused = good[3][0]
