@@ -3,7 +3,7 @@ fetchers send them (MDN, "Sec-Fetch-Mode", "Sec-Fetch-Dest", "Sec-Fetch-User", "
 
 from __future__ import annotations
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from common import signals
 from common.signals import LAYOUT, LAYOUT_SHIFT, MAX_SIGNALS, describe, header_signals, layout
@@ -72,3 +72,9 @@ def test_every_signal_fits_the_column_and_has_a_name() -> None:
 
 def test_an_unknown_layout_is_named_not_misread() -> None:
     assert describe(5 << LAYOUT_SHIFT | 0b111) == ["layout-5"]
+
+
+def test_the_edges_reader_with_prepared_names_reads_the_same() -> None:
+    fast = signals.reader(istr)  # as edge/redirect.py makes it
+    for headers in (CHROME, SAFARI, {}, {"sec-purpose": "prefetch", "X-NATIVE-HOST": "1"}):
+        assert fast(CIMultiDict(headers).get) == bits(headers)
