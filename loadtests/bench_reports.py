@@ -108,7 +108,7 @@ async def run(clicks: int, requests: int) -> dict[str, Any]:
         await migrate_dsn(pg.dsn)
         contacts = max(10, clicks // 20)
         load_seconds = await load(pg.dsn, clicks, contacts)
-        config = CollectorConfig(database_url=pg.dsn, ingest_secret=SECRET, data_dir=root)
+        config = CollectorConfig(verdict_hold=0, database_url=pg.dsn, ingest_secret=SECRET, data_dir=root)
         runner = web.AppRunner(create_app(config), access_log=None)
         await runner.setup()
         port = free_port()

@@ -24,7 +24,9 @@ URL = "https://shop.example.com/pricing?utm_source=news#plans"
 async def test_click_arrives_in_postgres_with_the_right_fields(
     database_url: str, db: asyncpg.Connection, data_dir: Path, campaign_id: int
 ) -> None:
-    collector = TestServer(create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)))
+    collector = TestServer(
+        create_app(CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET))
+    )
     await collector.start_server()
     config = EdgeConfig(
         port=0,

@@ -47,7 +47,7 @@ def row(ids: EventIds, campaign_id: int, at_us: int, contact: int | None, ip: st
 
 @pytest.fixture
 async def client(database_url: str) -> AsyncIterator[TestClient[Any, Any]]:
-    config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)
+    config = CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET)
     async with TestClient(TestServer(create_app(config))) as client:
         yield client
 
@@ -126,7 +126,7 @@ async def test_partition_maintenance_moves_default_rows_into_their_months_partit
     await db.execute(PARTITIONS_LOCK)
     locked = True
     try:
-        config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)
+        config = CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET)
         async with TestClient(TestServer(create_app(config))) as client:
             ids, at_us = EventIds(), int(month.timestamp() * 1e6) + DAY_US
             body = orjson.dumps(

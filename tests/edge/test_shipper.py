@@ -141,7 +141,7 @@ def value(counter: Any) -> float:
 
 
 def collector_app(database_url: str) -> web.Application:
-    return create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET))
+    return create_app(CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET))
 
 
 async def rows(db: asyncpg.Connection, campaign_id: int) -> int:
