@@ -40,7 +40,8 @@ async def campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]
                   coalesce(k.script_clicks, 0) AS script_clicks
            FROM (SELECT link_id, name, destination FROM links WHERE campaign_id = $1 AND NOT decoy) l
            FULL JOIN (SELECT link_id, clicks, unique_clicks, scanner_clicks, preview_clicks, script_clicks
-                      FROM link_click_counts WHERE campaign_id = $1) k
+                      FROM link_click_counts WHERE campaign_id = $1
+                      AND link_id NOT IN (SELECT link_id FROM links WHERE campaign_id = $1 AND decoy)) k
                USING (link_id)
            ORDER BY link_id""",
         campaign_id,

@@ -41,11 +41,11 @@ SECRET = "bench-ingest-secret-0123456789"  # noqa: S105 - a throwaway database's
 
 LOAD = """
 INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id, client_ip, user_agent,
-                    method, edge)
+                    method, edge, verdict, verdict_reasons)
 SELECT 1 + (random() * ($2 - 1))::bigint,
        now() - interval '30 days' + random() * interval '30 days',
        gen_random_uuid(), $1, 1 + (random() * ($3 - 1))::int, now() - interval '31 days', 1,
-       '192.0.2.1', 'Mozilla/5.0 (bench)', 'GET', 'bench'
+       '192.0.2.1', 'Mozilla/5.0 (bench)', 'GET', 'bench', 'human', '{}'
 FROM generate_series(1, $4)
 """
 BUILD = [
