@@ -1,7 +1,7 @@
 """The hand-written SQL mutants of `make mutation` still fit the settling statement (collector/settle.py's
-SETTLE): each one's text occurs in it exactly once, each one changes it, and PostgreSQL accepts what it makes. A mutant whose text has gone would
-otherwise fail the mutation run late, one that changed nothing would survive for no reason, and one that is
-not valid SQL would be killed by any test and say nothing."""
+SETTLE): each one's text occurs in it exactly once, each one changes it, and PostgreSQL accepts what it makes.
+A mutant whose text has gone would otherwise fail the mutation run late, one that changed nothing would
+survive for no reason, and one that is not valid SQL would be killed by any test and say nothing."""
 
 from __future__ import annotations
 
