@@ -393,7 +393,11 @@ async def test_a_forwarded_address_with_a_huge_zone_is_recorded_and_the_worker_s
     await assert_exactly_once(database_url, campaign_id, {key}, sent={key})
     conn = await asyncpg.connect(database_url)
     try:
-        address = await conn.fetchval("SELECT host(client_ip) FROM clicks WHERE campaign_id = $1", campaign_id)
+        address = await conn.fetchval(
+            """SELECT host(client_ip) FROM clicks WHERE campaign_id = $1
+               UNION SELECT host(client_ip) FROM pending_clicks WHERE campaign_id = $1""",
+            campaign_id,
+        )
     finally:
         await conn.close()
     assert address == "fe80::1"
