@@ -406,6 +406,7 @@ ROUTES: tuple[Route, ...] = (
             "webhook endpoint; new_webhook_endpoints carries their signing secrets, shown this once",
             response=openapi.ACTIONS_SET,
             body=openapi.ACTIONS,
+            query=(openapi.ACTIONS_ON,),
         ),
     ),
     Route(

@@ -195,12 +195,13 @@ def _bursts(judged: list[_Judged], policy: Policy) -> None:
 
 
 def _repeats(candidates: list[_Judged], policy: Policy) -> None:
-    """The same link fetched twice within the burst window by clicks nothing else decided: both weigh."""
+    """The same link fetched twice within the burst window from one network by clicks nothing else decided:
+    both weigh (from two networks it is an echo, below)."""
     for i, a in enumerate(candidates):
         for b in candidates[i + 1 :]:
             if b.fetch.at - a.fetch.at > policy.burst_window:
                 break
-            if a.fetch.link_id == b.fetch.link_id:
+            if a.fetch.link_id == b.fetch.link_id and a.fetch.network == b.fetch.network:
                 for j in (a, b):
                     if "repeat" not in j.weighing:
                         j.weighing.append("repeat")
