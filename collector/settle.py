@@ -41,21 +41,23 @@ FOR UPDATE OF p SKIP LOCKED
 """
 
 # The clicks of the same contact and campaign within the window around the claimed ones, settled or not.
+# LATERAL: each group is a range scan of the primary key (contact_id, clicked_at) in the partitions its
+# window touches, never a scan of clicks.
 CONTEXT = """
 WITH g AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[])
         AS g(campaign_id, contact_id, lo, hi)
 )
-SELECT k.*, coalesce(l.decoy, false) AS decoy FROM (
+SELECT k.*, coalesce(l.decoy, false) AS decoy FROM g CROSS JOIN LATERAL (
     SELECT c.contact_id, c.clicked_at, c.event_id, c.campaign_id, c.link_id, c.sent_at, c.client_ip,
            c.user_agent, c.method, c.signals
-    FROM g JOIN clicks c ON c.contact_id = g.contact_id AND c.clicked_at BETWEEN g.lo AND g.hi
-                        AND c.campaign_id = g.campaign_id
+    FROM clicks c
+    WHERE c.contact_id = g.contact_id AND c.clicked_at BETWEEN g.lo AND g.hi AND c.campaign_id = g.campaign_id
     UNION ALL
     SELECT p.contact_id, p.clicked_at, p.event_id, p.campaign_id, p.link_id, p.sent_at, p.client_ip,
            p.user_agent, p.method, p.signals
-    FROM g JOIN pending_clicks p ON p.contact_id = g.contact_id AND p.clicked_at BETWEEN g.lo AND g.hi
-                                AND p.campaign_id = g.campaign_id
+    FROM pending_clicks p
+    WHERE p.contact_id = g.contact_id AND p.clicked_at BETWEEN g.lo AND g.hi AND p.campaign_id = g.campaign_id
 ) k LEFT JOIN links l ON l.campaign_id = k.campaign_id AND l.link_id = k.link_id
 """
 
