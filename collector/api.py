@@ -267,7 +267,7 @@ async def link_clickers(request: web.Request) -> web.StreamResponse:
     if _wants_csv(request):
         return await _stream_csv(
             request,
-            ["contact_id", "first_click", "last_click", "clicks"],
+            ["contact_id", "first_click", "last_click", "clicks", "verdict", "verdict_reasons"],
             _all_clickers(request.app[POOL], campaign_id, link_id, after),
             f"campaign-{campaign_id}-link-{link_id}-clickers.csv",
         )
@@ -281,7 +281,14 @@ async def _all_clickers(pool: asyncpg.Pool, campaign_id: int, link_id: int, afte
         async with pool.acquire() as conn:
             page = await reports.link_clickers(conn, campaign_id, link_id, after=after, limit=MAX_PAGE)
         for item in page["clickers"]:
-            yield [item["contact_id"], item["first_click"], item["last_click"], item["clicks"]]
+            yield [
+                item["contact_id"],
+                item["first_click"],
+                item["last_click"],
+                item["clicks"],
+                item["verdict"],
+                " ".join(item["verdict_reasons"]),
+            ]
         if page["next_after"] is None:
             return
         after = page["next_after"]
@@ -308,12 +315,25 @@ async def timeline(request: web.Request) -> web.StreamResponse:
                         e["link"]["name"],
                         e["link"]["destination"] or "",
                         detail,
+                        e.get("verdict") or "",
+                        " ".join(e.get("verdict_reasons") or ()),
                     ]
                 if len(events) < MAX_PAGE:
                     return
                 offset += MAX_PAGE
 
-        header = ["at", "kind", "campaign_id", "campaign", "link_id", "link", "destination", "detail"]
+        header = [
+            "at",
+            "kind",
+            "campaign_id",
+            "campaign",
+            "link_id",
+            "link",
+            "destination",
+            "detail",
+            "verdict",
+            "verdict_reasons",
+        ]
         return await _stream_csv(request, header, rows(), f"contact-{contact_id}-timeline.csv")
     limit = _query_int(request, "limit", MAX_PAGE, MAX_PAGE, 1)
     offset = _query_int(request, "offset", 0, MAX_CONTACT)
