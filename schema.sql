@@ -14,7 +14,12 @@ CREATE TABLE campaigns (
     recipients    bigint NOT NULL DEFAULT 0,
     -- The base URL of the campaign's tracked links (a sender's own tracking domain); NULL: the collector's
     -- CLICKEDGE_PUBLIC_URL. Every edge answers on every domain pointed at it.
-    tracking_url  text CHECK (length(tracking_url) <= 200)
+    tracking_url  text CHECK (length(tracking_url) <= 200),
+    -- Count every click as a person's, machines' included (internal test sends); verdicts are still kept.
+    count_everything  boolean NOT NULL DEFAULT false,
+    -- Rewriting adds a decoy link people cannot see or reach; any fetch of it marks the message's burst a
+    -- scanner's (docs/click-truth.md).
+    decoy_link    boolean NOT NULL DEFAULT false
 );
 
 CREATE TABLE campaign_recipients (
@@ -35,6 +40,11 @@ CREATE TABLE links (
     -- What a contact's first qualifying click on this link does: a JSON array of
     -- {"type": "add_tag"|"remove_tag"|"start_automation"|"end_automation"|"subscribe"|"unsubscribe"|"webhook", ...}.
     actions      jsonb NOT NULL DEFAULT '[]',
+    -- 'human': actions fire on a contact's first click judged a person's; 'every_click': on the first click
+    -- whatever its verdict (a link only machines are meant to fetch).
+    actions_on   text NOT NULL DEFAULT 'human' CHECK (actions_on IN ('human', 'every_click')),
+    -- The campaign's decoy link (campaigns.decoy_link): never a person's.
+    decoy        boolean NOT NULL DEFAULT false,
     PRIMARY KEY (campaign_id, link_id)
 );
 
@@ -69,9 +79,40 @@ CREATE TABLE clicks (
     method       text NOT NULL,
     edge         text NOT NULL,
     received_at  timestamptz NOT NULL DEFAULT now(),
+    -- The request headers that tell a browser's navigation from a fetcher's, as the edge saw them
+    -- (common/signals.py: bits, and in bits 24 to 30 the layout they follow); NULL from an older edge.
+    signals      integer,
+    -- Who clicked (collector/classify.py): set once, when final, and never changed. Clicks from before
+    -- verdicts were counted as people and say so ('human', '{before_verdicts}').
+    verdict      text NOT NULL CHECK (verdict IN ('human', 'scanner', 'preview', 'script')),
+    -- The short codes of the signals that decided it (docs/click-truth.md lists them).
+    verdict_reasons  text[] NOT NULL,
     PRIMARY KEY (contact_id, clicked_at, event_id)
 ) PARTITION BY RANGE (clicked_at);
 CREATE INDEX clicks_campaign_link ON clicks (campaign_id, link_id, clicked_at);
+
+-- Clicks whose verdict is not final yet: each waits until due_at (CLICKEDGE_COLLECTOR_VERDICT_HOLD after it
+-- arrived, at most 60 s) for the clicks of its burst, then moves to clicks with its verdict, and only then
+-- is counted or acts. Reports show how many wait.
+CREATE TABLE pending_clicks (
+    contact_id   bigint NOT NULL CHECK (contact_id >= 0),
+    clicked_at   timestamptz NOT NULL,
+    event_id     uuid NOT NULL,
+    campaign_id  bigint NOT NULL,
+    link_id      bigint NOT NULL,
+    sent_at      timestamptz NOT NULL,
+    key_id       integer NOT NULL,
+    client_ip    inet,
+    user_agent   text NOT NULL,
+    method       text NOT NULL,
+    edge         text NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT now(),
+    signals      integer,
+    due_at       timestamptz NOT NULL,
+    PRIMARY KEY (contact_id, clicked_at, event_id)
+);
+CREATE INDEX pending_clicks_due ON pending_clicks (due_at);
+CREATE INDEX pending_clicks_campaign ON pending_clicks (campaign_id);
 
 -- Catches clicks whose time falls outside the monthly partitions made ahead of time.
 CREATE TABLE clicks_default PARTITION OF clicks DEFAULT;
@@ -93,11 +134,14 @@ CREATE TABLE refused_clicks (
     client_ip      inet,
     user_agent     text NOT NULL,
     method         text NOT NULL,
-    received_at    timestamptz NOT NULL DEFAULT now()
+    received_at    timestamptz NOT NULL DEFAULT now(),
+    signals        integer
 );
 
--- Report tables, kept at ingest from newly inserted click rows only, in the click's transaction, so a
--- report never scans raw clicks. Contact 0 (anonymous) has no unique-click rows.
+-- Report tables, kept from click rows as their verdicts become final, in that transaction, so a report never
+-- scans raw clicks. clicks, unique clicks and clickers count people (verdict 'human', or every click of a
+-- campaign with count_everything); scanner_, preview_ and script_clicks count the machines' beside them.
+-- Contact 0 (anonymous) has no unique-click rows.
 
 -- Per-link counters.
 CREATE TABLE link_click_counts (
@@ -106,6 +150,9 @@ CREATE TABLE link_click_counts (
     clicks         bigint NOT NULL DEFAULT 0,
     last_click     timestamptz,
     unique_clicks  bigint NOT NULL DEFAULT 0,
+    scanner_clicks  bigint NOT NULL DEFAULT 0,
+    preview_clicks  bigint NOT NULL DEFAULT 0,
+    script_clicks   bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (campaign_id, link_id)
 );
 
@@ -119,6 +166,8 @@ CREATE TABLE link_clickers (
     first_click  timestamptz NOT NULL,
     last_click   timestamptz NOT NULL,
     clicks       bigint NOT NULL,
+    -- The reasons of the first click's verdict.
+    first_reasons  text[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (campaign_id, link_id, contact_id)
 ) WITH (fillfactor = 80);
 
@@ -134,13 +183,19 @@ CREATE TABLE campaign_stats (
     campaign_id      bigint PRIMARY KEY,
     clicks           bigint NOT NULL DEFAULT 0,
     unique_clicks    bigint NOT NULL DEFAULT 0,
-    unique_clickers  bigint NOT NULL DEFAULT 0
+    unique_clickers  bigint NOT NULL DEFAULT 0,
+    scanner_clicks   bigint NOT NULL DEFAULT 0,
+    preview_clicks   bigint NOT NULL DEFAULT 0,
+    script_clicks    bigint NOT NULL DEFAULT 0
 );
 
 CREATE TABLE campaign_hourly (
     campaign_id  bigint NOT NULL,
     hour         timestamptz NOT NULL,
     clicks       bigint NOT NULL,
+    scanner_clicks  bigint NOT NULL DEFAULT 0,
+    preview_clicks  bigint NOT NULL DEFAULT 0,
+    script_clicks   bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (campaign_id, hour)
 );
 

@@ -125,7 +125,9 @@ def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
 
 async def put_campaign(request: web.Request) -> web.Response:
     campaign_id = _int(request, "campaign_id", MAX_ID)
-    body = _object(await _body(request), {"name", "tracking", "recipients", "tracking_url"})
+    body = _object(
+        await _body(request), {"name", "tracking", "recipients", "tracking_url", "count_everything", "decoy_link"}
+    )
     name, tracking, recipients = body.get("name"), body.get("tracking"), body.get("recipients")
     tracking_url = body.get("tracking_url")
     if tracking_url is not None:
@@ -134,12 +136,23 @@ async def put_campaign(request: web.Request) -> web.Response:
         raise ApiError(400, "name must be a string of at most 200 characters, without NUL")
     if tracking is not None and not isinstance(tracking, bool):
         raise ApiError(400, "tracking must be true or false")
+    everything, decoy = body.get("count_everything"), body.get("decoy_link")
+    for field, value in (("count_everything", everything), ("decoy_link", decoy)):
+        if value is not None and not isinstance(value, bool):
+            raise ApiError(400, f"{field} must be true or false")
     if recipients is not None and (type(recipients) is not int or not 0 <= recipients <= MAX_CONTACT):
         raise ApiError(400, "recipients must be a whole number of at least 0")
     async with request.app[POOL].acquire() as conn:
         return json_response(
             await campaigns.upsert_campaign(
-                conn, campaign_id, name=name, tracking=tracking, recipients=recipients, tracking_url=tracking_url
+                conn,
+                campaign_id,
+                name=name,
+                tracking=tracking,
+                recipients=recipients,
+                tracking_url=tracking_url,
+                count_everything=everything,
+                decoy_link=decoy,
             )
         )
 
@@ -195,13 +208,20 @@ async def put_actions(request: web.Request) -> web.Response:
     actor = f"api:{principal.key_id}:{principal.name}"
     async with request.app[POOL].acquire() as conn:
         stored, made = await campaigns.set_actions(
-            conn, campaign_id, link_id, body, actor, allow_networks=request.app[WEBHOOK_ALLOW]
+            conn,
+            campaign_id,
+            link_id,
+            body,
+            actor,
+            allow_networks=request.app[WEBHOOK_ALLOW],
+            on=request.query.get("on"),
         )
+        on = await campaigns.actions_on(conn, campaign_id, link_id)
     for endpoint in made:
         log.info("webhook endpoint %d made by %s", endpoint.id, actor)
     # The secrets of endpoints made now, shown this once (GET /v1/webhooks lists endpoints without).
     master = request.app[WEBHOOK_MASTER]
-    return json_response({"actions": stored, "new_webhook_endpoints": [e.with_secret(master) for e in made]})
+    return json_response({"actions": stored, "on": on, "new_webhook_endpoints": [e.with_secret(master) for e in made]})
 
 
 async def link_webhooks(request: web.Request) -> web.Response:
@@ -247,7 +267,7 @@ async def link_clickers(request: web.Request) -> web.StreamResponse:
     if _wants_csv(request):
         return await _stream_csv(
             request,
-            ["contact_id", "first_click", "last_click", "clicks"],
+            ["contact_id", "first_click", "last_click", "clicks", "verdict", "verdict_reasons"],
             _all_clickers(request.app[POOL], campaign_id, link_id, after),
             f"campaign-{campaign_id}-link-{link_id}-clickers.csv",
         )
@@ -261,7 +281,14 @@ async def _all_clickers(pool: asyncpg.Pool, campaign_id: int, link_id: int, afte
         async with pool.acquire() as conn:
             page = await reports.link_clickers(conn, campaign_id, link_id, after=after, limit=MAX_PAGE)
         for item in page["clickers"]:
-            yield [item["contact_id"], item["first_click"], item["last_click"], item["clicks"]]
+            yield [
+                item["contact_id"],
+                item["first_click"],
+                item["last_click"],
+                item["clicks"],
+                item["verdict"],
+                " ".join(item["verdict_reasons"]),
+            ]
         if page["next_after"] is None:
             return
         after = page["next_after"]
@@ -288,12 +315,25 @@ async def timeline(request: web.Request) -> web.StreamResponse:
                         e["link"]["name"],
                         e["link"]["destination"] or "",
                         detail,
+                        e.get("verdict") or "",
+                        " ".join(e.get("verdict_reasons") or ()),
                     ]
                 if len(events) < MAX_PAGE:
                     return
                 offset += MAX_PAGE
 
-        header = ["at", "kind", "campaign_id", "campaign", "link_id", "link", "destination", "detail"]
+        header = [
+            "at",
+            "kind",
+            "campaign_id",
+            "campaign",
+            "link_id",
+            "link",
+            "destination",
+            "detail",
+            "verdict",
+            "verdict_reasons",
+        ]
         return await _stream_csv(request, header, rows(), f"contact-{contact_id}-timeline.csv")
     limit = _query_int(request, "limit", MAX_PAGE, MAX_PAGE, 1)
     offset = _query_int(request, "offset", 0, MAX_CONTACT)
@@ -386,6 +426,7 @@ ROUTES: tuple[Route, ...] = (
             "webhook endpoint; new_webhook_endpoints carries their signing secrets, shown this once",
             response=openapi.ACTIONS_SET,
             body=openapi.ACTIONS,
+            query=(openapi.ACTIONS_ON,),
         ),
     ),
     Route(

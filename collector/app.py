@@ -15,10 +15,11 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector import api, apikeys, ingest
+from collector import api, apikeys, ingest, settle
 from collector.api import POOL
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
+from collector.networks import Reloading
 from collector.rewriter import Rewriter
 from collector.schema import ensure_partitions
 from collector.webhooks import Deliverer, outbox_state
@@ -30,6 +31,7 @@ CONFIG = web.AppKey("config", CollectorConfig)
 METRICS = web.AppKey("metrics", CollectorMetrics)
 DRAINING = web.AppKey("draining", asyncio.Event)
 WEBHOOKS = web.AppKey("webhooks", Deliverer)
+JUDGE = web.AppKey("judge", settle.Judge)
 
 # Errors after which the database may be fine again soon: answer 503 so the edge retries later.
 DB_UNAVAILABLE = (
@@ -41,6 +43,8 @@ DB_UNAVAILABLE = (
     asyncpg.TooManyConnectionsError,
 )
 PARTITION_CHECK_SECONDS = 3600.0
+SETTLE_INTERVAL = 0.5  # seconds between passes of the verdict settler while nothing more is due
+SETTLE_BATCH = 2000  # clicks per settling transaction
 DEFAULT_ROWS_CAP = 10_000
 
 
@@ -113,7 +117,7 @@ async def _write_batch(
     started = time.perf_counter()
     try:
         async with asyncio.timeout(config.db_timeout), app[POOL].acquire() as conn:
-            result = await ingest.ingest(conn, edge, clicks, refused)
+            result = await ingest.ingest(conn, edge, clicks, refused, app[JUDGE])
     except DB_UNAVAILABLE as exc:
         metrics.batch_db_error.inc()
         log.warning("database unavailable, batch of %d not written: %r", len(clicks), exc)
@@ -149,6 +153,8 @@ def _count_batch(
     metrics.clicks_duplicate.inc(result.duplicates)
     for reason, count in result.newly_refused:
         metrics.clicks_refused[reason].inc(count)
+    for verdict, count in result.verdicts:
+        metrics.clicks_by_verdict[verdict].inc(count)
     if refused:
         log.warning(
             "edge %s sent %d clicks with implausible times (%s); kept in refused_clicks",
@@ -187,6 +193,16 @@ async def _outbox_state(app: web.Application) -> tuple[float, float]:
         return math.nan, math.nan
 
 
+async def _pending_state(app: web.Application) -> tuple[float, float]:
+    """Clicks waiting for their verdict and the oldest one's wait; NaN when PostgreSQL does not answer."""
+    try:
+        async with asyncio.timeout(1.0), app[POOL].acquire() as conn:
+            return await settle.pending_state(conn)
+    except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        log.warning("could not read the pending verdicts for /metrics: %r", exc)
+        return math.nan, math.nan
+
+
 async def readyz(request: web.Request) -> web.Response:
     if request.app[DRAINING].is_set():
         return web.Response(status=503, text="draining\n")
@@ -217,6 +233,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
     pending, oldest = await _outbox_state(request.app) if up else (math.nan, math.nan)
     metrics.webhook_pending.set(pending)
     metrics.webhook_oldest.set(oldest)
+    waiting, waited = await _pending_state(request.app) if up else (math.nan, math.nan)
+    metrics.verdicts_pending.set(waiting)
+    metrics.verdict_oldest_pending.set(waited)
     rows = await default_partition_rows(request.app) if up else None
     if rows is not None:
         metrics.default_partition_rows.set(rows)
@@ -263,6 +282,33 @@ async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+async def _settler_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_settle_forever(app), name="verdict-settler")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _settle_forever(app: web.Application) -> None:
+    """Settle due clicks: pass after pass while a pass finds a full batch, else every SETTLE_INTERVAL."""
+    metrics, judge = app[METRICS], app[JUDGE]
+    while True:
+        try:
+            async with app[POOL].acquire() as conn:
+                result = await settle.settle(conn, judge, limit=SETTLE_BATCH)
+        except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            metrics.settle_errors.inc()
+            log.warning("could not settle verdicts: %r", exc)
+            await asyncio.sleep(SETTLE_INTERVAL)
+            continue
+        for verdict, count in result.verdicts.items():
+            metrics.clicks_by_verdict[verdict].inc(count)
+        if result.applied and WEBHOOKS in app:
+            app[WEBHOOKS].wake.set()
+        if result.claimed < SETTLE_BATCH:
+            await asyncio.sleep(SETTLE_INTERVAL)
+
+
 async def _maintain_partitions(app: web.Application) -> None:
     while True:
         try:
@@ -283,6 +329,13 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
+    app.cleanup_ctx.append(_settler_ctx)
+    app[JUDGE] = settle.Judge(
+        config.verdict_policy,
+        Reloading(config.scanner_networks).current,
+        config.people_networks,
+        config.verdict_hold,
+    )
     app[api.REWRITER] = Rewriter(
         config.key_path,
         config.public_url,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -29,21 +30,29 @@ async def upsert_campaign(
     tracking: bool | None = None,
     recipients: int | None = None,
     tracking_url: str | None = None,
+    count_everything: bool | None = None,
+    decoy_link: bool | None = None,
 ) -> dict[str, Any]:
     """Create or update a campaign; None leaves a field as it is, and tracking_url "" clears it."""
     row = await conn.fetchrow(
-        """INSERT INTO campaigns AS c (campaign_id, name, tracking, recipients, tracking_url)
-           VALUES ($1, coalesce($2, ''), coalesce($3, true), coalesce($4, 0), nullif($5, ''))
+        """INSERT INTO campaigns AS c (campaign_id, name, tracking, recipients, tracking_url, count_everything,
+                                       decoy_link)
+           VALUES ($1, coalesce($2, ''), coalesce($3, true), coalesce($4, 0), nullif($5, ''), coalesce($6, false),
+                   coalesce($7, false))
            ON CONFLICT (campaign_id) DO UPDATE SET
                name = coalesce($2, c.name), tracking = coalesce($3, c.tracking),
                recipients = coalesce($4, c.recipients),
-               tracking_url = CASE WHEN $5::text IS NULL THEN c.tracking_url ELSE nullif($5, '') END
-           RETURNING campaign_id, name, tracking, recipients, tracking_url, created_at""",
+               tracking_url = CASE WHEN $5::text IS NULL THEN c.tracking_url ELSE nullif($5, '') END,
+               count_everything = coalesce($6, c.count_everything), decoy_link = coalesce($7, c.decoy_link)
+           RETURNING campaign_id, name, tracking, recipients, tracking_url, count_everything, decoy_link,
+                     created_at""",
         campaign_id,
         name,
         tracking,
         recipients,
         tracking_url,
+        count_everything,
+        decoy_link,
     )
     assert row is not None
     return _campaign(row)
@@ -51,7 +60,7 @@ async def upsert_campaign(
 
 async def get_campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]:
     row = await conn.fetchrow(
-        """SELECT campaign_id, name, tracking, recipients, tracking_url, created_at
+        """SELECT campaign_id, name, tracking, recipients, tracking_url, count_everything, decoy_link, created_at
            FROM campaigns WHERE campaign_id = $1""",
         campaign_id,
     )
@@ -67,22 +76,32 @@ def _campaign(row: asyncpg.Record) -> dict[str, Any]:
         "tracking": row["tracking"],
         "recipients": row["recipients"],
         "tracking_url": row["tracking_url"],
+        "count_everything": row["count_everything"],
+        "decoy_link": row["decoy_link"],
         "created_at": row["created_at"].isoformat(),
     }
 
 
-async def ensure_campaign(conn: asyncpg.Connection, campaign_id: int) -> tuple[bool, str | None]:
-    """Create the campaign (tracking on) if it does not exist; return its tracking setting and the base
-    URL of its links (None: the default)."""
+@dataclass(frozen=True, slots=True)
+class SendingSettings:
+    """What rewriting needs of a campaign."""
+
+    tracking: bool
+    tracking_url: str | None  # the base URL of its links; None: the default
+    decoy_link: bool
+
+
+async def ensure_campaign(conn: asyncpg.Connection, campaign_id: int) -> SendingSettings:
+    """Create the campaign (tracking on) if it does not exist; return what rewriting needs of it."""
     row = await conn.fetchrow(
         """WITH new AS (INSERT INTO campaigns (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING
-                        RETURNING tracking, tracking_url)
-           SELECT tracking, tracking_url FROM new
-           UNION ALL SELECT tracking, tracking_url FROM campaigns WHERE campaign_id = $1 LIMIT 1""",
+                        RETURNING tracking, tracking_url, decoy_link)
+           SELECT tracking, tracking_url, decoy_link FROM new
+           UNION ALL SELECT tracking, tracking_url, decoy_link FROM campaigns WHERE campaign_id = $1 LIMIT 1""",
         campaign_id,
     )
     assert row is not None
-    return row["tracking"], row["tracking_url"]
+    return SendingSettings(row["tracking"], row["tracking_url"], row["decoy_link"])
 
 
 async def register_links(conn: asyncpg.Connection, campaign_id: int, links: Sequence[LinkSlot]) -> None:
@@ -91,14 +110,16 @@ async def register_links(conn: asyncpg.Connection, campaign_id: int, links: Sequ
     if not links:
         return
     rows = await conn.fetch(
-        """INSERT INTO links AS l (campaign_id, link_id, destination, placement, name)
-           SELECT $1, id, dest, id, name FROM unnest($2::bigint[], $3::text[], $4::text[]) AS x(id, dest, name)
+        """INSERT INTO links AS l (campaign_id, link_id, destination, placement, name, decoy)
+           SELECT $1, id, dest, id, name, decoy
+           FROM unnest($2::bigint[], $3::text[], $4::text[], $5::boolean[]) AS x(id, dest, name, decoy)
            ON CONFLICT (campaign_id, link_id) DO UPDATE SET destination = l.destination
            RETURNING link_id, destination""",
         campaign_id,
         [s.link_id for s in links],
         [s.destination for s in links],
         [s.name for s in links],
+        [s.part == "decoy" for s in links],
     )
     registered = {r["link_id"]: r["destination"] for r in rows}
     for slot in links:
@@ -122,7 +143,8 @@ async def record_recipient(conn: asyncpg.Connection, campaign_id: int, contact_i
 
 async def list_links(conn: asyncpg.Connection, campaign_id: int) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        "SELECT link_id, destination, placement, name, actions FROM links WHERE campaign_id = $1 ORDER BY link_id",
+        """SELECT link_id, destination, placement, name, actions, actions_on, decoy FROM links
+           WHERE campaign_id = $1 ORDER BY link_id""",
         campaign_id,
     )
     return [
@@ -132,9 +154,16 @@ async def list_links(conn: asyncpg.Connection, campaign_id: int) -> list[dict[st
             "placement": r["placement"],
             "name": r["name"],
             "actions": orjson.loads(r["actions"]),
+            "actions_on": r["actions_on"],
+            "decoy": r["decoy"],
         }
         for r in rows
     ]
+
+
+# Whose first click fires a link's actions: a person's (the default), or any click (for links only machines
+# are meant to fetch).
+ACTIONS_ON = ("human", "every_click")
 
 
 async def set_actions(
@@ -145,11 +174,15 @@ async def set_actions(
     actor: str,
     *,
     allow_networks: Networks | None = None,
+    on: str | None = None,
 ) -> tuple[list[dict[str, str]], list[endpoints.Endpoint]]:
     """Replace a link's actions and record the change (who, when, before, after) in one transaction;
     return the actions stored and the webhook endpoints made for URLs named the first time (whose
-    secrets the caller shows, once). ``allow_networks``: see actions.validate."""
+    secrets the caller shows, once). ``allow_networks``: see actions.validate. ``on``: whose clicks fire them,
+    ``human`` or ``every_click`` (None leaves it as it is)."""
     clean = actions.validate(new_actions, allow_networks)
+    if on is not None and on not in ACTIONS_ON:
+        raise actions.ActionError(f"on must be one of {', '.join(ACTIONS_ON)}")
     async with conn.transaction():
         before = await conn.fetchval(
             "SELECT actions FROM links WHERE campaign_id = $1 AND link_id = $2 FOR UPDATE",
@@ -160,10 +193,12 @@ async def set_actions(
             raise NotFound(f"campaign {campaign_id} has no link {link_id}")
         after = orjson.dumps(clean).decode()
         await conn.execute(
-            "UPDATE links SET actions = $3 WHERE campaign_id = $1 AND link_id = $2",
+            """UPDATE links SET actions = $3, actions_on = coalesce($4, actions_on)
+               WHERE campaign_id = $1 AND link_id = $2""",
             campaign_id,
             link_id,
             after,
+            on,
         )
         await conn.execute(
             "INSERT INTO link_action_audit (campaign_id, link_id, actor, before, after) VALUES ($1, $2, $3, $4, $5)",
@@ -175,6 +210,16 @@ async def set_actions(
         )
         made = await endpoints.create_missing(conn, [a["url"] for a in clean if a["type"] == "webhook"])
     return clean, made
+
+
+async def actions_on(conn: asyncpg.Connection, campaign_id: int, link_id: int) -> str:
+    """Whose first click fires the link's actions: human or every_click."""
+    on: str | None = await conn.fetchval(
+        "SELECT actions_on FROM links WHERE campaign_id = $1 AND link_id = $2", campaign_id, link_id
+    )
+    if on is None:
+        raise NotFound(f"campaign {campaign_id} has no link {link_id}")
+    return on
 
 
 async def action_audit(conn: asyncpg.Connection, campaign_id: int, link_id: int) -> list[dict[str, Any]]:

@@ -6,7 +6,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.classify import Policy
 from collector.destinations import ALLOW_SETTING, Network
+from collector.networks import DEFAULT_FILE as DEFAULT_SCANNER_FILE
+from collector.networks import NetworkFileError
+from collector.networks import load as load_networks
+from collector.settle import MAX_HOLD
 from common import settings as s
 from common.files import write_private
 from links.rewrite import base_url_problem
@@ -116,8 +121,51 @@ class CollectorConfig:
         help="comma-separated IPs/CIDRs webhooks may reach although loopback, private, link-local or otherwise "
         "not public (internal receivers); default: none",
     )
+    verdict_hold: float = s.setting(
+        15.0,
+        flag="--verdict-hold",
+        env="CLICKEDGE_COLLECTOR_VERDICT_HOLD",
+        parse=s.non_negative_float,
+        help="seconds a click waits for the other clicks of its burst before its verdict is final, counted and "
+        "acted on (at most 60; 0: at once, with what has arrived)",
+    )
+    verdict_fast_click: float = s.setting(
+        300.0,
+        flag="--verdict-fast-click",
+        env="CLICKEDGE_COLLECTOR_VERDICT_FAST_CLICK",
+        parse=s.non_negative_float,
+        help="a click this many seconds after the send counts against it being a person's (never alone)",
+    )
+    verdict_burst_window: float = s.setting(
+        2.0,
+        flag="--verdict-burst-window",
+        env="CLICKEDGE_COLLECTOR_VERDICT_BURST_WINDOW",
+        parse=s.non_negative_float,
+        help="seconds within which clicks of one contact on several links of a message are one burst",
+    )
+    scanner_networks: Path = s.setting(
+        DEFAULT_SCANNER_FILE,
+        flag="--scanner-networks",
+        env="CLICKEDGE_COLLECTOR_SCANNER_NETWORKS",
+        parse=s.path,
+        help="file of link scanners' networks (CIDR and label per line), read again when it changes; "
+        "default: the dated list shipped with Clickedge",
+        default_text="collector/scanner_networks.txt",
+    )
+    people_networks: tuple[Network, ...] = s.setting(
+        (),
+        flag="--people-networks",
+        env="CLICKEDGE_COLLECTOR_PEOPLE_NETWORKS",
+        parse=s.networks,
+        help="comma-separated IPs/CIDRs whose clicks are never weighed as a scanner network's (a company's "
+        "egress that looks like a data centre); default: none",
+    )
     log_level: str = s.log_level_setting()
     log_format: str = s.log_format_setting()
+
+    @property
+    def verdict_policy(self) -> Policy:
+        return Policy(fast_click=self.verdict_fast_click, burst_window=self.verdict_burst_window)
 
     @property
     def max_clock_skew_us(self) -> int:
@@ -158,6 +206,12 @@ class CollectorConfig:
             )
         if len(self.ingest_secret) < 16:
             raise s.ConfigError("CLICKEDGE_INGEST_SECRET (or --ingest-secret) must be at least 16 characters")
+        if self.verdict_hold > MAX_HOLD:
+            raise s.ConfigError(f"CLICKEDGE_COLLECTOR_VERDICT_HOLD must be at most {MAX_HOLD:g} seconds")
+        try:
+            load_networks(self.scanner_networks)
+        except NetworkFileError as exc:
+            raise s.ConfigError(f"CLICKEDGE_COLLECTOR_SCANNER_NETWORKS: {exc}") from None
 
 
 WEBHOOK_MASTER_FILE = "webhook.secret"

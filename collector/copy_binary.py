@@ -20,13 +20,14 @@ from common.events import Click
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HEADER = SIGNATURE + struct.pack(">ii", 0, 0)
 TRAILER = struct.pack(">h", -1)
-FIELDS = 11
+FIELDS = 12
 _PG_EPOCH_US = 946_684_800_000_000  # timestamptz counts microseconds from 2000-01-01 UTC
 _PG_EPOCH_S = _PG_EPOCH_US // 1_000_000
 # contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id: each as (length, value)
 _FIXED = struct.Struct(">h" + "iq" * 2 + "i16s" + "iq" * 3 + "ii")
 _LENGTH = struct.Struct(">i").pack
 _NULL = _LENGTH(-1)
+_INT4 = struct.Struct(">ii").pack  # an integer column: its length (4), then the value
 # inet: family (PGSQL_AF_INET 2, PGSQL_AF_INET6 3), prefix bits, is_cidr, address length, address
 _INET4 = struct.pack(">iBBBB", 8, 2, 32, 0, 4)
 _INET6 = struct.pack(">iBBBB", 20, 3, 128, 0, 16)
@@ -71,6 +72,7 @@ def encode_stage_rows(edge: str, clicks: Iterable[Click]) -> bytes:
         append(_NULL if ip is None else (_INET4 if len(ip) == 4 else _INET6) + ip)
         append(_text(c.user_agent))
         append(method)
+        append(_NULL if c.signals is None else _INT4(4, c.signals))
         append(edge_field)
     append(TRAILER)
     return b"".join(parts)

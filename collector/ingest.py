@@ -1,10 +1,10 @@
 """The collector's write path: one batch, one transaction, exactly-once effects.
 
 Rows are copied in binary (encoded by collector/copy_binary.py) into a per-connection temporary
-staging table, then moved into ``clicks`` with
-``ON CONFLICT DO NOTHING RETURNING``; everything derived from a click (report counters, first clicks,
-link actions, webhooks to send) is derived from the returned rows only, in the same transaction. A
-redelivered batch therefore changes nothing, and the caller answers 200 only after COMMIT.
+staging table, then moved into ``pending_clicks`` with ``ON CONFLICT DO NOTHING``, where each waits for its
+verdict. collector/settle.py later moves them into ``clicks`` and derives everything else from a click
+(report counters, first clicks, link actions, webhooks to send) from the rows it moved, in the same
+transaction. A redelivered batch therefore changes nothing, and the caller answers 200 only after COMMIT.
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
-import orjson
 
-from collector import actions
+from collector import settle
 from collector.copy_binary import encode_stage_rows
-from collector.rules import QUALIFYING_CLICK
 from common.events import Click
 
 STAGE_COLUMNS = (
@@ -35,6 +32,7 @@ STAGE_COLUMNS = (
     "client_ip",
     "user_agent",
     "method",
+    "signals",
     "edge",
 )
 
@@ -42,111 +40,36 @@ STAGE_COLUMNS = (
 CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS click_stage (
     contact_id bigint, clicked_at timestamptz, event_id uuid, campaign_id bigint, link_id bigint,
-    sent_at timestamptz, key_id integer, client_ip inet, user_agent text, method text, edge text
+    sent_at timestamptz, key_id integer, client_ip inet, user_agent text, method text, signals integer, edge text
 ) ON COMMIT DELETE ROWS
 """
 
-# One statement, so that every derived row comes from the rows this batch actually inserted. Rows are
-# locked in key order (ORDER BY) so that concurrent collectors cannot deadlock on them.
-# The applied CTE's condition is collector/rules.py's QUALIFYING_CLICK, put in once when this module loads
-# (an f-string: a misspelled name fails at import; a brace in this SQL would have to be doubled).
-MOVE_STAGED = f"""
+# A click waits in pending_clicks for its verdict (collector/settle.py), due $1 seconds from now. One already
+# settled (its batch delivered again) is not taken again; one already waiting conflicts. Either way the
+# RETURNING rows are the clicks this batch brought.
+MOVE_STAGED = """
 WITH inserted AS (
-    INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id,
-                        client_ip, user_agent, method, edge)
-    SELECT contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id,
-           client_ip, user_agent, method, edge
-    FROM click_stage
+    INSERT INTO pending_clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id,
+                                client_ip, user_agent, method, signals, edge, due_at)
+    SELECT s.contact_id, s.clicked_at, s.event_id, s.campaign_id, s.link_id, s.sent_at, s.key_id,
+           s.client_ip, s.user_agent, s.method, s.signals, s.edge, now() + make_interval(secs => $1)
+    FROM click_stage s
+    WHERE NOT EXISTS (SELECT 1 FROM clicks c WHERE c.contact_id = s.contact_id AND c.clicked_at = s.clicked_at
+                                               AND c.event_id = s.event_id)
+    ORDER BY s.contact_id, s.clicked_at, s.event_id
     ON CONFLICT DO NOTHING
-    RETURNING contact_id, clicked_at, event_id, campaign_id, link_id
-), batch_pairs AS (
-    -- this batch's first and last click, and count, per contact x link
-    SELECT campaign_id, link_id, contact_id, min(clicked_at) AS first_click, max(clicked_at) AS last_click,
-           count(*) AS clicks
-    FROM inserted WHERE contact_id <> 0
-    GROUP BY campaign_id, link_id, contact_id
-), pairs AS (
-    -- first and last click per contact x link; (xmax = 0) tells a new pair (a unique click) from an update
-    INSERT INTO link_clickers AS lc (campaign_id, link_id, contact_id, first_click, last_click, clicks)
-    SELECT campaign_id, link_id, contact_id, first_click, last_click, clicks FROM batch_pairs
-    ORDER BY campaign_id, link_id, contact_id
-    ON CONFLICT (campaign_id, link_id, contact_id) DO UPDATE
-        SET first_click = least(lc.first_click, EXCLUDED.first_click),
-            last_click = greatest(lc.last_click, EXCLUDED.last_click),
-            clicks = lc.clicks + EXCLUDED.clicks
-    RETURNING campaign_id, link_id, contact_id, first_click, (xmax = 0) AS is_new
-), clickers AS (
-    -- A contact's first click in the campaign can only be one of this batch's pairs whose first click is
-    -- this batch's: a new pair, or an earlier click an edge delivered late. Only those are offered; a new
-    -- row is a new clicker, an update only moves the first click earlier.
-    INSERT INTO campaign_clickers AS cc (campaign_id, contact_id, first_click)
-    SELECT p.campaign_id, p.contact_id, min(p.first_click)
-    FROM pairs p JOIN batch_pairs b USING (campaign_id, link_id, contact_id)
-    WHERE p.is_new OR p.first_click = b.first_click
-    GROUP BY p.campaign_id, p.contact_id ORDER BY p.campaign_id, p.contact_id
-    ON CONFLICT (campaign_id, contact_id) DO UPDATE SET first_click = EXCLUDED.first_click
-        WHERE EXCLUDED.first_click < cc.first_click
-    RETURNING campaign_id, (xmax = 0) AS is_new
-), per_link AS (
-    INSERT INTO link_click_counts AS c (campaign_id, link_id, clicks, last_click, unique_clicks)
-    SELECT t.campaign_id, t.link_id, t.n, t.last, coalesce(u.n, 0)
-    FROM (SELECT campaign_id, link_id, count(*) AS n, max(clicked_at) AS last
-          FROM inserted GROUP BY campaign_id, link_id) t
-    LEFT JOIN (SELECT campaign_id, link_id, count(*) AS n FROM pairs WHERE is_new
-               GROUP BY campaign_id, link_id) u USING (campaign_id, link_id)
-    ORDER BY t.campaign_id, t.link_id
-    ON CONFLICT (campaign_id, link_id) DO UPDATE
-        SET clicks = c.clicks + EXCLUDED.clicks,
-            last_click = greatest(c.last_click, EXCLUDED.last_click),
-            unique_clicks = c.unique_clicks + EXCLUDED.unique_clicks
-), per_campaign AS (
-    INSERT INTO campaign_stats AS s (campaign_id, clicks, unique_clicks, unique_clickers)
-    SELECT t.campaign_id, t.n, coalesce(u.n, 0), coalesce(k.n, 0)
-    FROM (SELECT campaign_id, count(*) AS n FROM inserted GROUP BY campaign_id) t
-    LEFT JOIN (SELECT campaign_id, count(*) AS n FROM pairs WHERE is_new GROUP BY campaign_id) u
-        USING (campaign_id)
-    LEFT JOIN (SELECT campaign_id, count(*) AS n FROM clickers WHERE is_new GROUP BY campaign_id) k
-        USING (campaign_id)
-    ORDER BY t.campaign_id
-    ON CONFLICT (campaign_id) DO UPDATE
-        SET clicks = s.clicks + EXCLUDED.clicks,
-            unique_clicks = s.unique_clicks + EXCLUDED.unique_clicks,
-            unique_clickers = s.unique_clickers + EXCLUDED.unique_clickers
-), hourly AS (
-    INSERT INTO campaign_hourly AS h (campaign_id, hour, clicks)
-    SELECT campaign_id, date_trunc('hour', clicked_at, 'UTC'), count(*) FROM inserted
-    GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (campaign_id, hour) DO UPDATE SET clicks = h.clicks + EXCLUDED.clicks
-), first_clicks AS (
-    -- Each contact's first qualifying click of this batch on a link with actions: one row per contact x link,
-    -- whatever event ids a batch repeats.
-    SELECT DISTINCT ON (i.campaign_id, i.link_id, i.contact_id)
-           i.campaign_id, i.link_id, i.contact_id, i.event_id, i.clicked_at
-    FROM inserted i
-    JOIN links l ON l.campaign_id = i.campaign_id AND l.link_id = i.link_id AND l.actions <> '[]'
-    WHERE {QUALIFYING_CLICK}
-    ORDER BY i.campaign_id, i.link_id, i.contact_id, i.clicked_at
-), applied AS (
-    -- The row proves a first click's actions were applied, once.
-    INSERT INTO applied_link_actions (campaign_id, link_id, contact_id, event_id)
-    SELECT campaign_id, link_id, contact_id, event_id FROM first_clicks
-    ON CONFLICT DO NOTHING
-    RETURNING campaign_id, link_id, contact_id
+    RETURNING 1
 )
-SELECT (SELECT count(*) FROM inserted) AS inserted,
-       (SELECT coalesce(jsonb_agg(jsonb_build_object(
-            'campaign_id', f.campaign_id, 'link_id', f.link_id, 'contact_id', f.contact_id,
-            'event_id', f.event_id, 'clicked_at', f.clicked_at)), '[]')
-        FROM applied a JOIN first_clicks f USING (campaign_id, link_id, contact_id)) AS applied
-"""  # noqa: S608 - constants only
+SELECT count(*) AS inserted FROM inserted
+"""
 
 
 # Clicks refused for their time: kept once per event id, with the values as received.
 REFUSE = """
 INSERT INTO refused_clicks (event_id, reason, edge, clicked_at_us, campaign_id, link_id, contact_id, sent_at,
-                            key_id, client_ip, user_agent, method)
+                            key_id, client_ip, user_agent, method, signals)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
-                     $8::bigint[], $9::integer[], $10::inet[], $11::text[], $12::text[])
+                     $8::bigint[], $9::integer[], $10::inet[], $11::text[], $12::text[], $13::integer[])
 ON CONFLICT (event_id) DO NOTHING
 RETURNING reason
 """
@@ -165,9 +88,10 @@ class Refused:
 class IngestResult:
     received: int
     inserted: int
-    first_clicks_with_actions: int = 0
+    first_clicks_with_actions: int = 0  # of the clicks settled with the batch (a hold of 0)
     refused: int = 0  # clicks of this batch refused for their time
     newly_refused: tuple[tuple[str, int], ...] = ()  # (reason, count) of those not refused before
+    verdicts: tuple[tuple[str, int], ...] = ()  # clicks settled with the batch (a hold of 0), by verdict
 
     @property
     def duplicates(self) -> int:
@@ -204,45 +128,46 @@ async def prepare_connection(conn: asyncpg.Connection) -> None:
 
 
 async def ingest(
-    conn: asyncpg.Connection, edge: str, clicks: list[Click], refused: Sequence[Refused] = ()
+    conn: asyncpg.Connection,
+    edge: str,
+    clicks: list[Click],
+    refused: Sequence[Refused] = (),
+    judge: settle.Judge = settle.SETTLE_AT_ONCE,
 ) -> IngestResult:
-    """Write one batch exactly once: its clicks, and the refused ones to refused_clicks, in one transaction.
+    """Write one batch exactly once: its clicks to wait for their verdicts, and the refused ones to
+    refused_clicks, in one transaction. With a hold of 0 the due clicks are settled in that transaction too.
     Returns after COMMIT; raises on any database error (nothing kept)."""
     if not clicks and not refused:
         return IngestResult(0, 0)
     received = len(clicks) + len(refused)
+    settled = settle.Settled()
     async with conn.transaction():
-        inserted, applied = await _write_clicks(conn, edge, clicks) if clicks else (0, [])
+        inserted = await _write_clicks(conn, edge, clicks, judge.hold) if clicks else 0
         newly = await _write_refused(conn, edge, refused) if refused else ()
-    return IngestResult(received, inserted, len(applied), len(refused), newly)
+        if inserted and judge.hold == 0:
+            settled = await settle.settle(conn, judge, limit=NO_LIMIT)
+            # A click settled by another collector while this one waited for its pending row conflicted
+            # only in clicks: what this batch brought is what settled.
+            inserted = min(inserted, settled.settled)
+    return IngestResult(
+        received,
+        inserted,
+        len(settled.applied),
+        len(refused),
+        newly,
+        tuple(sorted(settled.verdicts.items())),
+    )
 
 
-async def _write_clicks(
-    conn: asyncpg.Connection, edge: str, clicks: list[Click]
-) -> tuple[int, list[actions.AppliedClick]]:
+NO_LIMIT = 2**31 - 1
+
+
+async def _write_clicks(conn: asyncpg.Connection, edge: str, clicks: list[Click], hold: float) -> int:
     rows = encode_stage_rows(edge, clicks)
     # A memoryview: asyncpg would take bytes for a file name.
     await conn.copy_to_table("click_stage", source=memoryview(rows), columns=STAGE_COLUMNS, format="binary")
-    row = await conn.fetchrow(MOVE_STAGED)
-    assert row is not None
-    applied = _applied(row["applied"])
-    if applied:
-        await actions.apply(conn, applied)
-    return int(row["inserted"]), applied
-
-
-def _applied(raw: str) -> list[actions.AppliedClick]:
-    """MOVE_STAGED's ``applied`` column: a JSON array of the first clicks whose link actions are now due."""
-    return [
-        actions.AppliedClick(
-            a["campaign_id"],
-            a["link_id"],
-            a["contact_id"],
-            uuid.UUID(a["event_id"]),
-            datetime.fromisoformat(a["clicked_at"]),
-        )
-        for a in orjson.loads(raw)
-    ]
+    inserted: int = await conn.fetchval(MOVE_STAGED, hold)
+    return inserted
 
 
 async def _write_refused(
@@ -265,6 +190,7 @@ async def _write_refused(
         [ipaddress.ip_address(c.client_ip) if c.client_ip else None for c in clicks],
         [c.user_agent for c in clicks],
         [c.method for c in clicks],
+        [c.signals for c in clicks],
     )
     counts = Counter(r["reason"] for r in rows)
     return tuple((reason, counts[reason]) for reason in REASONS if counts[reason])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from collector.classify import VERDICTS
 from collector.ingest import REASONS
 from common.metrics import new_registry
 from links.token import FORMAT_VERSION
@@ -107,6 +108,30 @@ class CollectorMetrics:
         self.webhook_oldest = Gauge(
             "clickedge_collector_webhook_oldest_pending_seconds",
             "Age of the oldest waiting webhook delivery (0: none), read at this scrape",
+            registry=r,
+        )
+        # [issue 14] Verdicts: clicks settled by verdict, and those still waiting (read at each scrape).
+        verdicts = Counter(
+            "clickedge_collector_clicks_by_verdict",
+            "Clicks whose verdict became final, by verdict: human, scanner, preview or script",
+            ["verdict"],
+            registry=r,
+        )
+        self.clicks_by_verdict: dict[str, Counter] = {verdict: verdicts.labels(verdict) for verdict in VERDICTS}
+        self.verdicts_pending = Gauge(
+            "clickedge_collector_verdicts_pending",
+            "Clicks waiting for their verdict (CLICKEDGE_COLLECTOR_VERDICT_HOLD), read at this scrape",
+            registry=r,
+        )
+        self.verdict_oldest_pending = Gauge(
+            "clickedge_collector_verdict_oldest_pending_seconds",
+            "How long the oldest click waiting for its verdict has waited since it arrived (0: none), read at "
+            "this scrape; above the hold means settling has fallen behind",
+            registry=r,
+        )
+        self.settle_errors = Counter(
+            "clickedge_collector_settle_errors",
+            "Passes of the verdict settler that failed (database unavailable or an error); retried",
             registry=r,
         )
         self.db_latency = Histogram(

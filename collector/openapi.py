@@ -103,7 +103,24 @@ CAMPAIGN: Schema = {
             "https://t.sender.example (a sender's own tracking domain); "
             "empty: the collector's CLICKEDGE_PUBLIC_URL",
         },
+        "count_everything": {
+            "type": "boolean",
+            "description": "Count every click as a person's and fire actions for all (internal test sends); "
+            "verdicts are still kept. Default false",
+        },
+        "decoy_link": {
+            "type": "boolean",
+            "description": "Rewriting adds a link people cannot see or reach; a fetch of it marks the message's "
+            "burst a scanner's (docs/click-truth.md). Default false",
+        },
     },
+}
+ACTIONS_ON: Schema = {
+    "name": "on",
+    "in": "query",
+    "description": "Whose first click fires the actions: human (a person's, the default for a new link) or "
+    "every_click (for links only machines are meant to fetch); absent: unchanged",
+    "schema": {"enum": ["human", "every_click"]},
 }
 MESSAGE: Schema = {
     "type": "object",
@@ -123,6 +140,7 @@ ACTIONS_SET: Schema = {
     "type": "object",
     "properties": {
         "actions": {"type": "array", "items": {"$ref": "#/components/schemas/Action"}},
+        "on": {"enum": ["human", "every_click"]},
         "new_webhook_endpoints": {
             "type": "array",
             "items": {"$ref": "#/components/schemas/WebhookEndpointWithSecret"},

@@ -1,5 +1,9 @@
-"""Reports, read from the tables ingest keeps up to date; never from raw click rows, except a single
-contact's timeline, which reads that contact's clicks through the primary key's contact_id prefix."""
+"""Reports, read from the tables settling keeps up to date; never from raw click rows, except a single
+contact's timeline, which reads that contact's clicks through the primary key's contact_id prefix.
+
+Clicks, unique clicks, clickers and the click-through rate count people (collector/classify.py); each report
+shows the machines' clicks beside them, by verdict (``automated``), and how many clicks still wait for their
+verdict (``pending``)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import asyncpg
 import orjson
 
 from collector.campaigns import NotFound
+from collector.classify import AUTOMATED
 
 
 async def campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]:
@@ -17,33 +22,46 @@ async def campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]
         """SELECT c.name, c.tracking, coalesce(c.recipients, 0) AS recipients,
                   coalesce(s.clicks, 0) AS clicks, coalesce(s.unique_clicks, 0) AS unique_clicks,
                   coalesce(s.unique_clickers, 0) AS unique_clickers, c.campaign_id IS NOT NULL AS known,
+                  coalesce(s.scanner_clicks, 0) AS scanner_clicks, coalesce(s.preview_clicks, 0) AS preview_clicks,
+                  coalesce(s.script_clicks, 0) AS script_clicks, coalesce(c.count_everything, false) AS everything,
+                  (SELECT count(*) FROM pending_clicks WHERE campaign_id = $1) AS pending,
                   s.campaign_id IS NOT NULL AS clicked
            FROM (SELECT $1::bigint AS campaign_id) k
            LEFT JOIN campaigns c USING (campaign_id) LEFT JOIN campaign_stats s USING (campaign_id)""",
         campaign_id,
     )
     assert head is not None
-    if not head["known"] and not head["clicked"]:
+    if not head["known"] and not head["clicked"] and not head["pending"]:
         raise NotFound(f"campaign {campaign_id} has neither a registration nor clicks")
     links = await conn.fetch(
         """SELECT link_id, coalesce(l.name, '') AS name, l.destination,
-                  coalesce(k.clicks, 0) AS clicks, coalesce(k.unique_clicks, 0) AS unique_clicks
-           FROM (SELECT link_id, name, destination FROM links WHERE campaign_id = $1) l
-           FULL JOIN (SELECT link_id, clicks, unique_clicks FROM link_click_counts WHERE campaign_id = $1) k
+                  coalesce(k.clicks, 0) AS clicks, coalesce(k.unique_clicks, 0) AS unique_clicks,
+                  coalesce(k.scanner_clicks, 0) AS scanner_clicks, coalesce(k.preview_clicks, 0) AS preview_clicks,
+                  coalesce(k.script_clicks, 0) AS script_clicks
+           FROM (SELECT link_id, name, destination FROM links WHERE campaign_id = $1 AND NOT decoy) l
+           FULL JOIN (SELECT link_id, clicks, unique_clicks, scanner_clicks, preview_clicks, script_clicks
+                      FROM link_click_counts WHERE campaign_id = $1
+                      AND link_id NOT IN (SELECT link_id FROM links WHERE campaign_id = $1 AND decoy)) k
                USING (link_id)
            ORDER BY link_id""",
         campaign_id,
     )
     hours = await conn.fetch(
-        "SELECT hour, clicks FROM campaign_hourly WHERE campaign_id = $1 ORDER BY hour", campaign_id
+        """SELECT hour, clicks, scanner_clicks, preview_clicks, script_clicks FROM campaign_hourly
+           WHERE campaign_id = $1 ORDER BY hour""",
+        campaign_id,
     )
-    by_url: dict[str, dict[str, Any]] = defaultdict(lambda: {"placements": [], "clicks": 0, "unique_clicks": 0})
+    by_url: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"placements": [], "clicks": 0, "unique_clicks": 0, "automated": dict.fromkeys(AUTOMATED, 0)}
+    )
     for link in links:
         if link["destination"] is not None:
             entry = by_url[link["destination"]]
             entry["placements"].append(link["link_id"])
             entry["clicks"] += link["clicks"]
             entry["unique_clicks"] += link["unique_clicks"]
+            for verdict in AUTOMATED:
+                entry["automated"][verdict] += link[f"{verdict}_clicks"]
     recipients = head["recipients"]
     return {
         "campaign": {"id": campaign_id, "name": head["name"] or "", "tracking": head["tracking"]},
@@ -52,6 +70,9 @@ async def campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]
         "unique_clicks": head["unique_clicks"],
         "unique_clickers": head["unique_clickers"],
         "click_through_rate": round(head["unique_clickers"] / recipients, 6) if recipients else None,
+        "automated": automated(head),
+        "pending": head["pending"],
+        "count_everything": head["everything"],
         "links": [
             {
                 "id": r["link_id"],
@@ -59,12 +80,18 @@ async def campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]
                 "destination": r["destination"],
                 "clicks": r["clicks"],
                 "unique_clicks": r["unique_clicks"],
+                "automated": automated(r),
             }
             for r in links
         ],
         "urls": [{"destination": url, **entry} for url, entry in sorted(by_url.items())],
-        "hourly": [{"hour": r["hour"].isoformat(), "clicks": r["clicks"]} for r in hours],
+        "hourly": [{"hour": r["hour"].isoformat(), "clicks": r["clicks"], "automated": automated(r)} for r in hours],
     }
+
+
+def automated(row: Any) -> dict[str, int]:
+    """The machines' clicks of a report row, by verdict."""
+    return {verdict: row[f"{verdict}_clicks"] for verdict in AUTOMATED}
 
 
 async def link_clickers(
@@ -72,7 +99,7 @@ async def link_clickers(
 ) -> dict[str, Any]:
     """Who clicked one link placement, by contact id, a page at a time (``after`` is the last id seen)."""
     rows = await conn.fetch(
-        """SELECT contact_id, first_click, last_click, clicks FROM link_clickers
+        """SELECT contact_id, first_click, last_click, clicks, first_reasons FROM link_clickers
            WHERE campaign_id = $1 AND link_id = $2 AND contact_id > $3 ORDER BY contact_id LIMIT $4""",
         campaign_id,
         link_id,
@@ -85,6 +112,9 @@ async def link_clickers(
             "first_click": r["first_click"].isoformat(),
             "last_click": r["last_click"].isoformat(),
             "clicks": r["clicks"],
+            # Who clicked counts people: each row's first click was judged a person's, for these reasons.
+            "verdict": "human",
+            "verdict_reasons": r["first_reasons"],
         }
         for r in rows
     ]
@@ -101,14 +131,22 @@ async def contact_timeline(
         """SELECT * FROM (
                SELECT 'click' AS kind, k.clicked_at AS at, k.campaign_id, c.name AS campaign, k.link_id,
                       l.name AS link, l.destination, k.method, NULL::jsonb AS action, k.event_id,
-                      0 AS position, 0::bigint AS id
+                      0 AS position, 0::bigint AS id, k.verdict, k.verdict_reasons
                FROM clicks k
                LEFT JOIN campaigns c ON c.campaign_id = k.campaign_id
                LEFT JOIN links l ON l.campaign_id = k.campaign_id AND l.link_id = k.link_id
                WHERE k.contact_id = $1
                UNION ALL
+               -- clicks still waiting for their verdict: shown, with none
+               SELECT 'click', k.clicked_at, k.campaign_id, c.name, k.link_id, l.name, l.destination, k.method,
+                      NULL, k.event_id, 0, 0, NULL, NULL
+               FROM pending_clicks k
+               LEFT JOIN campaigns c ON c.campaign_id = k.campaign_id
+               LEFT JOIN links l ON l.campaign_id = k.campaign_id AND l.link_id = k.link_id
+               WHERE k.contact_id = $1
+               UNION ALL
                SELECT 'action', e.at, e.campaign_id, c.name, e.link_id, l.name, l.destination, NULL, e.action,
-                      e.event_id, e.position, e.id
+                      e.event_id, e.position, e.id, NULL, NULL
                FROM contact_events e
                LEFT JOIN campaigns c ON c.campaign_id = e.campaign_id
                LEFT JOIN links l ON l.campaign_id = e.campaign_id AND l.link_id = e.link_id
@@ -124,8 +162,13 @@ async def contact_timeline(
             "at": r["at"].isoformat(),
             "campaign": {"id": r["campaign_id"], "name": r["campaign"] or ""},
             "link": {"id": r["link_id"], "name": r["link"] or "", "destination": r["destination"]},
-            **({"method": r["method"]} if r["kind"] == "click" else {"action": orjson.loads(r["action"])}),
+            **(_click(r) if r["kind"] == "click" else {"action": orjson.loads(r["action"])}),
             "event_id": str(r["event_id"]),
         }
         for r in rows
     ]
+
+
+def _click(row: Any) -> dict[str, Any]:
+    """A click's entry: its method, and its verdict with reasons (both null while the verdict is pending)."""
+    return {"method": row["method"], "verdict": row["verdict"], "verdict_reasons": row["verdict_reasons"]}

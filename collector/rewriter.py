@@ -215,8 +215,8 @@ class Rewriter:
     ) -> dict[str, Any]:
         # No database connection is held while the message waits for a tokenizer: the pool also serves ingest.
         async with pool.acquire() as conn:
-            tracking, _ = await sending.tracking_for(conn, campaign_id)
-        if not tracking:
+            settings = await sending.tracking_for(conn, campaign_id)
+        if not settings.tracking:
             return {"html": html, "text": text, "tracking": False, "links": []}
         digest = hashlib.sha256(html.encode() + b"\0" + (text or "").encode()).digest()
         cached = self._prepared.get((campaign_id, digest))
@@ -224,7 +224,7 @@ class Rewriter:
             cached = (await self._prepare(html, text), False)
         message, registered = cached
         async with pool.acquire() as conn:
-            tracking, tracking_url = await sending.register(conn, campaign_id, message, contact, links=not registered)
+            settings = await sending.register(conn, campaign_id, message, contact, links=not registered)
         self._prepared[(campaign_id, digest)] = (message, True)
         self._prepared.move_to_end((campaign_id, digest))
         while len(self._prepared) > CACHE_SIZE:
@@ -233,11 +233,12 @@ class Rewriter:
             message,
             (html, text),
             self._minter(),
-            tracking=tracking,
-            base=sending.base_url(tracking_url, self._public_url),
+            tracking=settings.tracking,
+            base=sending.base_url(settings.tracking_url, self._public_url),
             campaign_id=campaign_id,
             contact=contact,
             sent_at=sent_at,
+            decoy=settings.decoy_link,
         )
         if not sendable.tracking:
             return {"html": html, "text": text, "tracking": False, "links": []}

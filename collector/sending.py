@@ -29,25 +29,36 @@ def base_url(tracking_url: str | None, public_url: str) -> str:
     return tracking_url or public_url
 
 
-async def tracking_for(conn: asyncpg.Connection, campaign_id: int) -> tuple[bool, str | None]:
-    """The campaign's tracking setting and domain, creating the campaign (tracking on) if it is new."""
+async def tracking_for(conn: asyncpg.Connection, campaign_id: int) -> campaigns.SendingSettings:
+    """The campaign's settings for rewriting, creating the campaign (tracking on) if it is new."""
     return await campaigns.ensure_campaign(conn, campaign_id)
 
 
 async def register(
-    conn: asyncpg.Connection, campaign_id: int, message: PreparedMessage, contact: int | None, *, links: bool = True
-) -> tuple[bool, str | None]:
+    conn: asyncpg.Connection,
+    campaign_id: int,
+    message: PreparedMessage,
+    contact: int | None,
+    *,
+    links: bool = True,
+    decoy: bool = False,
+) -> campaigns.SendingSettings:
     """In one transaction: the campaign, its placements (unless ``links`` is False: already registered) and
-    the recipient. Returns the campaign's tracking setting and domain; nothing is registered when tracking
-    is off. Raises campaigns.Conflict when a placement is registered for another destination."""
+    the recipient; the decoy placement too when the campaign asks for one or ``decoy`` does. Returns the
+    campaign's settings, decoy_link set when a decoy goes in; nothing is registered when tracking is off.
+    Raises campaigns.Conflict when a placement is registered for another destination."""
     async with conn.transaction():
-        tracking, tracking_url = await campaigns.ensure_campaign(conn, campaign_id)
-        if tracking:
-            if links:
-                await campaigns.register_links(conn, campaign_id, message.links)
+        settings = await campaigns.ensure_campaign(conn, campaign_id)
+        if settings.tracking:
+            with_decoy = settings.decoy_link or decoy
+            slots = list(message.links) if links else []
+            if with_decoy and message.decoy is not None:
+                slots.append(message.decoy)
+            await campaigns.register_links(conn, campaign_id, slots)
             if contact is not None:
                 await campaigns.record_recipient(conn, campaign_id, contact)
-    return tracking, tracking_url
+            settings = campaigns.SendingSettings(settings.tracking, settings.tracking_url, with_decoy)
+    return settings
 
 
 def render(
@@ -60,9 +71,13 @@ def render(
     campaign_id: int,
     contact: int | None,
     sent_at: int,
+    decoy: bool = False,
 ) -> Sendable:
-    """The recipient's message: its links minted on ``base``, or the original when tracking is off."""
+    """The recipient's message: its links minted on ``base`` (and the decoy link if ``decoy``), or the
+    original when tracking is off."""
     if not tracking:
         return Sendable(original[0], original[1], tracking=False)
-    html, text = message.render(codec, base_url=base, campaign_id=campaign_id, contact_id=contact, sent_at=sent_at)
+    html, text = message.render(
+        codec, base_url=base, campaign_id=campaign_id, contact_id=contact, sent_at=sent_at, decoy=decoy
+    )
     return Sendable(html, text, tracking=True)

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from common.limits import MAX_CONTACT, MAX_ID, MAX_KEY_ID
+from common.signals import MAX_SIGNALS
 
 WIRE_VERSION = 1
 FIELDS = (
@@ -34,6 +35,7 @@ FIELDS = (
     "client_ip",
     "user_agent",
     "method",
+    "signals",
 )
 MAX_USER_AGENT = 512
 # On a 400 for a batch, the collector's answer carries this header: the batch itself is invalid and the edge
@@ -47,6 +49,9 @@ _MAX_BIGINT = MAX_CONTACT
 _MAX_U16 = MAX_KEY_ID
 _MAX_CLICKED_US = _MAX_U32 * 1_000_000
 _NFIELDS = len(FIELDS)
+# Rows from edges that predate ``signals`` (and records they spooled before an upgrade) have one value
+# fewer: their signals are unknown (None), which is not the same as a request that sent no such header.
+_NFIELDS_BEFORE_SIGNALS = _NFIELDS - 1
 
 
 class EventIds:
@@ -103,6 +108,7 @@ class Click:
     client_ip: bytes | None  # the packed address: 4 bytes (IPv4) or 16 (IPv6)
     user_agent: str
     method: str
+    signals: int | None  # common/signals.py's bits; None when the edge recorded none (an older edge)
 
 
 def click_payload(
@@ -115,19 +121,20 @@ def click_payload(
     client_ip: str,
     user_agent: str,
     method: str,
+    signals: int,
 ) -> bytes:
     """A click's fields after its event id, as the edge spools them (FIELDS[1:], a JSON array).
 
     Bounded: with a parsed address and GET or HEAD, the longest payload (512 characters that JSON escapes
     as six bytes each) is well under the spool's 4 KiB record limit, whatever the user agent holds."""
     user_agent = user_agent[:MAX_USER_AGENT]
-    fields = (clicked_at_us, campaign_id, link_id, contact_id, sent_at, key_id, client_ip, user_agent, method)
+    fields = (clicked_at_us, campaign_id, link_id, contact_id, sent_at, key_id, client_ip, user_agent, method, signals)
     try:
         return orjson.dumps(fields)
     except orjson.JSONEncodeError:
         # Header bytes that are not UTF-8 arrive as lone surrogates: keep the rest, one U+FFFD for each.
         clean = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in user_agent)
-        return orjson.dumps((*fields[:7], clean, method))
+        return orjson.dumps((*fields[:7], clean, method, signals))
 
 
 def payload_clicked_at_us(payload: bytes) -> int:
@@ -160,9 +167,12 @@ def decode_batch(doc: Any) -> tuple[str, list[Click]]:
 
 def _row(i: int, row: Any) -> Click:
     # Every click of every batch passes here: written for speed (C-level parsers first, no closures).
-    if type(row) is not list or len(row) != _NFIELDS:
-        raise BatchError(f"clicks[{i}] must be an array of {_NFIELDS} values: {', '.join(FIELDS)}")
-    event_id, clicked_us, campaign, link, contact, sent_at, key_id, ip, ua, method = row
+    if type(row) is not list or not _NFIELDS_BEFORE_SIGNALS <= len(row) <= _NFIELDS:
+        raise BatchError(f"clicks[{i}] must be an array of {_NFIELDS} values: {', '.join(FIELDS)} (or without signals)")
+    event_id, clicked_us, campaign, link, contact, sent_at, key_id, ip, ua, method = row[:_NFIELDS_BEFORE_SIGNALS]
+    signals = row[_NFIELDS_BEFORE_SIGNALS] if len(row) == _NFIELDS else None
+    if signals is not None and (type(signals) is not int or not 0 <= signals <= MAX_SIGNALS):
+        raise _bad(i, "signals", f"must be null or an integer from 0 to {MAX_SIGNALS}")
     try:
         # fromhex takes pairs of hex digits (and spaces between them, which the length check refuses).
         eid = bytes.fromhex(event_id) if len(event_id) == 32 else b""
@@ -206,6 +216,7 @@ def _row(i: int, row: Any) -> Click:
         addr,
         ua.replace("\x00", "") if "\x00" in ua else ua,
         method,
+        signals,
     )
 
 

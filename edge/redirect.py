@@ -16,9 +16,10 @@ from collections.abc import Callable
 from http import HTTPStatus
 
 from aiohttp.http_exceptions import HttpProcessingError
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDictProxy, istr
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from common import signals
 from common.events import EventIds, click_payload
 from edge.clientip import ClientIP
 from edge.metrics import EdgeMetrics
@@ -66,6 +67,8 @@ PAGES = {
     OVERSIZED: _page(414, "Link not valid", "This link is too long to be a valid tracked link."),
     "not_found": _page(404, "Not found", "There is nothing here."),
 }
+# The header names made once, as multidict's istr: their lookups skip folding the name's case per request.
+_header_signals = signals.reader(istr)
 _METHOD_NOT_ALLOWED = answer(405, extra=b"Allow: GET, HEAD\r\n" + _NO_STORE)
 _SERVER_ERROR = _page(500, "Something went wrong", "The link could not be followed. Please try again.")
 _READY = answer(200, b"ready\n")
@@ -150,6 +153,7 @@ class RedirectHandler:
             ip,
             headers.get("User-Agent", ""),
             method,
+            _header_signals(headers.get),
         )
         # Written before the answer (see before_send): once the recipient has been redirected, the click is
         # in the kernel. If it cannot be kept (spool full, disk failing) the recipient still lands; it is

@@ -10,6 +10,12 @@ Left alone: ``mailto:``, ``tel:``, ``sms:`` and other schemes, in-page anchors, 
 placeholders (``{{…}}``, ``*|…|*``, ``%%…%%``, ``[[…]]``, ``<%…%>``, ``${…}``, ``{$…}``), and links marked
 ``data-clickedge="off"`` (that attribute is removed). Character references in ``href`` (``&amp;``) are
 decoded before minting. ``data-clickedge-name="Pricing_CTA"`` names a placement for reports.
+
+A decoy link (``render(..., decoy=True)``, for campaigns that ask for one) is one more placement that
+people cannot see or reach: an empty ``<a>`` right after ``<body>`` (or at the start of a document without
+one), hidden from view (``display:none``, and ``mso-hide:all`` for Outlook), from screen readers
+(``aria-hidden``) and from keyboard focus (``tabindex="-1"``). Only machines fetch it. Without it, a
+rendered message differs from the original only in the rewritten values.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from links.token import LINK_PATH, DestinationError, validate_destination
 PLACEHOLDER_MARKS = ("{{", "}}", "{%", "%%", "*|", "|*", "[[", "]]", "<%", "${", "{$")
 TEXT_URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)  # plain text has no markup to tokenize
 TEXT_TRAILING = ".,;:!?)]}'\""
+DECOY_OPEN = '<a href="'
+DECOY_CLOSE = '" style="display:none!important;mso-hide:all" aria-hidden="true" tabindex="-1"></a>'
+DECOY_NAME = "decoy"
 OFF_ATTRIBUTE = "data-clickedge"
 NAME_ATTRIBUTE = "data-clickedge-name"
 
@@ -90,19 +99,39 @@ class PreparedMessage:
     html: _Part
     text: _Part | None
     skipped: list[Skipped]
+    decoy_at: tuple[int, int] = (0, 0)  # where a decoy link goes: (chunk of html, offset in it)
 
     @property
     def links(self) -> list[LinkSlot]:
         return self.html.slots + (self.text.slots if self.text else [])
 
+    @property
+    def decoy(self) -> LinkSlot | None:
+        """The decoy placement: after every other one, to the first link's destination; None for a message
+        without links (nothing to protect)."""
+        links = self.links
+        if not links:
+            return None
+        return LinkSlot(max(s.link_id for s in links) + 1, links[0].destination, DECOY_NAME, "decoy")
+
     def render(
-        self, minter: Minter, *, base_url: str, campaign_id: int, contact_id: int | None, sent_at: int
+        self,
+        minter: Minter,
+        *,
+        base_url: str,
+        campaign_id: int,
+        contact_id: int | None,
+        sent_at: int,
+        decoy: bool = False,
     ) -> tuple[str, str | None]:
-        """One recipient's message: each placement's tracked URL, minted locally."""
+        """One recipient's message: each placement's tracked URL, minted locally, and the decoy link if
+        ``decoy`` (and the message has links)."""
         problem = base_url_problem(base_url)
         if problem is not None:
             raise RewriteError(f"the base URL of tracked links {problem}")
         prefix = base_url.rstrip("/") + LINK_PATH
+        decoy_slot = self.decoy if decoy else None
+        slots = self.links if decoy_slot is None else [*self.links, decoy_slot]
         urls = {
             slot.link_id: prefix
             + minter.mint(
@@ -112,9 +141,16 @@ class PreparedMessage:
                 contact_id=contact_id,
                 sent_at=sent_at,
             )
-            for slot in self.links
+            for slot in slots
         }
-        return self.html.render(urls), self.text.render(urls) if self.text is not None else None
+        html_part = self.html
+        if decoy_slot is not None:
+            chunk, offset = self.decoy_at
+            chunks = list(html_part.chunks)
+            text = chunks[chunk]
+            chunks[chunk] = text[:offset] + DECOY_OPEN + urls[decoy_slot.link_id] + DECOY_CLOSE + text[offset:]
+            html_part = _Part(chunks, html_part.slots)
+        return html_part.render(urls), self.text.render(urls) if self.text is not None else None
 
 
 def prepare(message_html: str, text: str | None = None) -> PreparedMessage:
@@ -128,9 +164,13 @@ def prepare(message_html: str, text: str | None = None) -> PreparedMessage:
     pending = []  # the literal text since the last slot
     pos = 0
     next_id = 1
-    for start, end, kind, payload in sorted(finder.edits):
+    decoy_at = (0, 0)
+    for start, end, kind, payload in sorted([*finder.edits, (finder.body_end, finder.body_end, "decoy", None)]):
         pending.append(message_html[pos:start])
         pos = end
+        if kind == "decoy":
+            decoy_at = (len(part.chunks), sum(len(p) for p in pending))
+            continue
         if kind == "remove":
             continue
         assert payload is not None
@@ -143,7 +183,7 @@ def prepare(message_html: str, text: str | None = None) -> PreparedMessage:
     part.chunks.append("".join(pending))
     skipped = finder.skipped
     text_part = _prepare_text(text, next_id, skipped) if text is not None else None
-    return PreparedMessage(part, text_part, skipped)
+    return PreparedMessage(part, text_part, skipped, decoy_at)
 
 
 def _prepare_text(text: str, next_id: int, skipped: list[Skipped]) -> _Part:
@@ -236,6 +276,7 @@ class _LinkFinder(HTMLParser):
                 self._line_starts.append(i + 1)
         self._fed = 0
         self._nothing_from: dict[re.Pattern[str], int] = {}
+        self.body_end = 0  # just after the first <body ...> start tag; 0 when there is none
 
     def scan(self) -> None:
         self._fed = self.source.rfind(">") + 1
@@ -284,6 +325,12 @@ class _LinkFinder(HTMLParser):
         return self._line_starts[line - 1] + column
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "body" and not self.body_end and self.base == 0:
+            raw = self.get_starttag_text() or ""
+            start = self._offset()
+            if self.source[start : start + len(raw)] == raw:
+                self.body_end = start + len(raw)
+            return
         if tag not in ("a", "area") and not tag.startswith("v:"):
             return
         raw = self.get_starttag_text() or ""

@@ -29,8 +29,8 @@ from links.token import LINK_PATH, TokenError
 
 FIXED = "https://example.com/"
 INSERT = """INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id, client_ip,
-                                user_agent, method, edge)
-            VALUES ($1, now(), $2, $3, $4, to_timestamp($5), $6, $7, $8, $9, 'peer')"""
+                                user_agent, method, edge, verdict, verdict_reasons)
+            VALUES ($1, now(), $2, $3, $4, to_timestamp($5), $6, $7, $8, $9, 'peer', 'human', '{}')"""
 
 
 async def serve(handler: web.Server, port: int) -> None:

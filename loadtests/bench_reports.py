@@ -41,11 +41,11 @@ SECRET = "bench-ingest-secret-0123456789"  # noqa: S105 - a throwaway database's
 
 LOAD = """
 INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id, client_ip, user_agent,
-                    method, edge)
+                    method, edge, verdict, verdict_reasons)
 SELECT 1 + (random() * ($2 - 1))::bigint,
        now() - interval '30 days' + random() * interval '30 days',
        gen_random_uuid(), $1, 1 + (random() * ($3 - 1))::int, now() - interval '31 days', 1,
-       '192.0.2.1', 'Mozilla/5.0 (bench)', 'GET', 'bench'
+       '192.0.2.1', 'Mozilla/5.0 (bench)', 'GET', 'bench', 'human', '{}'
 FROM generate_series(1, $4)
 """
 BUILD = [
@@ -108,7 +108,7 @@ async def run(clicks: int, requests: int) -> dict[str, Any]:
         await migrate_dsn(pg.dsn)
         contacts = max(10, clicks // 20)
         load_seconds = await load(pg.dsn, clicks, contacts)
-        config = CollectorConfig(database_url=pg.dsn, ingest_secret=SECRET, data_dir=root)
+        config = CollectorConfig(verdict_hold=0, database_url=pg.dsn, ingest_secret=SECRET, data_dir=root)
         runner = web.AppRunner(create_app(config), access_log=None)
         await runner.setup()
         port = free_port()

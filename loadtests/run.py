@@ -374,7 +374,11 @@ async def ingest_ratio(dsn: str, rows: int) -> dict[str, float]:
     conn = await asyncpg.connect(dsn)
     try:
         await ingest.prepare_connection(conn)
-        await conn.execute("CREATE TABLE IF NOT EXISTS copy_baseline (LIKE clicks INCLUDING ALL)")
+        # The shape of clicks, its indexes included; the verdict columns may stay empty (a raw COPY has none).
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS copy_baseline (LIKE clicks INCLUDING ALL);"
+            "ALTER TABLE copy_baseline ALTER verdict DROP NOT NULL, ALTER verdict_reasons DROP NOT NULL"
+        )
         copy_rate = rows / await copy_records_seconds(conn, batches)
         encoded_rate = rows / await copy_encoded_seconds(conn, batches)
         ingest_rate = rows / await ingest_seconds(conn, batches)
@@ -460,6 +464,7 @@ def stage_records(edge: str, clicks: list[Click]) -> list[tuple[Any, ...]]:
             None if c.client_ip is None else ipaddress.ip_address(c.client_ip),
             c.user_agent,
             c.method,
+            c.signals,
             edge,
         )
         for c in clicks

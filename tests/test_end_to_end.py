@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from collector.app import create_app
 from collector.config import CollectorConfig
+from common.signals import describe
 from edge.config import EdgeConfig
 from edge.main import shutdown, start
 from links import keys
@@ -23,7 +24,9 @@ URL = "https://shop.example.com/pricing?utm_source=news#plans"
 async def test_click_arrives_in_postgres_with_the_right_fields(
     database_url: str, db: asyncpg.Connection, data_dir: Path, campaign_id: int
 ) -> None:
-    collector = TestServer(create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)))
+    collector = TestServer(
+        create_app(CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET))
+    )
     await collector.start_server()
     config = EdgeConfig(
         port=0,
@@ -41,7 +44,13 @@ async def test_click_arrives_in_postgres_with_the_right_fields(
         base = f"http://127.0.0.1:{edge.port}/c/"
         before = time.time()
         async with aiohttp.ClientSession() as http:
-            headers = {"User-Agent": "Mozilla/5.0 e2e", "X-Forwarded-For": "203.0.113.50"}
+            headers = {
+                "User-Agent": "Mozilla/5.0 e2e",
+                "X-Forwarded-For": "203.0.113.50",
+                "Accept": "text/html,*/*;q=0.8",
+                "Sec-Fetch-Site": "cross-site",
+                "Sec-Fetch-Mode": "navigate",
+            }
             async with http.get(base + named, headers=headers, allow_redirects=False) as resp:
                 assert resp.status == 302 and resp.headers["Location"] == URL
             async with http.head(base + named, allow_redirects=False) as resp:
@@ -63,6 +72,8 @@ async def test_click_arrives_in_postgres_with_the_right_fields(
         assert get["client_ip"] == ipaddress.ip_address("203.0.113.50")
         assert head["client_ip"] == ipaddress.ip_address("127.0.0.1")
         assert get["user_agent"] == "Mozilla/5.0 e2e"
+        assert describe(get["signals"]) == ["accept-html", "fetch-navigate", "fetch-site"]
+        assert describe(head["signals"]) == []  # aiohttp's HEAD: Accept */* only
         assert get["sent_at"].timestamp() == sent_at
         assert before - 1 <= get["clicked_at"].timestamp() <= time.time()
         assert get["event_id"] != head["event_id"]

@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="JSON",
         help='replace the actions, e.g. \'[{"type": "add_tag", "tag": "pricing"}]\'',
     )
+    p.add_argument(
+        "--on",
+        choices=campaigns.ACTIONS_ON,
+        default=None,
+        help="with --set: whose first click fires them: a person's (human, the default) or any click "
+        "(every_click, for links only machines are meant to fetch)",
+    )
     add_options(p, WebhookOptions)
     p.set_defaults(run=run)
 
@@ -41,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
             wanted = orjson.loads(args.new_actions)
         except orjson.JSONDecodeError as exc:
             raise CommandError(f"--set is not valid JSON: {exc}") from None
+    if args.on is not None and wanted is None:
+        raise CommandError("--on goes with --set (the actions it applies to)")
     made, link, changes = asyncio.run(_run(args, options.dsn(), wanted))
     master = master_secret(options) if made else None
     for endpoint in made:
@@ -54,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print_endpoint_secret(endpoint, master)
     print(orjson.dumps(link["actions"], option=orjson.OPT_INDENT_2).decode())
+    print(f"# fired on: {link['actions_on']}", file=sys.stderr)
     for change in changes:
         print(
             f"# {change['at']} {change['actor']}: {len(change['before'])} -> {len(change['after'])} actions",
@@ -72,7 +82,7 @@ async def _run(
         if wanted is not None:
             try:
                 _, made = await campaigns.set_actions(
-                    conn, args.campaign, args.link, wanted, f"cli:{getpass.getuser()}"
+                    conn, args.campaign, args.link, wanted, f"cli:{getpass.getuser()}", on=args.on
                 )
             except (ActionError, campaigns.NotFound) as exc:
                 raise CommandError(str(exc)) from None

@@ -11,6 +11,8 @@ import orjson
 from clickedge.cli.reference import configuration_reference
 from clickedge.cli.up import read_config
 from clickedge.services import services
+from collector.config import CollectorConfig
+from collector.networks import load as load_networks
 from common import settings
 from common.settings import ConfigError
 
@@ -61,7 +63,21 @@ def effective_configuration(file: settings.ConfigFile, wanted: list[str]) -> lis
                 lines.append(f"# {key} is not set ({where})")
             else:
                 lines.append(f"{key} = {toml_value(value)}  # {where}")
+        if isinstance(config, CollectorConfig):
+            lines.append(scanner_summary(config))
     return lines
+
+
+def scanner_summary(config: CollectorConfig) -> str:
+    """What the classifier's network file holds (collector/networks.py), as a comment."""
+    networks = load_networks(config.scanner_networks)
+    dated = f", updated {networks.updated}" if networks.updated else ", undated"
+    labels = sorted({label for _, label in networks.networks})
+    return (
+        f"# scanner_networks: {len(networks)} networks ({', '.join(labels) or 'none'}){dated}; "
+        f"people_networks: {len(config.people_networks)}. Per campaign, count_everything and decoy_link are "
+        "set with PUT /v1/campaigns/{id}."
+    )
 
 
 def toml_value(value: object) -> str:

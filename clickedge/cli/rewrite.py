@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--contact", type=whole_number, default=None, help="the recipient's contact id (omit: anonymous)")
     p.add_argument("--text", type=Path, default=None, help="also rewrite this plain-text part; written to TEXT.tracked")
     p.add_argument("--sent-at", type=whole_number, default=None, help="send time, Unix seconds (default now)")
+    p.add_argument(
+        "--decoy-link",
+        action="store_true",
+        help="add a link people cannot see or reach; a fetch of it marks the message's burst a scanner's "
+        "(also on when the campaign's decoy_link setting is)",
+    )
     add_options(p, RewriteOptions)
     p.set_defaults(run=run)
 
@@ -52,14 +58,14 @@ async def _register(
     options: RewriteOptions, args: argparse.Namespace, message: PreparedMessage, html: str, text: str | None, base: str
 ) -> sending.Sendable:
     """Register the campaign, its links and the recipient where there is a database, then render."""
-    tracking, tracking_url = True, None
+    settings = campaigns.SendingSettings(True, None, args.decoy_link)
     dsn = options.optional_dsn()
     if dsn is None:
         print("clickedge rewrite: no database configured; links are minted but not registered", file=sys.stderr)
     else:
         conn = await connect(dsn)
         try:
-            tracking, tracking_url = await sending.register(conn, args.campaign, message, args.contact)
+            settings = await sending.register(conn, args.campaign, message, args.contact, decoy=args.decoy_link)
         except campaigns.Conflict as exc:
             raise CommandError(str(exc)) from None
         finally:
@@ -68,9 +74,10 @@ async def _register(
         message,
         (html, text),
         open_keys(options).codec(),
-        tracking=tracking,
-        base=sending.base_url(tracking_url, base),
+        tracking=settings.tracking,
+        base=sending.base_url(settings.tracking_url, base),
         campaign_id=args.campaign,
         contact=args.contact,
         sent_at=args.sent_at if args.sent_at is not None else int(time.time()),
+        decoy=settings.decoy_link,
     )

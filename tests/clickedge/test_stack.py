@@ -10,6 +10,7 @@ import socket
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -19,6 +20,7 @@ import asyncpg
 import pytest
 
 from clickedge.pgembed import free_port
+from collector.agents import current_version
 from common.settings import redact_dsn
 from tests.conftest import eventually
 
@@ -40,6 +42,13 @@ class Stack:
         self.proc = proc
         self.banner = banner
         self.output = output  # everything printed up to the banner's last line
+
+
+BROWSER = {
+    "User-Agent": f"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/{current_version('Firefox', time.time())}.0",
+    "Accept": "text/html,application/xhtml+xml,*/*;q=0.8",
+    "Accept-Language": "en",
+}
 
 
 async def start_up(data_dir: Path, env: dict[str, str], ports: tuple[int, int] | None = None, *options: str) -> Stack:
@@ -89,6 +98,7 @@ def pid_alive(pid: int) -> bool:
 
 async def test_up_runs_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "CLICKEDGE_DATABASE_URL"}
+    env["CLICKEDGE_COLLECTOR_VERDICT_HOLD"] = "0.5"  # the click below counts once its verdict is final
     data_dir = tmp_path / "state"
     ports = (free_port(), free_port())
     stack = await start_up(data_dir, env, ports)
@@ -106,7 +116,8 @@ async def test_up_runs_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
             f"{stack.banner['collector']}/metrics",
         ]
         async with aiohttp.ClientSession() as http:
-            async with http.get(sample, allow_redirects=False) as resp:
+            # A person's click (a browser's navigation; a script's would be counted apart from people's).
+            async with http.get(sample, headers=BROWSER, allow_redirects=False) as resp:
                 assert resp.status == 302
                 assert resp.headers["Location"] == "https://example.com/?utm_source=clickedge#welcome"
             for url in stack.banner["metrics"].split():
@@ -117,7 +128,8 @@ async def test_up_runs_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
             async def clicked() -> int:
                 return int(await conn.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = 1"))
 
-            assert await eventually(clicked, timeout=10) == 1
+            assert await eventually(clicked, timeout=20) == 1
+            assert await conn.fetchval("SELECT verdict FROM clicks WHERE campaign_id = 1") == "human"
         finally:
             await conn.close()
         # The admin API works with the key `up` made, and its report counts the click.

@@ -22,6 +22,7 @@ Rows = list[tuple[Any, ...]]
 # Tables with a campaign_id column: all their columns, in a fixed order.
 BY_CAMPAIGN = {
     "clicks": "contact_id, clicked_at, event_id",
+    "pending_clicks": "contact_id, clicked_at, event_id",
     "refused_clicks": "event_id",
     "link_click_counts": "link_id",
     "link_clickers": "link_id, contact_id",
@@ -62,33 +63,45 @@ async def snapshot(conn: asyncpg.Connection, campaign_id: int, contacts: tuple[i
     return out
 
 
+# The campaign's clicks, each marked counted (a person's, or any click of a campaign that counts everything).
+JUDGED = """(SELECT c.*, (c.verdict = 'human' OR coalesce(k.count_everything, false)) AS counted
+             FROM clicks c LEFT JOIN campaigns k USING (campaign_id) WHERE c.campaign_id = $1) j"""
+AUTOMATED = """count(*) FILTER (WHERE NOT counted AND verdict = 'scanner'),
+               count(*) FILTER (WHERE NOT counted AND verdict = 'preview'),
+               count(*) FILTER (WHERE NOT counted AND verdict = 'script')"""
+
 # Each report table as stored, and as derived from the click rows; contact 0 (anonymous) has no unique rows.
 RECOUNTS = {
     "link_click_counts": (
-        "SELECT link_id, clicks, last_click, unique_clicks FROM link_click_counts WHERE campaign_id = $1",
-        """SELECT link_id, count(*), max(clicked_at), count(DISTINCT nullif(contact_id, 0))
-           FROM clicks WHERE campaign_id = $1 GROUP BY link_id""",
+        """SELECT link_id, clicks, last_click, unique_clicks, scanner_clicks, preview_clicks, script_clicks
+           FROM link_click_counts WHERE campaign_id = $1""",
+        f"""SELECT link_id, count(*) FILTER (WHERE counted), max(clicked_at) FILTER (WHERE counted),
+                   count(DISTINCT nullif(contact_id, 0)) FILTER (WHERE counted), {AUTOMATED}
+            FROM {JUDGED} GROUP BY link_id""",  # noqa: S608 - constants only
     ),
     "link_clickers": (
         "SELECT link_id, contact_id, first_click, last_click, clicks FROM link_clickers WHERE campaign_id = $1",
-        """SELECT link_id, contact_id, min(clicked_at), max(clicked_at), count(*)
-           FROM clicks WHERE campaign_id = $1 AND contact_id <> 0 GROUP BY link_id, contact_id""",
+        f"""SELECT link_id, contact_id, min(clicked_at), max(clicked_at), count(*)
+            FROM {JUDGED} WHERE contact_id <> 0 AND counted GROUP BY link_id, contact_id""",  # noqa: S608 - constants only
     ),
     "campaign_clickers": (
         "SELECT contact_id, first_click FROM campaign_clickers WHERE campaign_id = $1",
-        """SELECT contact_id, min(clicked_at) FROM clicks WHERE campaign_id = $1 AND contact_id <> 0
-           GROUP BY contact_id""",
+        f"""SELECT contact_id, min(clicked_at) FROM {JUDGED} WHERE contact_id <> 0 AND counted
+            GROUP BY contact_id""",  # noqa: S608 - constants only
     ),
     "campaign_stats": (
-        "SELECT clicks, unique_clicks, unique_clickers FROM campaign_stats WHERE campaign_id = $1",
-        """SELECT count(*), count(DISTINCT (link_id, contact_id)) FILTER (WHERE contact_id <> 0),
-                  count(DISTINCT contact_id) FILTER (WHERE contact_id <> 0)
-           FROM clicks WHERE campaign_id = $1 GROUP BY campaign_id""",
+        """SELECT clicks, unique_clicks, unique_clickers, scanner_clicks, preview_clicks, script_clicks
+           FROM campaign_stats WHERE campaign_id = $1""",
+        f"""SELECT count(*) FILTER (WHERE counted),
+                   count(DISTINCT (link_id, contact_id)) FILTER (WHERE contact_id <> 0 AND counted),
+                   count(DISTINCT contact_id) FILTER (WHERE contact_id <> 0 AND counted), {AUTOMATED}
+            FROM {JUDGED} GROUP BY campaign_id""",  # noqa: S608 - constants only
     ),
     "campaign_hourly": (
-        "SELECT hour, clicks FROM campaign_hourly WHERE campaign_id = $1",
-        """SELECT date_trunc('hour', clicked_at, 'UTC'), count(*) FROM clicks WHERE campaign_id = $1
-           GROUP BY 1""",
+        """SELECT hour, clicks, scanner_clicks, preview_clicks, script_clicks FROM campaign_hourly
+           WHERE campaign_id = $1""",
+        f"""SELECT date_trunc('hour', clicked_at, 'UTC'), count(*) FILTER (WHERE counted), {AUTOMATED}
+            FROM {JUDGED} GROUP BY 1""",  # noqa: S608 - constants only
     ),
 }
 

@@ -37,6 +37,7 @@ LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 @pytest.fixture
 async def collectors(database_url: str, data_dir: Path) -> AsyncIterator[list[TestClient[Any, Any]]]:
     config = CollectorConfig(
+        verdict_hold=0,
         database_url=database_url,
         ingest_secret=INGEST_SECRET,
         data_dir=data_dir,
@@ -51,7 +52,11 @@ async def collectors(database_url: str, data_dir: Path) -> AsyncIterator[list[Te
 async def strict_collector(database_url: str, data_dir: Path) -> AsyncIterator[TestClient[Any, Any]]:
     """A collector with the default destination policy: no internal address opened."""
     config = CollectorConfig(
-        database_url=database_url, ingest_secret=INGEST_SECRET, data_dir=data_dir, webhook_secret=WEBHOOK_SECRET
+        verdict_hold=0,
+        database_url=database_url,
+        ingest_secret=INGEST_SECRET,
+        data_dir=data_dir,
+        webhook_secret=WEBHOOK_SECRET,
     )
     async with TestClient(TestServer(create_app(config))) as client:
         yield client

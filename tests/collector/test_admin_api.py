@@ -36,7 +36,11 @@ MESSAGE = (
 @pytest.fixture
 async def api(database_url: str, data_dir: Path) -> AsyncIterator[TestClient[Any, Any]]:
     config = CollectorConfig(
-        database_url=database_url, ingest_secret=INGEST_SECRET, data_dir=data_dir, public_url="https://t.example.net"
+        verdict_hold=0,
+        database_url=database_url,
+        ingest_secret=INGEST_SECRET,
+        data_dir=data_dir,
+        public_url="https://t.example.net",
     )
     async with TestClient(TestServer(create_app(config))) as client:
         yield client

@@ -27,7 +27,7 @@ PARTITIONS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('clickedge.click_partiti
 
 
 def click(at_us: int) -> Click:
-    return Click(bytes(16), at_us, 1, 1, None, 0, 1, None, "ua", "GET")
+    return Click(bytes(16), at_us, 1, 1, None, 0, 1, None, "ua", "GET", None)
 
 
 def test_check_clock_refuses_clicks_ahead_of_the_clock_or_too_old() -> None:
@@ -47,7 +47,7 @@ def row(ids: EventIds, campaign_id: int, at_us: int, contact: int | None, ip: st
 
 @pytest.fixture
 async def client(database_url: str) -> AsyncIterator[TestClient[Any, Any]]:
-    config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)
+    config = CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET)
     async with TestClient(TestServer(create_app(config))) as client:
         yield client
 
@@ -126,7 +126,7 @@ async def test_partition_maintenance_moves_default_rows_into_their_months_partit
     await db.execute(PARTITIONS_LOCK)
     locked = True
     try:
-        config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)
+        config = CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET)
         async with TestClient(TestServer(create_app(config))) as client:
             ids, at_us = EventIds(), int(month.timestamp() * 1e6) + DAY_US
             body = orjson.dumps(

@@ -28,7 +28,7 @@ async def test_sigterm_finishes_the_batch_in_flight_then_exits_0(
     blocker = await asyncpg.connect(database_url)
     lock = blocker.transaction()
     await lock.start()
-    await blocker.execute("LOCK TABLE campaign_stats IN ACCESS EXCLUSIVE MODE")
+    await blocker.execute("LOCK TABLE pending_clicks IN ACCESS EXCLUSIVE MODE")
     try:
         async with aiohttp.ClientSession() as http:
             posted = asyncio.create_task(
@@ -42,7 +42,7 @@ async def test_sigterm_finishes_the_batch_in_flight_then_exits_0(
             async def waiting_on_the_lock() -> bool:
                 return bool(
                     await db.fetchval(
-                        "SELECT count(*) FROM pg_locks WHERE relation = 'campaign_stats'::regclass AND NOT granted"
+                        "SELECT count(*) FROM pg_locks WHERE relation = 'pending_clicks'::regclass AND NOT granted"
                     )
                 )
 
@@ -78,4 +78,5 @@ async def test_sigterm_finishes_the_batch_in_flight_then_exits_0(
             await blocker.close()  # nor a lock on a table every later test writes
     async with asyncio.timeout(30):
         assert await proc.proc.wait() == 0
-    assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 5
+    # Committed, waiting for their verdicts (the collector's default hold).
+    assert await db.fetchval("SELECT count(*) FROM pending_clicks WHERE campaign_id = $1", campaign_id) == 5

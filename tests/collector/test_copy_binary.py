@@ -13,17 +13,20 @@ from hypothesis import strategies as st
 from collector import ingest
 from collector.copy_binary import HEADER, TRAILER, encode_stage_rows
 from common.events import METHODS, Click, EventIds, decode_batch
+from common.signals import MAX_SIGNALS
 from loadtests.run import stage_records
 
 _ids = EventIds()
 
 
-def clicks(rows: list[tuple[int | None, str, str, str]]) -> list[Click]:
+def clicks(rows: list[tuple[int | None, str, str, str]], signals: list[int | None] | None = None) -> list[Click]:
     at = 1_790_000_000_000_000
     wire = [
         [_ids.next(at // 1000), at + n * 7, 4_000_000_000 + n, n % 5, contact, n, 65535, ip, ua, method]
         for n, (contact, ip, ua, method) in enumerate(rows)
     ]
+    for row, value in zip(wire, signals or [], strict=False):
+        row.append(value)  # an edge that records signals (or says it has none: null); else an older edge
     return decode_batch({"v": 1, "edge": "edge-é", "clicks": wire})[1]
 
 
@@ -43,9 +46,11 @@ row = st.tuples(
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=st.lists(row, max_size=20))
-def test_postgresql_reads_back_every_value(database_url: str, rows: list[tuple[int | None, str, str, str]]) -> None:
-    asyncio.run(_round_trip(database_url, clicks(rows)))
+@given(rows=st.lists(row, max_size=20), signals=st.lists(st.one_of(st.none(), st.integers(0, MAX_SIGNALS))))
+def test_postgresql_reads_back_every_value(
+    database_url: str, rows: list[tuple[int | None, str, str, str]], signals: list[int | None]
+) -> None:
+    asyncio.run(_round_trip(database_url, clicks(rows, signals)))
 
 
 async def _round_trip(database_url: str, batch: list[Click]) -> None:

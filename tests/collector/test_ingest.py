@@ -25,7 +25,7 @@ AUTH = {"Authorization": f"Bearer {INGEST_SECRET}"}
 
 @pytest.fixture
 async def client(database_url: str) -> AsyncIterator[TestClient[Any, Any]]:
-    config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)
+    config = CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET)
     async with TestClient(TestServer(create_app(config))) as client:
         yield client
 
@@ -78,10 +78,14 @@ async def test_batch_is_written_with_every_field(
         "HEAD",
         "test-edge",
     )
+    # The HEAD request is a scanner's check: kept with its verdict, counted beside people's clicks.
+    assert (first["verdict"], first["verdict_reasons"]) == ("scanner", ["head"])
+    assert {r["verdict"] for r in rows[1:]} == {"human"}
     counts = await db.fetch(
-        "SELECT link_id, clicks FROM link_click_counts WHERE campaign_id = $1 ORDER BY link_id", campaign_id
+        "SELECT link_id, clicks, scanner_clicks FROM link_click_counts WHERE campaign_id = $1 ORDER BY link_id",
+        campaign_id,
     )
-    assert [tuple(r) for r in counts] == [(0, 2), (1, 2), (2, 1)]
+    assert [tuple(r) for r in counts] == [(0, 1, 1), (1, 2, 0), (2, 1, 0)]
 
 
 async def test_redelivered_batch_changes_nothing(
@@ -90,7 +94,7 @@ async def test_redelivered_batch_changes_nothing(
     body = orjson.dumps(batch(campaign_id, 50))
     assert (await client.post("/v1/clicks", data=body, headers=AUTH)).status == 200
     before = await snapshot(db, campaign_id)
-    assert len(before["clicks"]) == 50 and len(before["link_clickers"]) == 50 and before["campaign_hourly"]
+    assert len(before["clicks"]) == 50 and len(before["link_clickers"]) == 49 and before["campaign_hourly"]
     duplicates_before = await metric(client, "clickedge_collector_clicks_duplicate_total")
 
     resp = await client.post("/v1/clicks", data=body, headers=AUTH)
@@ -134,7 +138,9 @@ async def test_partly_new_batch_applies_only_the_new_rows(
     assert (await client.post("/v1/clicks", data=orjson.dumps(first), headers=AUTH)).status == 200
     resp = await client.post("/v1/clicks", data=orjson.dumps(doc), headers=AUTH)
     assert await resp.json() == {"received": 4, "inserted": 2, "duplicates": 2, "refused": 0}
-    total = await db.fetchval("SELECT sum(clicks) FROM link_click_counts WHERE campaign_id = $1", campaign_id)
+    total = await db.fetchval(
+        "SELECT sum(clicks + scanner_clicks) FROM link_click_counts WHERE campaign_id = $1", campaign_id
+    )
     assert total == 4
     assert await recount(db, campaign_id) == {}
 
@@ -145,6 +151,8 @@ async def test_a_clickers_first_click_is_their_earliest_even_when_delivered_late
     late = batch(campaign_id, 1, at=RECENT_US + 10_000_000)  # one edge ships a click at t + 10 s...
     early = batch(campaign_id, 1, at=RECENT_US)  # ...before another edge ships its click at t, on another link
     early["clicks"][0][3] = 7
+    for doc in (late, early):
+        doc["clicks"][0][9] = "GET"  # a person's click, not a HEAD check
     for doc in (late, early):
         assert (await client.post("/v1/clicks", data=orjson.dumps(doc), headers=AUTH)).status == 200
     first = await db.fetchval("SELECT first_click FROM campaign_clickers WHERE campaign_id = $1", campaign_id)
@@ -176,7 +184,9 @@ async def test_malformed_batch_gets_400_with_reason_and_writes_nothing(
 
 
 async def test_oversized_body_is_refused(database_url: str) -> None:
-    config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET, max_body_bytes=1024)
+    config = CollectorConfig(
+        verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET, max_body_bytes=1024
+    )
     async with TestClient(TestServer(create_app(config))) as client:
         resp = await client.post("/v1/clicks", data=b"[" + b" " * 4096 + b"]", headers=AUTH)
         assert resp.status == 413
@@ -203,7 +213,7 @@ async def test_non_utf8_authorization_is_refused_not_a_500(client: TestClient[An
 async def test_several_collectors_at_once_write_each_click_once(
     database_url: str, db: asyncpg.Connection, campaign_id: int
 ) -> None:
-    config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)
+    config = CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET)
     async with (
         TestClient(TestServer(create_app(config))) as a,
         TestClient(TestServer(create_app(config))) as b,
@@ -217,6 +227,8 @@ async def test_several_collectors_at_once_write_each_click_once(
         inserted = sum([(await r.json())["inserted"] for r in replies])
         assert inserted == 800
     assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 800
-    total = await db.fetchval("SELECT sum(clicks) FROM link_click_counts WHERE campaign_id = $1", campaign_id)
+    total = await db.fetchval(
+        "SELECT sum(clicks + scanner_clicks) FROM link_click_counts WHERE campaign_id = $1", campaign_id
+    )
     assert total == 800
     assert await recount(db, campaign_id) == {}  # every report table, not only the click counts

@@ -33,7 +33,7 @@ DB_ERROR = 'clickedge_collector_batches_total{outcome="db_error"}'
 
 @pytest.fixture
 async def client(database_url: str) -> AsyncIterator[TestClient[Any, Any]]:
-    config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)
+    config = CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET)
     async with TestClient(TestServer(create_app(config))) as client:
         yield client
 
@@ -104,7 +104,7 @@ async def test_a_data_error_late_in_the_batch_rolls_the_whole_batch_back(
 async def test_a_database_that_does_not_answer_in_time_gets_503_and_the_batch_is_taken_later(
     database_url: str, db: asyncpg.Connection, campaign_id: int
 ) -> None:
-    config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET, db_timeout=0.5)
+    config = CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET, db_timeout=0.5)
     body = orjson.dumps(batch(campaign_id, 5, contact_base=campaign_id * 10))
     async with TestClient(TestServer(create_app(config))) as client:
         rejected, db_errors = await outcomes(client)
@@ -126,7 +126,7 @@ async def test_a_database_that_goes_down_gets_503_without_the_header(database_ur
     async with proxy_to(target.port or 5432) as proxy:
         # The collector reaches PostgreSQL through a loopback relay the test can take away.
         via_proxy = database_url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
-        config = CollectorConfig(database_url=via_proxy, ingest_secret=INGEST_SECRET)
+        config = CollectorConfig(verdict_hold=0, database_url=via_proxy, ingest_secret=INGEST_SECRET)
         async with TestClient(TestServer(create_app(config))) as client:
             first = orjson.dumps(batch(campaign_id, 2))
             assert (await client.post("/v1/clicks", data=first, headers=AUTH)).status == 200  # a pooled connection
@@ -141,7 +141,9 @@ async def test_a_database_that_goes_down_gets_503_without_the_header(database_ur
 
 
 async def test_a_database_that_never_answered_gets_503_without_the_header() -> None:
-    config = CollectorConfig(database_url="postgresql://nobody@127.0.0.1:1/none", ingest_secret=INGEST_SECRET)
+    config = CollectorConfig(
+        verdict_hold=0, database_url="postgresql://nobody@127.0.0.1:1/none", ingest_secret=INGEST_SECRET
+    )
     async with TestClient(TestServer(create_app(config))) as client:
         assert (await client.get("/readyz")).status == 503
         resp = await client.post("/v1/clicks", data=orjson.dumps(batch(1, 1)), headers=AUTH)

@@ -32,6 +32,7 @@ def click(campaign_id: int, link_id: int, contact_id: int | None, minute: float)
         None,
         "ua",
         "GET",
+        None,
     )
 
 

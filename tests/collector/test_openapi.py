@@ -28,7 +28,7 @@ NOT_DOCUMENTED = {
 
 @pytest.fixture
 async def api(database_url: str, data_dir: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    config = CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET, data_dir=data_dir)
+    config = CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET, data_dir=data_dir)
     async with TestClient(TestServer(create_app(config))) as client:
         yield client
 

@@ -81,6 +81,7 @@ async def test_a_hostile_message_does_not_break_a_concurrent_legitimate_one(
 @pytest.fixture
 async def api(database_url: str, data_dir: Path) -> AsyncIterator[TestClient[Any, Any]]:
     config = CollectorConfig(
+        verdict_hold=0,
         database_url=database_url,
         ingest_secret=INGEST_SECRET,
         data_dir=data_dir,

@@ -30,6 +30,7 @@ MASTER = WEBHOOK_SECRET.encode()
 @pytest.fixture
 async def collector(database_url: str, data_dir: Path) -> AsyncIterator[TestClient[Any, Any]]:
     config = CollectorConfig(
+        verdict_hold=0,
         database_url=database_url,
         ingest_secret=INGEST_SECRET,
         data_dir=data_dir,

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.events import MAX_BATCH_CLICKS, MAX_USER_AGENT, BatchError, EventIds, click_payload, decode_batch
+from common.signals import MAX_SIGNALS
 from edge.spool import MAX_PAYLOAD
 
 
@@ -50,7 +51,10 @@ def test_client_addresses_parse_as_ipaddress_does(text: str) -> None:
         ({"v": 2, "edge": "e", "clicks": []}, "unsupported batch version"),
         ({"v": 1, "edge": "", "clicks": []}, "'edge'"),
         ({"v": 1, "edge": "e", "clicks": {}}, "'clicks' must be an array"),
-        ({"v": 1, "edge": "e", "clicks": [[1, 2]]}, r"clicks\[0\] must be an array of 10"),
+        (
+            {"v": 1, "edge": "e", "clicks": [[1, 2]]},
+            r"clicks\[0\] must be an array of 11 values: .* \(or without signals\)",
+        ),
         ({"v": 1, "edge": "e", "clicks": [row(event_id="xyz")]}, r"clicks\[0\].event_id"),
         ({"v": 1, "edge": "e", "clicks": [row(event_id="0" * 30 + " 1")]}, r"clicks\[0\].event_id"),
         ({"v": 1, "edge": "e", "clicks": [row(event_id="0x" + "0" * 30)]}, r"clicks\[0\].event_id"),
@@ -76,6 +80,15 @@ def test_malformed_batches_are_refused_with_a_reason(doc: Any, message: str) -> 
         decode_batch(doc)
 
 
+def test_rows_with_and_without_signals_decode() -> None:
+    row = ["0" * 32, 1, 1, 1, None, 0, 1, "", "ua", "GET"]
+    _, [older, unknown, known] = decode_batch({"v": 1, "edge": "e", "clicks": [row, [*row, None], [*row, 5]]})
+    assert (older.signals, unknown.signals, known.signals) == (None, None, 5)  # an older edge's row: unknown
+    for bad in (-1, MAX_SIGNALS + 1, "5", 1.0, True):
+        with pytest.raises(BatchError, match=r"clicks\[0\]\.signals must be null or an integer from 0 to"):
+            decode_batch({"v": 1, "edge": "e", "clicks": [[*row, bad]]})
+
+
 def test_event_ids_are_unique_and_time_ordered() -> None:
     ids = EventIds()
     made = [ids.next(1_790_000_000_000 + i // 10) for i in range(10_000)]
@@ -91,12 +104,12 @@ def test_a_click_payload_always_fits_a_spool_record(user_agent: str, method: str
     # the address to a parsed one), so whatever the user agent holds, the record can be read back.
     payload = click_payload(
         2**32 * 1_000_000 - 1, 2**32 - 1, 2**32 - 1, 2**63 - 1, 2**32 - 1, 2**16 - 1,
-        "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", user_agent, method,
+        "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", user_agent, method, MAX_SIGNALS,
     )  # fmt: skip
     assert len(payload) <= MAX_PAYLOAD
 
 
 def test_the_worst_user_agent_fits_a_spool_record() -> None:
     for ch in ("\x00", "\U0001f600", "\udcff"):  # escaped as \u0000 (6 bytes), 4 bytes of UTF-8, U+FFFD
-        payload = click_payload(0, 0, 0, None, 0, 0, "::1", ch * MAX_USER_AGENT, "HEAD")
+        payload = click_payload(0, 0, 0, None, 0, 0, "::1", ch * MAX_USER_AGENT, "HEAD", MAX_SIGNALS)
         assert len(payload) <= MAX_PAYLOAD

@@ -288,8 +288,12 @@ async def assert_recorded(database_url: str, campaign_id: int, load: Load) -> No
     try:
         deadline = time.monotonic() + 60
         while True:
-            found = await conn.fetch(
-                "SELECT contact_id, link_id, host(client_ip) AS ip FROM clicks WHERE campaign_id = $1", campaign_id
+            found = await conn.fetch(  # settled or waiting for its verdict: stored either way
+                """SELECT contact_id, link_id, host(client_ip) AS ip FROM (
+                       SELECT event_id, contact_id, link_id, client_ip FROM clicks WHERE campaign_id = $1
+                       UNION SELECT event_id, contact_id, link_id, client_ip FROM pending_clicks WHERE campaign_id = $1
+                   ) stored""",
+                campaign_id,
             )
             got = [(r["contact_id"], r["link_id"]) for r in found]
             if load.answered <= set(got) or time.monotonic() > deadline:

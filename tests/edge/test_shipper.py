@@ -42,7 +42,7 @@ NOW_US = RECENT_US  # the collector takes only clicks near its clock
 
 
 def click(campaign_id: int, n: int, method: str = "GET", user_agent: str = "test") -> bytes:
-    return click_payload(NOW_US + n, campaign_id, 1, n + 1, 0, 1, "192.0.2.1", user_agent, method)
+    return click_payload(NOW_US + n, campaign_id, 1, n + 1, 0, 1, "192.0.2.1", user_agent, method, 0)
 
 
 def spool_of(path: Path, clicks: list[bytes], **kw: Any) -> Spool:
@@ -141,7 +141,7 @@ def value(counter: Any) -> float:
 
 
 def collector_app(database_url: str) -> web.Application:
-    return create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET))
+    return create_app(CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET))
 
 
 async def rows(db: asyncpg.Connection, campaign_id: int) -> int:

@@ -66,7 +66,9 @@ def children(pid: int) -> set[int]:
 async def test_workers_share_the_port_and_are_restarted(
     database_url: str, db: asyncpg.Connection, data_dir: Path, campaign_id: int
 ) -> None:
-    collector = TestServer(create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)))
+    collector = TestServer(
+        create_app(CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET))
+    )
     await collector.start_server()
     port = free_port()
     proc = await start_edge(
@@ -124,7 +126,9 @@ async def test_a_stop_signalled_to_every_process_at_once_still_drains(
     # systemd's default KillMode signals every process of the unit, and the supervisor passes the signal
     # on too, so each worker gets two SIGTERMs in quick succession. They are one request to stop: the
     # drain still runs, every click in flight is shipped, and every worker exits 0.
-    collector = TestServer(create_app(CollectorConfig(database_url=database_url, ingest_secret=INGEST_SECRET)))
+    collector = TestServer(
+        create_app(CollectorConfig(verdict_hold=0, database_url=database_url, ingest_secret=INGEST_SECRET))
+    )
     await collector.start_server()
     port = free_port()
     # A batch ships when it is full (1,000 clicks) or has waited a minute: the clicks below are still in

@@ -99,7 +99,9 @@ async def wait_http(url: str, *, status: int = 200, timeout: float = 30) -> None
 class CollectorProc(Service):
     def __init__(self, database_url: str, port: int | None = None) -> None:
         self.port = port or free_port()
-        super().__init__("collector", ["collector", "--collector-port", str(self.port), "--database-url", database_url])
+        # A short verdict hold: clicks settle (are counted, in the background) a second after they arrive.
+        args = ["collector", "--collector-port", str(self.port), "--database-url", database_url, "--verdict-hold", "1"]
+        super().__init__("collector", args)
 
     @property
     def url(self) -> str:
@@ -258,7 +260,14 @@ async def drive(
 async def rows(dsn: str, campaign_id: int) -> list[tuple[int, int]]:
     conn = await asyncpg.connect(dsn)
     try:
-        found = await conn.fetch("SELECT contact_id, link_id FROM clicks WHERE campaign_id = $1", campaign_id)
+        # Stored: settled, or waiting for its verdict (a click is in one or the other; a batch delivered again
+        # after its clicks settled waits again, briefly, and is dropped when it settles: UNION counts it once).
+        found = await conn.fetch(
+            """SELECT contact_id, link_id FROM (
+                   SELECT event_id, contact_id, link_id FROM clicks WHERE campaign_id = $1
+                   UNION SELECT event_id, contact_id, link_id FROM pending_clicks WHERE campaign_id = $1) stored""",
+            campaign_id,
+        )
     finally:
         await conn.close()
     return [(r["contact_id"], r["link_id"]) for r in found]
@@ -290,8 +299,13 @@ async def assert_exactly_once(
         assert set(got) <= sent, "rows for clicks that were never sent"
     conn = await asyncpg.connect(dsn)
     try:
+        while await conn.fetchval("SELECT count(*) FROM pending_clicks WHERE campaign_id = $1", campaign_id):
+            assert time.monotonic() < deadline + 30, "clicks still wait for their verdicts"
+            await asyncio.sleep(0.1)  # waiting for the settler (the collector's hold), with a deadline
         counted = await conn.fetchval(
-            "SELECT coalesce(sum(clicks), 0) FROM link_click_counts WHERE campaign_id = $1", campaign_id
+            """SELECT coalesce(sum(clicks + scanner_clicks + preview_clicks + script_clicks), 0)
+               FROM link_click_counts WHERE campaign_id = $1""",
+            campaign_id,
         )
     finally:
         await conn.close()

@@ -350,7 +350,7 @@ async def test_a_batch_the_collector_refuses_is_dead_lettered_and_the_rest_flows
     ids = EventIds()
     for n, ((contact, link), _) in enumerate(good):
         method = "PURGE" if n == 3 else "GET"
-        payload = click_payload(RECENT_US + n, campaign_id, link, contact, 0, 1, "192.0.2.1", "ua", method)
+        payload = click_payload(RECENT_US + n, campaign_id, link, contact, 0, 1, "192.0.2.1", "ua", method, 0)
         assert spool.append(ids.next_bytes(RECENT_US // 1000), payload)
     spool.close()
     refused = good[3][0]
@@ -393,7 +393,11 @@ async def test_a_forwarded_address_with_a_huge_zone_is_recorded_and_the_worker_s
     await assert_exactly_once(database_url, campaign_id, {key}, sent={key})
     conn = await asyncpg.connect(database_url)
     try:
-        address = await conn.fetchval("SELECT host(client_ip) FROM clicks WHERE campaign_id = $1", campaign_id)
+        address = await conn.fetchval(
+            """SELECT host(client_ip) FROM clicks WHERE campaign_id = $1
+               UNION SELECT host(client_ip) FROM pending_clicks WHERE campaign_id = $1""",
+            campaign_id,
+        )
     finally:
         await conn.close()
     assert address == "fe80::1"

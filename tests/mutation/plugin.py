@@ -8,7 +8,8 @@
 - Hypothesis runs derandomized, with no example database and no deadline: the same examples before and
   after a change, no example carried from one mutant's run into the next, and no kill that is only a slow
   example on a loaded machine.
-- CLICKEDGE_SQL_MUTANT names one of tests/mutation/sql_mutants.py's mutants, put into the ingest statement.
+- CLICKEDGE_SQL_MUTANT names one of tests/mutation/sql_mutants.py's mutants, put into the settling statement
+  (collector/settle.py's SETTLE).
 """
 
 from __future__ import annotations
@@ -71,12 +72,12 @@ async def _execute(dsn: str, statement: str) -> None:
 
 
 def _put_sql_mutant(name: str) -> None:
-    from collector import ingest
+    from collector import settle
     from tests.mutation import sql_mutants
 
     try:
         mutant = sql_mutants.by_name(name)
-        # _write_clicks reads the module global at each call.
-        ingest.MOVE_STAGED = sql_mutants.apply(ingest.MOVE_STAGED, mutant)
+        # settle() reads the module global at each call.
+        settle.SETTLE = sql_mutants.apply(settle.SETTLE, mutant)
     except (KeyError, sql_mutants.StaleMutantError) as exc:
         raise pytest.UsageError(str(exc)) from None

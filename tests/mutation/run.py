@@ -1,4 +1,4 @@
-"""`make mutation`: mutation testing of the token codec, the spool and the ingest statement.
+"""`make mutation`: mutation testing of the token codec, the spool, ingest and the settling statement.
 
     python -m tests.mutation.run [--max-children N] [--no-sql | --sql-only] [MUTANT ...]
 
@@ -8,8 +8,8 @@ tests/mutation/plugin.py), then
 - runs mutmut on links/token.py, edge/spool.py and collector/ingest.py (configured in pyproject.toml,
   [tool.mutmut]); mutmut runs each mutant against the tests that call the mutated function, among the ones
   listed there;
-- puts each of tests/mutation/sql_mutants.py's mutants into the ingest statement in turn and runs the ingest
-  tests (SQL_TESTS) against it;
+- puts each of tests/mutation/sql_mutants.py's mutants into the settling statement (collector/settle.py) in
+  turn and runs the ingest tests (SQL_TESTS) against it;
 - type-checks each surviving mutmut mutant with mypy (strict, as `make lint` does), which could not be
   committed if mypy rejects it: those are counted apart, never as killed;
 - prints killed / survived / timeout / total and the score per target, and the survivors.
@@ -45,7 +45,7 @@ from tests.mutation.plugin import SQL_MUTANT_ENV, TEMPLATE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 MUTMUT_TARGETS = (("token", "links/token.py"), ("spool", "edge/spool.py"), ("ingest (Python)", "collector/ingest.py"))
-# The tests that write batches through the ingest statement and look at what it derived (the quickest
+# The tests that write batches through ingest and settling and look at what it derived (the quickest
 # first: pytest -x stops at the first failure).
 SQL_TESTS = (
     "tests/collector/test_ingest_statement.py",
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mutants", nargs="*", help="retest only these mutmut mutants (names or globs)")
     parser.add_argument("--max-children", type=int, default=2, help="mutants run side by side (default 2)")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--no-sql", action="store_true", help="skip the SQL mutants of the ingest statement")
+    which.add_argument("--no-sql", action="store_true", help="skip the SQL mutants of the settling statement")
     which.add_argument("--sql-only", action="store_true", help="run only the SQL mutants")
     args = parser.parse_args(argv)
     os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ from the working directory

@@ -1,6 +1,7 @@
-"""Hand-written mutants of the ingest statement (collector/ingest.py's MOVE_STAGED), for `make mutation`.
+"""Hand-written mutants of the settling statement (collector/settle.py's SETTLE, which moves clicks with their
+verdicts into clicks and derives every counter and first click from them), for `make mutation`.
 
-mutmut mutates Python inside functions; MOVE_STAGED is SQL in a module constant, and the mutations mutmut
+mutmut mutates Python inside functions; SETTLE is SQL in a module constant, and the mutations mutmut
 would make of a string (wrapping it in "XX") only break its syntax, which every test notices at once. So the
 statement gets mutants of its own, each a fault a person could write and still valid SQL (an invalid one is
 killed by any test and says nothing): an ON CONFLICT dropped, a join condition or a filter loosened, a
@@ -43,16 +44,22 @@ def by_name(name: str) -> SqlMutant:
 
 MUTANTS = (
     SqlMutant(
-        "inserted-without-on-conflict",
-        "a redelivered batch fails on the primary key instead of changing nothing",
-        "    FROM click_stage\n    ON CONFLICT DO NOTHING\n",
-        "    FROM click_stage\n",
+        "settled-without-on-conflict",
+        "a batch delivered again after its clicks settled fails on the primary key instead of changing nothing",
+        "    FROM moved ORDER BY contact_id, clicked_at, event_id\n    ON CONFLICT DO NOTHING\n",
+        "    FROM moved ORDER BY contact_id, clicked_at, event_id\n",
     ),
     SqlMutant(
-        "result-counts-staged-rows",
-        "duplicates are reported as inserted",
-        "SELECT (SELECT count(*) FROM inserted) AS inserted",
-        "SELECT (SELECT count(*) FROM click_stage) AS inserted",
+        "verdicts-count-moved-rows",
+        "clicks delivered again after they settled are counted as settled (inserted) a second time",
+        "FROM (SELECT verdict, count(*) AS n FROM settled GROUP BY verdict) v",
+        "FROM (SELECT verdict, count(*) AS n FROM moved GROUP BY verdict) v",
+    ),
+    SqlMutant(
+        "machines-counted-as-people",
+        "scanners' clicks are counted in the people's reports and fire actions",
+        "SELECT * FROM judged WHERE counted",
+        "SELECT * FROM judged",
     ),
     SqlMutant(
         "pairs-count-anonymous-clicks",
@@ -64,13 +71,9 @@ MUTANTS = (
         "pairs-grouped-per-link",
         "GROUP BY loses contact_id: one clicker per link and batch",
         "SELECT campaign_id, link_id, contact_id, min(clicked_at) AS first_click, max(clicked_at) AS last_click,\n"
-        "           count(*) AS clicks\n"
-        "    FROM inserted WHERE contact_id <> 0\n"
-        "    GROUP BY campaign_id, link_id, contact_id\n",
-        "SELECT campaign_id, link_id, min(contact_id) AS contact_id, min(clicked_at) AS first_click,\n"
-        "           max(clicked_at) AS last_click, count(*) AS clicks\n"
-        "    FROM inserted WHERE contact_id <> 0\n"
-        "    GROUP BY campaign_id, link_id\n",
+        "           count(*) AS clicks,\n",
+        "SELECT campaign_id, link_id, min(contact_id) OVER (PARTITION BY campaign_id, link_id) AS contact_id,\n"
+        "           min(clicked_at) AS first_click, max(clicked_at) AS last_click, count(*) AS clicks,\n",
     ),
     SqlMutant(
         "pairs-first-click-overwritten",
@@ -147,10 +150,18 @@ MUTANTS = (
     SqlMutant(
         "per-link-grouped-per-campaign",
         "GROUP BY loses link_id: every click of a batch is credited to one link",
-        "SELECT campaign_id, link_id, count(*) AS n, max(clicked_at) AS last\n"
-        "          FROM inserted GROUP BY campaign_id, link_id) t",
-        "SELECT campaign_id, min(link_id) AS link_id, count(*) AS n, max(clicked_at) AS last\n"
-        "          FROM inserted GROUP BY campaign_id) t",
+        "(SELECT campaign_id, link_id, count(*) FILTER (WHERE counted) AS n,\n"
+        "                 max(clicked_at) FILTER (WHERE counted) AS last,\n"
+        "                 count(*) FILTER (WHERE NOT counted AND verdict = 'scanner') AS scanner,\n"
+        "                 count(*) FILTER (WHERE NOT counted AND verdict = 'preview') AS preview,\n"
+        "                 count(*) FILTER (WHERE NOT counted AND verdict = 'script') AS script\n"
+        "          FROM judged GROUP BY campaign_id, link_id) t",
+        "(SELECT campaign_id, min(link_id) AS link_id, count(*) FILTER (WHERE counted) AS n,\n"
+        "                 max(clicked_at) FILTER (WHERE counted) AS last,\n"
+        "                 count(*) FILTER (WHERE NOT counted AND verdict = 'scanner') AS scanner,\n"
+        "                 count(*) FILTER (WHERE NOT counted AND verdict = 'preview') AS preview,\n"
+        "                 count(*) FILTER (WHERE NOT counted AND verdict = 'script') AS script\n"
+        "          FROM judged GROUP BY campaign_id) t",
     ),
     SqlMutant(
         "per-link-last-click-overwritten",
@@ -191,8 +202,8 @@ MUTANTS = (
     SqlMutant(
         "hourly-clicks-overwritten",
         "an hour's click count restarts with every batch",
-        "DO UPDATE SET clicks = h.clicks + EXCLUDED.clicks",
-        "DO UPDATE SET clicks = EXCLUDED.clicks",
+        "SET clicks = h.clicks + EXCLUDED.clicks,",
+        "SET clicks = EXCLUDED.clicks,",
     ),
     SqlMutant(
         "applied-links-without-actions",

@@ -1,0 +1,349 @@
+"""Final verdicts: clicks move from pending_clicks into clicks with their verdict, and only then count and act.
+
+A click arrives in pending_clicks (collector/ingest.py) due CLICKEDGE_COLLECTOR_VERDICT_HOLD later, so that
+the other clicks of its burst have arrived by then. ``settle`` takes the due clicks (``FOR UPDATE SKIP
+LOCKED``: collectors share the work), reads the clicks of the same contact and campaign around them,
+classifies them (collector/classify.py) and, in one statement of one transaction, moves them to clicks with
+their verdicts, keeps the report counters and applies the link actions of people's first clicks. A verdict
+is written once, when final; nothing reads one before. A click moved twice (its batch delivered again after
+it settled) conflicts in clicks and counts nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from collector import actions
+from collector.classify import Decision, Fetch, Policy, classify
+from collector.networks import Network, NetworkList, contains, prefix
+from collector.rules import QUALIFYING_CLICK
+
+MAX_HOLD = 60.0  # seconds a click may wait for its verdict, at most (the issue's contract)
+
+# The due clicks, oldest first; another collector's are skipped. Locks only pending_clicks' rows.
+CLAIM = """
+SELECT p.contact_id, p.clicked_at, p.event_id, p.campaign_id, p.link_id, p.sent_at, p.client_ip, p.user_agent,
+       p.method, p.signals, coalesce(l.decoy, false) AS decoy
+FROM pending_clicks p LEFT JOIN links l ON l.campaign_id = p.campaign_id AND l.link_id = p.link_id
+WHERE p.due_at <= $1
+ORDER BY p.due_at
+LIMIT $2
+FOR UPDATE OF p SKIP LOCKED
+"""
+
+# The clicks of the same contact and campaign within the window around the claimed ones, settled or not.
+# LATERAL: each group is a range scan of the primary key (contact_id, clicked_at) in the partitions its
+# window touches, never a scan of clicks.
+CONTEXT = """
+WITH g AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[])
+        AS g(campaign_id, contact_id, lo, hi)
+)
+SELECT k.*, coalesce(l.decoy, false) AS decoy FROM g CROSS JOIN LATERAL (
+    SELECT c.contact_id, c.clicked_at, c.event_id, c.campaign_id, c.link_id, c.sent_at, c.client_ip,
+           c.user_agent, c.method, c.signals
+    FROM clicks c
+    WHERE c.contact_id = g.contact_id AND c.clicked_at BETWEEN g.lo AND g.hi AND c.campaign_id = g.campaign_id
+    UNION ALL
+    SELECT p.contact_id, p.clicked_at, p.event_id, p.campaign_id, p.link_id, p.sent_at, p.client_ip,
+           p.user_agent, p.method, p.signals
+    FROM pending_clicks p
+    WHERE p.contact_id = g.contact_id AND p.clicked_at BETWEEN g.lo AND g.hi AND p.campaign_id = g.campaign_id
+) k LEFT JOIN links l ON l.campaign_id = k.campaign_id AND l.link_id = k.link_id
+"""
+
+# One statement: move the decided clicks, then derive every counter and first click from the rows actually
+# moved (RETURNING), as ingest did before verdicts. "counted" is a person's click: verdict human, or any
+# click of a campaign that counts everything. Rows are locked in key order so collectors cannot deadlock.
+SETTLE = f"""
+WITH decided AS (
+    SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[])
+        AS d(contact_id, clicked_at, event_id, verdict, reasons)
+), moved AS (
+    DELETE FROM pending_clicks p USING decided d
+    WHERE p.contact_id = d.contact_id AND p.clicked_at = d.clicked_at AND p.event_id = d.event_id
+    RETURNING p.*, d.verdict, string_to_array(d.reasons, ',') AS verdict_reasons
+), settled AS (
+    INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id, client_ip,
+                        user_agent, method, edge, received_at, signals, verdict, verdict_reasons)
+    SELECT contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id, client_ip,
+           user_agent, method, edge, received_at, signals, verdict, verdict_reasons
+    FROM moved ORDER BY contact_id, clicked_at, event_id
+    ON CONFLICT DO NOTHING
+    RETURNING contact_id, clicked_at, event_id, campaign_id, link_id, verdict, verdict_reasons
+), judged AS (
+    SELECT s.*, (s.verdict = 'human' OR coalesce(k.count_everything, false)) AS counted
+    FROM settled s LEFT JOIN campaigns k USING (campaign_id)
+), inserted AS (
+    -- people's clicks: what the unique-click, clicker and action tables are kept from
+    SELECT * FROM judged WHERE counted
+), batch_pairs AS (
+    -- this batch's first and last click, and count, per contact x link
+    SELECT campaign_id, link_id, contact_id, min(clicked_at) AS first_click, max(clicked_at) AS last_click,
+           count(*) AS clicks,
+           string_to_array((array_agg(array_to_string(verdict_reasons, ',') ORDER BY clicked_at, event_id))[1], ',')
+               AS first_reasons
+    FROM inserted WHERE contact_id <> 0
+    GROUP BY campaign_id, link_id, contact_id
+), pairs AS (
+    -- first and last click per contact x link; (xmax = 0) tells a new pair (a unique click) from an update
+    INSERT INTO link_clickers AS lc (campaign_id, link_id, contact_id, first_click, last_click, clicks, first_reasons)
+    SELECT campaign_id, link_id, contact_id, first_click, last_click, clicks, first_reasons FROM batch_pairs
+    ORDER BY campaign_id, link_id, contact_id
+    ON CONFLICT (campaign_id, link_id, contact_id) DO UPDATE
+        SET first_click = least(lc.first_click, EXCLUDED.first_click),
+            last_click = greatest(lc.last_click, EXCLUDED.last_click),
+            clicks = lc.clicks + EXCLUDED.clicks,
+            first_reasons = CASE WHEN EXCLUDED.first_click < lc.first_click
+                                 THEN EXCLUDED.first_reasons ELSE lc.first_reasons END
+    RETURNING campaign_id, link_id, contact_id, first_click, (xmax = 0) AS is_new
+), clickers AS (
+    -- A contact's first click in the campaign can only be one of this batch's pairs whose first click is
+    -- this batch's: a new pair, or an earlier click an edge delivered late. Only those are offered; a new
+    -- row is a new clicker, an update only moves the first click earlier.
+    INSERT INTO campaign_clickers AS cc (campaign_id, contact_id, first_click)
+    SELECT p.campaign_id, p.contact_id, min(p.first_click)
+    FROM pairs p JOIN batch_pairs b USING (campaign_id, link_id, contact_id)
+    WHERE p.is_new OR p.first_click = b.first_click
+    GROUP BY p.campaign_id, p.contact_id ORDER BY p.campaign_id, p.contact_id
+    ON CONFLICT (campaign_id, contact_id) DO UPDATE SET first_click = EXCLUDED.first_click
+        WHERE EXCLUDED.first_click < cc.first_click
+    RETURNING campaign_id, (xmax = 0) AS is_new
+), per_link AS (
+    INSERT INTO link_click_counts AS c (campaign_id, link_id, clicks, last_click, unique_clicks,
+                                        scanner_clicks, preview_clicks, script_clicks)
+    SELECT t.campaign_id, t.link_id, t.n, t.last, coalesce(u.n, 0), t.scanner, t.preview, t.script
+    FROM (SELECT campaign_id, link_id, count(*) FILTER (WHERE counted) AS n,
+                 max(clicked_at) FILTER (WHERE counted) AS last,
+                 count(*) FILTER (WHERE NOT counted AND verdict = 'scanner') AS scanner,
+                 count(*) FILTER (WHERE NOT counted AND verdict = 'preview') AS preview,
+                 count(*) FILTER (WHERE NOT counted AND verdict = 'script') AS script
+          FROM judged GROUP BY campaign_id, link_id) t
+    LEFT JOIN (SELECT campaign_id, link_id, count(*) AS n FROM pairs WHERE is_new
+               GROUP BY campaign_id, link_id) u USING (campaign_id, link_id)
+    ORDER BY t.campaign_id, t.link_id
+    ON CONFLICT (campaign_id, link_id) DO UPDATE
+        SET clicks = c.clicks + EXCLUDED.clicks,
+            last_click = greatest(c.last_click, EXCLUDED.last_click),
+            unique_clicks = c.unique_clicks + EXCLUDED.unique_clicks,
+            scanner_clicks = c.scanner_clicks + EXCLUDED.scanner_clicks,
+            preview_clicks = c.preview_clicks + EXCLUDED.preview_clicks,
+            script_clicks = c.script_clicks + EXCLUDED.script_clicks
+), per_campaign AS (
+    INSERT INTO campaign_stats AS s (campaign_id, clicks, unique_clicks, unique_clickers,
+                                     scanner_clicks, preview_clicks, script_clicks)
+    SELECT t.campaign_id, t.n, coalesce(u.n, 0), coalesce(k.n, 0), t.scanner, t.preview, t.script
+    FROM (SELECT campaign_id, count(*) FILTER (WHERE counted) AS n,
+                 count(*) FILTER (WHERE NOT counted AND verdict = 'scanner') AS scanner,
+                 count(*) FILTER (WHERE NOT counted AND verdict = 'preview') AS preview,
+                 count(*) FILTER (WHERE NOT counted AND verdict = 'script') AS script
+          FROM judged GROUP BY campaign_id) t
+    LEFT JOIN (SELECT campaign_id, count(*) AS n FROM pairs WHERE is_new GROUP BY campaign_id) u
+        USING (campaign_id)
+    LEFT JOIN (SELECT campaign_id, count(*) AS n FROM clickers WHERE is_new GROUP BY campaign_id) k
+        USING (campaign_id)
+    ORDER BY t.campaign_id
+    ON CONFLICT (campaign_id) DO UPDATE
+        SET clicks = s.clicks + EXCLUDED.clicks,
+            unique_clicks = s.unique_clicks + EXCLUDED.unique_clicks,
+            unique_clickers = s.unique_clickers + EXCLUDED.unique_clickers,
+            scanner_clicks = s.scanner_clicks + EXCLUDED.scanner_clicks,
+            preview_clicks = s.preview_clicks + EXCLUDED.preview_clicks,
+            script_clicks = s.script_clicks + EXCLUDED.script_clicks
+), hourly AS (
+    INSERT INTO campaign_hourly AS h (campaign_id, hour, clicks, scanner_clicks, preview_clicks, script_clicks)
+    SELECT campaign_id, date_trunc('hour', clicked_at, 'UTC'), count(*) FILTER (WHERE counted),
+           count(*) FILTER (WHERE NOT counted AND verdict = 'scanner'),
+           count(*) FILTER (WHERE NOT counted AND verdict = 'preview'),
+           count(*) FILTER (WHERE NOT counted AND verdict = 'script')
+    FROM judged
+    GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (campaign_id, hour) DO UPDATE
+        SET clicks = h.clicks + EXCLUDED.clicks,
+            scanner_clicks = h.scanner_clicks + EXCLUDED.scanner_clicks,
+            preview_clicks = h.preview_clicks + EXCLUDED.preview_clicks,
+            script_clicks = h.script_clicks + EXCLUDED.script_clicks
+), first_clicks AS (
+    -- Each contact's first qualifying click of this batch on a link with actions: one row per contact x link,
+    -- whatever event ids a batch repeats.
+    SELECT DISTINCT ON (i.campaign_id, i.link_id, i.contact_id)
+           i.campaign_id, i.link_id, i.contact_id, i.event_id, i.clicked_at
+    FROM judged i
+    JOIN links l ON l.campaign_id = i.campaign_id AND l.link_id = i.link_id AND l.actions <> '[]'
+    WHERE {QUALIFYING_CLICK}
+    ORDER BY i.campaign_id, i.link_id, i.contact_id, i.clicked_at
+), applied AS (
+    -- The row proves a first click's actions were applied, once.
+    INSERT INTO applied_link_actions (campaign_id, link_id, contact_id, event_id)
+    SELECT campaign_id, link_id, contact_id, event_id FROM first_clicks
+    ON CONFLICT DO NOTHING
+    RETURNING campaign_id, link_id, contact_id
+)
+SELECT (SELECT coalesce(jsonb_object_agg(verdict, n), '{{}}')
+        FROM (SELECT verdict, count(*) AS n FROM settled GROUP BY verdict) v) AS verdicts,
+       (SELECT count(*) FROM moved) AS moved,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+            'campaign_id', f.campaign_id, 'link_id', f.link_id, 'contact_id', f.contact_id,
+            'event_id', f.event_id, 'clicked_at', f.clicked_at)), '[]')
+        FROM applied a JOIN first_clicks f USING (campaign_id, link_id, contact_id)) AS applied
+"""  # noqa: S608 - constants only
+
+PENDING_STATE = "SELECT count(*), extract(epoch FROM now() - min(received_at)) FROM pending_clicks"
+
+
+@dataclass(frozen=True)
+class Judge:
+    """What settles clicks: the classifier's policy, the scanner networks (read each pass: the file may
+    have been reloaded), the operator's allow-listed networks, and the hold."""
+
+    policy: Policy = Policy()
+    scanners: Callable[[], NetworkList] = NetworkList
+    allowed: tuple[Network, ...] = ()
+    hold: float = 0.0  # seconds a click waits for its burst; 0: settled in its ingest transaction
+
+    @property
+    def context(self) -> timedelta:
+        p = self.policy
+        return timedelta(seconds=max(p.burst_window, p.echo_window, p.decoy_window))
+
+
+SETTLE_AT_ONCE = Judge()  # the default policy, no scanner networks, no hold
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    claimed: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)  # clicks moved, by verdict (redeliveries left out)
+    applied: tuple[actions.AppliedClick, ...] = ()
+
+    @property
+    def settled(self) -> int:
+        return sum(self.verdicts.values())
+
+
+async def settle(
+    conn: asyncpg.Connection, judge: Judge, *, limit: int = 2000, until: datetime | None = None
+) -> Settled:
+    """Settle up to ``limit`` clicks due by ``until`` (default: the transaction's now()), in the caller's
+    transaction or one of its own."""
+    async with conn.transaction():
+        due = until if until is not None else await conn.fetchval("SELECT now()")
+        claimed = await conn.fetch(CLAIM, due, limit)
+        if not claimed:
+            return Settled()
+        decisions = decide(claimed, await _context(conn, claimed, judge.context), judge)
+        row = await conn.fetchrow(SETTLE, *_arrays(claimed, decisions))
+        assert row is not None
+        applied = _applied(row["applied"])
+        if applied:
+            await actions.apply(conn, applied)
+    return Settled(len(claimed), orjson.loads(row["verdicts"]), tuple(applied))
+
+
+async def pending_state(conn: asyncpg.Connection) -> tuple[int, float]:
+    """Clicks waiting for their verdict, and the oldest one's wait in seconds (0 when none waits)."""
+    row = await conn.fetchrow(PENDING_STATE)
+    assert row is not None
+    return int(row[0]), float(row[1] or 0.0)
+
+
+def decide(claimed: Sequence[Any], context: Sequence[Any], judge: Judge) -> dict[Hashable, Decision]:
+    """The decisions for the claimed rows: each known contact's clicks classified with the clicks around
+    them, an anonymous click (contact 0) alone."""
+    scanners = judge.scanners()
+    groups: dict[tuple[int, int], dict[Hashable, Fetch]] = defaultdict(dict)
+    for row in context:
+        groups[(row["campaign_id"], row["contact_id"])][row["event_id"]] = _fetch(row, scanners, judge.allowed)
+    out: dict[Hashable, Decision] = {}
+    for row in claimed:
+        if row["contact_id"] == 0:
+            fetch = _fetch(row, scanners, judge.allowed)
+            out.update(classify([fetch], judge.policy))
+    for (_, contact), fetches in groups.items():
+        if contact != 0:
+            out.update(classify(list(fetches.values()), judge.policy))
+    return out
+
+
+def _fetch(row: Any, scanners: NetworkList, allowed: tuple[Network, ...]) -> Fetch:
+    packed = _packed(row["client_ip"])
+    is_allowed = contains(allowed, packed)
+    return Fetch(
+        key=row["event_id"],
+        link_id=row["link_id"],
+        at=row["clicked_at"].timestamp(),
+        sent_at=int(row["sent_at"].timestamp()),
+        method=row["method"],
+        user_agent=row["user_agent"],
+        signals=row["signals"],
+        network=prefix(packed),
+        scanner_network=not is_allowed and scanners.label(packed) is not None,
+        allowed_network=is_allowed,
+        decoy=row["decoy"],
+    )
+
+
+def _packed(address: Any) -> bytes | None:
+    if address is None:
+        return None
+    if isinstance(address, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
+        address = address.ip
+    packed: bytes = address.packed
+    return packed
+
+
+async def _context(conn: asyncpg.Connection, claimed: Sequence[Any], around: timedelta) -> list[Any]:
+    spans: dict[tuple[int, int], tuple[datetime, datetime]] = {}
+    for row in claimed:
+        if row["contact_id"] == 0:
+            continue
+        key = (row["campaign_id"], row["contact_id"])
+        at = row["clicked_at"]
+        lo, hi = spans.get(key, (at, at))
+        spans[key] = (min(lo, at), max(hi, at))
+    if not spans:
+        return []
+    keys = sorted(spans)
+    return list(
+        await conn.fetch(
+            CONTEXT,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [spans[k][0] - around for k in keys],
+            [spans[k][1] + around for k in keys],
+        )
+    )
+
+
+def _arrays(claimed: Sequence[Any], decisions: dict[Hashable, Decision]) -> list[list[Any]]:
+    ordered = sorted(claimed, key=lambda r: (r["contact_id"], r["clicked_at"], r["event_id"]))
+    return [
+        [r["contact_id"] for r in ordered],
+        [r["clicked_at"] for r in ordered],
+        [r["event_id"] for r in ordered],
+        [decisions[r["event_id"]].verdict for r in ordered],
+        [",".join(decisions[r["event_id"]].reasons) for r in ordered],
+    ]
+
+
+def _applied(raw: str) -> list[actions.AppliedClick]:
+    """SETTLE's ``applied`` column: a JSON array of the first clicks whose link actions are now due."""
+    return [
+        actions.AppliedClick(
+            a["campaign_id"],
+            a["link_id"],
+            a["contact_id"],
+            uuid.UUID(a["event_id"]),
+            datetime.fromisoformat(a["clicked_at"]),
+        )
+        for a in orjson.loads(raw)
+    ]
