@@ -58,9 +58,9 @@ WITH inserted AS (
                                                AND c.event_id = s.event_id)
     ORDER BY s.contact_id, s.clicked_at, s.event_id
     ON CONFLICT DO NOTHING
-    RETURNING 1
+    RETURNING contact_id, clicked_at, event_id
 )
-SELECT count(*) AS inserted FROM inserted
+SELECT contact_id, clicked_at, event_id FROM inserted
 """
 
 
@@ -142,13 +142,14 @@ async def ingest(
     received = len(clicks) + len(refused)
     settled = settle.Settled()
     async with conn.transaction():
-        inserted = await _write_clicks(conn, edge, clicks, judge.hold) if clicks else 0
+        written = await _write_clicks(conn, edge, clicks, judge.hold) if clicks else []
+        inserted = len(written)
         newly = await _write_refused(conn, edge, refused) if refused else ()
-        if inserted and judge.hold == 0:
-            settled = await settle.settle(conn, judge, limit=NO_LIMIT)
+        if written and judge.hold == 0:
+            settled = await settle.settle(conn, judge, these=written)
             # A click settled by another collector while this one waited for its pending row conflicted
             # only in clicks: what this batch brought is what settled.
-            inserted = min(inserted, settled.settled)
+            inserted = settled.settled
     return IngestResult(
         received,
         inserted,
@@ -162,12 +163,13 @@ async def ingest(
 NO_LIMIT = 2**31 - 1
 
 
-async def _write_clicks(conn: asyncpg.Connection, edge: str, clicks: list[Click], hold: float) -> int:
+async def _write_clicks(conn: asyncpg.Connection, edge: str, clicks: list[Click], hold: float) -> list[asyncpg.Record]:
+    """The batch into pending_clicks; the keys of the clicks it brought."""
     rows = encode_stage_rows(edge, clicks)
     # A memoryview: asyncpg would take bytes for a file name.
     await conn.copy_to_table("click_stage", source=memoryview(rows), columns=STAGE_COLUMNS, format="binary")
-    inserted: int = await conn.fetchval(MOVE_STAGED, hold)
-    return inserted
+    written: list[asyncpg.Record] = await conn.fetch(MOVE_STAGED, hold)
+    return written
 
 
 async def _write_refused(

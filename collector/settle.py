@@ -39,6 +39,15 @@ ORDER BY p.due_at
 LIMIT $2
 FOR UPDATE OF p SKIP LOCKED
 """
+# The same for given clicks (a batch settled in its own ingest transaction), due or not.
+CLAIM_THESE = """
+SELECT p.contact_id, p.clicked_at, p.event_id, p.campaign_id, p.link_id, p.sent_at, p.client_ip, p.user_agent,
+       p.method, p.signals, coalesce(l.decoy, false) AS decoy
+FROM pending_clicks p LEFT JOIN links l ON l.campaign_id = p.campaign_id AND l.link_id = p.link_id
+WHERE (p.contact_id, p.clicked_at, p.event_id) IN (SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::uuid[]))
+ORDER BY p.contact_id, p.clicked_at, p.event_id
+FOR UPDATE OF p
+"""
 
 # The clicks of the same contact and campaign within the window around the claimed ones, settled or not.
 # LATERAL: each group is a range scan of the primary key (contact_id, clicked_at) in the partitions its
@@ -231,13 +240,27 @@ class Settled:
 
 
 async def settle(
-    conn: asyncpg.Connection, judge: Judge, *, limit: int = 2000, until: datetime | None = None
+    conn: asyncpg.Connection,
+    judge: Judge,
+    *,
+    limit: int = 2000,
+    until: datetime | None = None,
+    these: Sequence[Any] | None = None,
 ) -> Settled:
-    """Settle up to ``limit`` clicks due by ``until`` (default: the transaction's now()), in the caller's
+    """Settle up to ``limit`` clicks due by ``until`` (default: the transaction's now()), or exactly
+    ``these`` (rows with contact_id, clicked_at and event_id: a batch just written), in the caller's
     transaction or one of its own."""
     async with conn.transaction():
-        due = until if until is not None else await conn.fetchval("SELECT now()")
-        claimed = await conn.fetch(CLAIM, due, limit)
+        if these is not None:
+            claimed = await conn.fetch(
+                CLAIM_THESE,
+                [r["contact_id"] for r in these],
+                [r["clicked_at"] for r in these],
+                [r["event_id"] for r in these],
+            )
+        else:
+            due = until if until is not None else await conn.fetchval("SELECT now()")
+            claimed = await conn.fetch(CLAIM, due, limit)
         if not claimed:
             return Settled()
         decisions = decide(claimed, await _context(conn, claimed, judge.context), judge)

@@ -141,7 +141,7 @@ async def test_a_scanner_burst_then_the_persons_click_fires_the_action_once_for_
     stack: Stack, db: asyncpg.Connection, campaign_id: int
 ) -> None:
     await register(db, campaign_id, 4)
-    contact = 42
+    contact = campaign_id * 100 + 42
     now = int(time.time())
 
     def link(n: int, sent_at: int) -> str:
@@ -177,7 +177,7 @@ async def test_a_contact_whose_only_clicks_were_a_scanners_gets_no_action_and_is
     stack: Stack, db: asyncpg.Connection, campaign_id: int
 ) -> None:
     await register(db, campaign_id, 3)
-    contact = 43
+    contact = campaign_id * 100 + 43
     sent_at = int(time.time()) - 30
     async with aiohttp.ClientSession() as http:
         for n in range(1, 4):
@@ -200,7 +200,7 @@ async def test_a_fetch_of_the_decoy_link_marks_the_scanners_next_click(
     await campaigns.upsert_campaign(db, campaign_id, name="decoyed", decoy_link=True)
     html = '<html><body><p><a href="https://shop.example.com/a">A</a> <a href="https://shop.example.com/b">B</a>'
     message = prepare(html)
-    settings = await sending.register(db, campaign_id, message, 44)
+    settings = await sending.register(db, campaign_id, message, campaign_id * 100 + 44)
     assert settings.decoy_link
     sent = sending.render(
         message,
@@ -209,7 +209,7 @@ async def test_a_fetch_of_the_decoy_link_marks_the_scanners_next_click(
         tracking=True,
         base=stack.edge_url,
         campaign_id=campaign_id,
-        contact=44,
+        contact=campaign_id * 100 + 44,
         sent_at=int(time.time()) - 3600,  # an hour after the send: no timing signal
         decoy=True,
     )

@@ -281,7 +281,8 @@ async def test_contact_timeline_shows_clicks_and_actions_in_order(
         f"/v1/reports/contacts/{contact}/timeline?format=csv", headers={"Authorization": f"Bearer {key}"}
     )
     lines = (await resp.text()).splitlines()
-    assert lines[0] == "at,kind,campaign_id,campaign,link_id,link,destination,detail" and len(lines) == 5
+    header = "at,kind,campaign_id,campaign,link_id,link,destination,detail,verdict,verdict_reasons"
+    assert lines[0] == header and len(lines) == 5
 
 
 @pytest.mark.parametrize(

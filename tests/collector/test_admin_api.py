@@ -333,6 +333,7 @@ async def test_csv_exports_neutralise_formulas(
     row = next(csv.DictReader(io.StringIO(await resp.text())))
     assert row["campaign"] == "'+cmd|calc"
     assert row["link"] == '\'=HYPERLINK("http://evil")'
+    assert (row["kind"], row["verdict"], row["verdict_reasons"]) == ("click", "human", "")
 
 
 async def raw_request(client: TestClient[Any, Any], request: bytes) -> tuple[int, bytes]:

@@ -174,3 +174,4 @@ async def test_clickers_page_and_export_as_csv(database_url: str, data_dir: Path
         table = list(csv.DictReader(io.StringIO(await resp.text())))
         assert len(table) == 2500
         assert table[6]["contact_id"] == "7" and table[6]["clicks"] == "3"
+        assert {row["verdict"] for row in table} == {"human"}
