@@ -35,10 +35,14 @@ MAX_HOLD = 60.0  # seconds a click may wait for its verdict, at most (the issue'
 CREATE_CLAIM_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS claim_stage (LIKE pending_clicks) ON COMMIT DELETE ROWS
 """
-# The due clicks, oldest first; another collector's are skipped. Locks only pending_clicks' rows.
+# The due clicks, oldest first, taken out of pending_clicks (by their row addresses: no join over the queue)
+# into claim_stage; another collector's are skipped. A pass that fails rolls back and leaves them waiting.
 CLAIM = """
 WITH due AS (
-    SELECT * FROM pending_clicks WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    DELETE FROM pending_clicks WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM pending_clicks WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING *
 )
 INSERT INTO claim_stage SELECT * FROM due
 RETURNING contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, client_ip, user_agent, method, signals
@@ -67,9 +71,7 @@ WITH decided AS (
     FROM claim_stage s JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS v(event_id, verdict, reasons)
         USING (event_id)
 ), moved AS (
-    DELETE FROM pending_clicks p USING claim_stage s
-    WHERE p.contact_id = s.contact_id AND p.clicked_at = s.clicked_at AND p.event_id = s.event_id
-    RETURNING p.event_id
+    SELECT event_id FROM claim_stage  -- the claim took them out of pending_clicks
 """
 # A batch judged in its own ingest transaction (a hold of 0): straight from ingest's staging table, with the
 # verdicts by event id; nothing waited in pending_clicks.
