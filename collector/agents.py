@@ -128,7 +128,11 @@ def current_version(browser: str, at: float) -> int:
 
 def stale(user_agent: str, at: float) -> bool:
     """Whether the agent claims a Chrome or Firefox more than STALE_VERSIONS behind the one current at ``at``."""
+    claimed = _claimed_version(user_agent)
+    return claimed is not None and claimed[1] < current_version(claimed[0], at) - STALE_VERSIONS
+
+
+@lru_cache(maxsize=4096)
+def _claimed_version(user_agent: str) -> tuple[str, int] | None:
     match = VERSION.search(user_agent)
-    if match is None:
-        return False
-    return int(match.group(2)) < current_version(match.group(1), at) - STALE_VERSIONS
+    return None if match is None else (match.group(1), int(match.group(2)))

@@ -121,6 +121,9 @@ class _Judged:
 def classify(fetches: Sequence[Fetch], policy: Policy = Policy()) -> dict[Hashable, Decision]:
     """A decision for each of ``fetches``: the clicks of one contact in one campaign (for an anonymous click,
     that click alone), in any order."""
+    if len(fetches) == 1:  # the common case: nothing around it to weigh
+        only = _own(fetches[0], policy)
+        return {only.fetch.key: only.decision()}
     judged = sorted((_own(f, policy) for f in fetches), key=lambda j: (j.fetch.at, str(j.fetch.key)))
     _decoys(judged, policy)
     _bursts(judged, policy)

@@ -2,9 +2,11 @@
 
 Rows are copied in binary (encoded by collector/copy_binary.py) into a per-connection temporary
 staging table, then moved into ``pending_clicks`` with ``ON CONFLICT DO NOTHING``, where each waits for its
-verdict. collector/settle.py later moves them into ``clicks`` and derives everything else from a click
-(report counters, first clicks, link actions, webhooks to send) from the rows it moved, in the same
-transaction. A redelivered batch therefore changes nothing, and the caller answers 200 only after COMMIT.
+verdict (CLICKEDGE_COLLECTOR_VERDICT_HOLD). collector/settle.py later moves them into ``clicks`` and
+derives everything else from a click (report counters, first clicks, link actions, webhooks to send) from
+the rows it moved, in the same transaction. With a hold of 0 a batch is judged at once instead, with what
+the database holds around it, and written from the staging table into ``clicks`` in this transaction. A
+redelivered batch therefore changes nothing, and the caller answers 200 only after COMMIT.
 """
 
 from __future__ import annotations
@@ -142,14 +144,16 @@ async def ingest(
     received = len(clicks) + len(refused)
     settled = settle.Settled()
     async with conn.transaction():
-        written = await _write_clicks(conn, edge, clicks, judge.hold) if clicks else []
-        inserted = len(written)
-        newly = await _write_refused(conn, edge, refused) if refused else ()
-        if written and judge.hold == 0:
-            settled = await settle.settle(conn, judge, these=written)
-            # A click settled by another collector while this one waited for its pending row conflicted
-            # only in clicks: what this batch brought is what settled.
+        if not clicks:
+            inserted = 0
+        elif judge.hold == 0:  # judged now, with what the database holds around them
+            await _stage(conn, edge, clicks)
+            settled = await settle.settle_batch(conn, clicks, judge)
             inserted = settled.settled
+        else:
+            await _stage(conn, edge, clicks)
+            inserted = len(await conn.fetch(MOVE_STAGED, judge.hold))
+        newly = await _write_refused(conn, edge, refused) if refused else ()
     return IngestResult(
         received,
         inserted,
@@ -160,16 +164,13 @@ async def ingest(
     )
 
 
-NO_LIMIT = 2**31 - 1
+NO_LIMIT = 2**31 - 1  # settle everything due (the corpus's simulation)
 
 
-async def _write_clicks(conn: asyncpg.Connection, edge: str, clicks: list[Click], hold: float) -> list[asyncpg.Record]:
-    """The batch into pending_clicks; the keys of the clicks it brought."""
+async def _stage(conn: asyncpg.Connection, edge: str, clicks: list[Click]) -> None:
     rows = encode_stage_rows(edge, clicks)
     # A memoryview: asyncpg would take bytes for a file name.
     await conn.copy_to_table("click_stage", source=memoryview(rows), columns=STAGE_COLUMNS, format="binary")
-    written: list[asyncpg.Record] = await conn.fetch(MOVE_STAGED, hold)
-    return written
 
 
 async def _write_refused(

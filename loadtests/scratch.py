@@ -299,7 +299,14 @@ def write_tokens(data_dir: Path, path: Path, campaign: int, count: int) -> None:
 async def rows_for(dsn: str, campaign: int) -> int:
     conn = await asyncpg.connect(dsn)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign))
+        # Stored: settled, or waiting for its verdict (the collector's hold); a click is counted once.
+        return int(
+            await conn.fetchval(
+                """SELECT count(*) FROM (SELECT event_id FROM clicks WHERE campaign_id = $1
+                                         UNION SELECT event_id FROM pending_clicks WHERE campaign_id = $1) stored""",
+                campaign,
+            )
+        )
     finally:
         await conn.close()
 

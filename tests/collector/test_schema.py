@@ -278,4 +278,4 @@ def test_the_replay_snapshot_reads_every_table_the_write_path_writes() -> None:
         a or b for module in (ingest, settle, actions) for a, b in re.findall(pattern, inspect.getsource(module))
     }
     assert "clicks" in written and "automation_runs" in written  # the pattern finds INSERT and UPDATE
-    assert written == derived.TABLES
+    assert written - {"claim_stage"} == derived.TABLES  # (a temporary table, empty after every commit)

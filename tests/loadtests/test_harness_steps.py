@@ -49,6 +49,10 @@ def report(nginx: bool) -> dict[str, object]:
         "ingest_rows_per_s": 60.0,
         "ratio": 0.6,
         "ratio_same_encoder": 0.3,
+        "ingest_held_rows_per_s": 80.0,
+        "ratio_held": 0.8,
+        "settle_rows_per_s": 20.0,
+        "ratio_held_and_settled": 0.16,
     }
     decode = {
         "url_chars": 100,
@@ -99,12 +103,16 @@ def test_the_table_prints_a_row_per_configuration_then_ingest_decode_notes_and_m
         "    12.50     0"
     )
     assert lines[5] == (
-        "collector ingest 60 rows/s vs raw binary COPY 100 rows/s (asyncpg records): ratio 0.60; "
-        "vs 200 rows/s (COPY with the collector's encoder): ratio 0.30"
+        "collector ingest, each batch judged at once 60 rows/s vs raw binary COPY 100 rows/s (asyncpg records): "
+        "ratio 0.60; vs 200 rows/s (COPY with the collector's encoder): ratio 0.30"
     )
     assert lines[6] == (
+        "collector ingest with the default hold 80 rows/s (ratio 0.80), then settling 20 rows/s; both in turn: "
+        "ratio 0.16"
+    )
+    assert lines[7] == (
         "token decode + verify, 100-character URL: median 2.50 µs (format version 1: 2.90 µs; "
         "AES-SIV open alone: 1.10 µs)"
     )
-    assert lines[7:9] == ["note: clickedge edge, 1 worker: a note", "note: a run note"]
-    assert lines[9].startswith("machine: 2 cores, ")
+    assert lines[8:10] == ["note: clickedge edge, 1 worker: a note", "note: a run note"]
+    assert lines[10].startswith("machine: 2 cores, ")

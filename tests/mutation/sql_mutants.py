@@ -46,14 +46,14 @@ MUTANTS = (
     SqlMutant(
         "settled-without-on-conflict",
         "a batch delivered again after its clicks settled fails on the primary key instead of changing nothing",
-        "    FROM moved ORDER BY contact_id, clicked_at, event_id\n    ON CONFLICT DO NOTHING\n",
-        "    FROM moved ORDER BY contact_id, clicked_at, event_id\n",
+        "    FROM decided ORDER BY contact_id, clicked_at, event_id\n    ON CONFLICT DO NOTHING\n",
+        "    FROM decided ORDER BY contact_id, clicked_at, event_id\n",
     ),
     SqlMutant(
         "verdicts-count-moved-rows",
         "clicks delivered again after they settled are counted as settled (inserted) a second time",
         "FROM (SELECT verdict, count(*) AS n FROM settled GROUP BY verdict) v",
-        "FROM (SELECT verdict, count(*) AS n FROM moved GROUP BY verdict) v",
+        "FROM (SELECT verdict, count(*) AS n FROM decided GROUP BY verdict) v",
     ),
     SqlMutant(
         "machines-counted-as-people",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from collector.settle import SETTLE
+from collector.settle import CREATE_CLAIM_STAGE, SETTLE
 from tests.mutation.sql_mutants import MUTANTS, SqlMutant, StaleMutantError, apply, by_name
 
 
@@ -30,5 +30,6 @@ def test_a_mutant_whose_text_is_gone_is_refused() -> None:
 
 
 async def test_each_mutant_is_a_statement_postgresql_accepts(db: asyncpg.Connection) -> None:
+    await db.execute(CREATE_CLAIM_STAGE)
     for mutant in MUTANTS:
         await db.prepare(apply(SETTLE, mutant))  # parsed, analysed and planned; nothing runs
