@@ -75,7 +75,7 @@ class Policy:
     decoy_window: float = 60.0  # clicks from the decoy fetch's network this close to it share its verdict
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every click a pass settles, and frozen init costs twice
 class Fetch:
     """One click, as the classifier sees it."""
 
@@ -92,7 +92,7 @@ class Fetch:
     decoy: bool = False  # the campaign's decoy link
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     verdict: Verdict
     reasons: tuple[str, ...]
