@@ -261,18 +261,25 @@ async def settle(
             return Settled()
         decoys = await _decoys(conn, {r["campaign_id"] for r in claimed})
         decisions = decide(claimed, await _context(conn, claimed, judge.context), judge, decoys)
-        keys = [r["event_id"] for r in claimed]
-        row = await conn.fetchrow(
-            SETTLE,
-            keys,
-            [decisions[k.bytes].verdict for k in keys],
-            [",".join(decisions[k.bytes].reasons) for k in keys],
-        )
-        assert row is not None
-        applied = _applied(row["applied"])
-        if applied:
-            await actions.apply(conn, applied)
-    return Settled(len(claimed), orjson.loads(row["verdicts"]), tuple(applied))
+        return await _write(conn, SETTLE, [r["event_id"] for r in claimed], decisions)
+
+
+async def _write(
+    conn: asyncpg.Connection, statement: str, keys: list[uuid.UUID], decisions: dict[Hashable, Decision]
+) -> Settled:
+    """Run a settling statement (SETTLE or SETTLE_STAGED) with the verdicts of ``keys``, then apply the link
+    actions of the first clicks it reports; in the caller's transaction."""
+    row = await conn.fetchrow(
+        statement,
+        keys,
+        [decisions[k.bytes].verdict for k in keys],
+        [",".join(decisions[k.bytes].reasons) for k in keys],
+    )
+    assert row is not None
+    applied = _applied(row["applied"])
+    if applied:
+        await actions.apply(conn, applied)
+    return Settled(len(keys), orjson.loads(row["verdicts"]), tuple(applied))
 
 
 async def pending_state(conn: asyncpg.Connection) -> tuple[int, float]:
@@ -336,17 +343,7 @@ async def settle_batch(conn: asyncpg.Connection, clicks: Sequence[Click], judge:
     context = [(r["campaign_id"], r["contact_id"], _fetch(r, scanners, judge.allowed, addresses, decoys)) for r in rows]
     decisions = decide_fetches(targets, context, judge.policy)
     keys = list(dict.fromkeys(uuid.UUID(bytes=c.event_id) for c in clicks))
-    row = await conn.fetchrow(
-        SETTLE_STAGED,
-        keys,
-        [decisions[k.bytes].verdict for k in keys],
-        [",".join(decisions[k.bytes].reasons) for k in keys],
-    )
-    assert row is not None
-    applied = _applied(row["applied"])
-    if applied:
-        await actions.apply(conn, applied)
-    return Settled(len(clicks), orjson.loads(row["verdicts"]), tuple(applied))
+    return await _write(conn, SETTLE_STAGED, keys, decisions)
 
 
 DECOY_LINKS = "SELECT campaign_id, link_id FROM links WHERE decoy AND campaign_id = ANY($1::bigint[])"
