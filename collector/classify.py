@@ -48,7 +48,6 @@ WEIGHING = ("fast", "scanner_network", "not_a_navigation", "stale_browser", "rep
 # browser's user-activation header (Sec-Fetch-User: ?1), which a headless browser driven by a sandbox may
 # send as well, so it is no proof of a person.
 NOTED = ("mail_client", "allowed_network", "user_activation")
-CODES = (*DECIDING, *WEIGHING, *NOTED)
 WEIGHT_FOR_SCANNER = 2
 
 AGENT_REASONS: dict[agents.Kind, str] = {
