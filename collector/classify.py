@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from collector import agents
@@ -91,7 +92,7 @@ class Fetch:
     decoy: bool = False  # the campaign's decoy link
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)  # frozen: a lone click's decision is shared by every click like it
 class Decision:
     verdict: Verdict
     reasons: tuple[str, ...]
@@ -109,20 +110,24 @@ class _Judged:
         return len(self.weighing)
 
     def decision(self) -> Decision:
-        if self.deciding:
-            named = {DECIDING[code] for code in self.deciding}
-            verdict = next(v for v in PRECEDENCE if v in named)
-            return Decision(verdict, _unique(self.deciding + self.weighing + self.noted))
-        reasons = _unique(self.weighing + self.noted)
-        return Decision("scanner" if self.weight >= WEIGHT_FOR_SCANNER else "human", reasons)
+        return _decision(self.deciding, self.weighing, self.noted)
+
+
+def _decision(deciding: Sequence[str], weighing: Sequence[str], noted: Sequence[str]) -> Decision:
+    if deciding:
+        named = {DECIDING[code] for code in deciding}
+        verdict = next(v for v in PRECEDENCE if v in named)
+        return Decision(verdict, _unique([*deciding, *weighing, *noted]))
+    reasons = _unique([*weighing, *noted])
+    return Decision("scanner" if len(weighing) >= WEIGHT_FOR_SCANNER else "human", reasons)
 
 
 def classify(fetches: Sequence[Fetch], policy: Policy = Policy()) -> dict[Hashable, Decision]:
     """A decision for each of ``fetches``: the clicks of one contact in one campaign (for an anonymous click,
     that click alone), in any order."""
-    if len(fetches) == 1:  # the common case: nothing around it to weigh
-        only = _own(fetches[0], policy)
-        return {only.fetch.key: only.decision()}
+    if len(fetches) == 1:  # the common case: nothing around it to weigh, and many clicks alike
+        only = fetches[0]
+        return {only.key: _alone(_features(only, policy))}
     judged = sorted((_own(f, policy) for f in fetches), key=lambda j: (j.fetch.at, str(j.fetch.key)))
     _decoys(judged, policy)
     _bursts(judged, policy)
@@ -132,35 +137,76 @@ def classify(fetches: Sequence[Fetch], policy: Policy = Policy()) -> dict[Hashab
     return {j.fetch.key: j.decision() for j in judged}
 
 
+# What a click's own request says, as the arguments of _own_codes: method, user agent, signals, decoy link,
+# fast, stale browser, allowed network, scanner network.
+_Features = tuple[str, str, int | None, bool, bool, bool, bool, bool]
+
+
+def _features(fetch: Fetch, policy: Policy) -> _Features:
+    return (
+        fetch.method,
+        fetch.user_agent,
+        fetch.signals,
+        fetch.decoy,
+        fetch.sent_at > 0 and fetch.at - fetch.sent_at < policy.fast_click,
+        agents.stale(fetch.user_agent, fetch.at),
+        fetch.allowed_network,
+        fetch.scanner_network,
+    )
+
+
 def _own(fetch: Fetch, policy: Policy) -> _Judged:
-    """What a click's own request says."""
-    judged = _Judged(fetch)
-    if fetch.method == "HEAD":
-        judged.deciding.append("head")
-    reason = AGENT_REASONS.get(agents.kind(fetch.user_agent))
+    deciding, weighing, noted = _own_codes(*_features(fetch, policy))
+    return _Judged(fetch, list(deciding), list(weighing), list(noted))
+
+
+@lru_cache(maxsize=8192)
+def _alone(features: _Features) -> Decision:
+    """The decision of a click with no other click near it: its own codes alone (cached: lone clicks are
+    most clicks, and most are alike)."""
+    return _decision(*_own_codes(*features))
+
+
+@lru_cache(maxsize=8192)
+def _own_codes(
+    method: str,
+    user_agent: str,
+    bits: int | None,
+    decoy: bool,
+    fast: bool,
+    stale: bool,
+    allowed: bool,
+    scanner: bool,
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """What a click's own request says: its (deciding, weighing, noted) codes."""
+    deciding: list[str] = []
+    weighing: list[str] = []
+    noted: list[str] = []
+    if method == "HEAD":
+        deciding.append("head")
+    reason = AGENT_REASONS.get(agents.kind(user_agent))
     if reason in DECIDING:
-        judged.deciding.append(reason)
+        deciding.append(reason)
     elif reason is not None:
-        judged.noted.append(reason)
-    if fetch.decoy:
-        judged.deciding.append("decoy")
-    bits = fetch.signals
+        noted.append(reason)
+    if decoy:
+        deciding.append("decoy")
     if bits is not None and sig.layout(bits) == sig.LAYOUT:
         if bits & sig.PREFETCH:
-            judged.deciding.append("prefetch")
+            deciding.append("prefetch")
         if not bits & (sig.ACCEPT_HTML | sig.ACCEPT_LANGUAGE):
-            judged.weighing.append("not_a_navigation")
+            weighing.append("not_a_navigation")
         if bits & sig.FETCH_USER and bits & sig.FETCH_MODE_NAVIGATE:
-            judged.noted.append("user_activation")
-    if fetch.sent_at > 0 and fetch.at - fetch.sent_at < policy.fast_click:
-        judged.weighing.append("fast")
-    if agents.stale(fetch.user_agent, fetch.at):
-        judged.weighing.append("stale_browser")
-    if fetch.allowed_network:
-        judged.noted.append("allowed_network")
-    elif fetch.scanner_network:
-        judged.weighing.append("scanner_network")
-    return judged
+            noted.append("user_activation")
+    if fast:
+        weighing.append("fast")
+    if stale:
+        weighing.append("stale_browser")
+    if allowed:
+        noted.append("allowed_network")
+    elif scanner:
+        weighing.append("scanner_network")
+    return tuple(deciding), tuple(weighing), tuple(noted)
 
 
 def _decoys(judged: list[_Judged], policy: Policy) -> None:

@@ -13,7 +13,7 @@ the type's binary send format; then a 16-bit -1.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from common.events import Click
 
@@ -38,21 +38,24 @@ def _text(value: str) -> bytes:
     return _LENGTH(len(data)) + data
 
 
-def encode_stage_rows(edge: str, clicks: Iterable[Click]) -> bytes:
-    """The binary COPY stream of ``clicks`` in ``ingest.STAGE_COLUMNS`` order (contact 0: anonymous)."""
+def encode_stage_rows(edge: str, clicks: Iterable[Click], verdicts: Sequence[tuple[str, str]] | None = None) -> bytes:
+    """The binary COPY stream of ``clicks`` in ``ingest.STAGE_COLUMNS`` order (contact 0: anonymous); with
+    ``verdicts`` (each click's verdict and comma-joined reasons, in order), in ``ingest.JUDGED_COLUMNS``."""
     pack = _FIXED.pack
     edge_field = _text(edge)
     methods: dict[str, bytes] = {}
+    judged: dict[tuple[str, str], bytes] = {}  # each distinct verdict's two fields, encoded once
+    fields = FIELDS if verdicts is None else FIELDS + 2
     parts = [HEADER]
     append = parts.append
-    for c in clicks:
+    for i, c in enumerate(clicks):
         ip = c.client_ip
         method = methods.get(c.method)
         if method is None:
             method = methods[c.method] = _text(c.method)
         append(
             pack(
-                FIELDS,
+                fields,
                 8,
                 c.contact_id or 0,
                 8,
@@ -74,5 +77,11 @@ def encode_stage_rows(edge: str, clicks: Iterable[Click]) -> bytes:
         append(method)
         append(_NULL if c.signals is None else _INT4(4, c.signals))
         append(edge_field)
+        if verdicts is not None:
+            verdict = verdicts[i]
+            encoded = judged.get(verdict)
+            if encoded is None:
+                encoded = judged[verdict] = _text(verdict[0]) + _text(verdict[1])
+            append(encoded)
     append(TRAILER)
     return b"".join(parts)

@@ -37,12 +37,15 @@ STAGE_COLUMNS = (
     "signals",
     "edge",
 )
+# A batch judged at once (a hold of 0) is staged with each click's verdict and its reasons, comma-joined.
+JUDGED_COLUMNS = (*STAGE_COLUMNS, "verdict", "reasons")
 
 # Created once per pooled connection; ON COMMIT DELETE ROWS empties it after every batch.
 CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS click_stage (
     contact_id bigint, clicked_at timestamptz, event_id uuid, campaign_id bigint, link_id bigint,
-    sent_at timestamptz, key_id integer, client_ip inet, user_agent text, method text, signals integer, edge text
+    sent_at timestamptz, key_id integer, client_ip inet, user_agent text, method text, signals integer, edge text,
+    verdict text, reasons text
 ) ON COMMIT DELETE ROWS
 """
 
@@ -147,8 +150,9 @@ async def ingest(
         if not clicks:
             inserted = 0
         elif judge.hold == 0:  # judged now, with what the database holds around them
-            await _stage(conn, edge, clicks)
-            settled = await settle.settle_batch(conn, clicks, judge)
+            decisions = await settle.judge_batch(conn, clicks, judge)
+            await _stage(conn, edge, clicks, [(d.verdict, ",".join(d.reasons)) for d in decisions])
+            settled = await settle.settle_staged(conn, len({c.event_id for c in clicks}))
             inserted = settled.settled
         else:
             await _stage(conn, edge, clicks)
@@ -167,10 +171,13 @@ async def ingest(
 NO_LIMIT = 2**31 - 1  # settle everything due (the corpus's simulation)
 
 
-async def _stage(conn: asyncpg.Connection, edge: str, clicks: list[Click]) -> None:
-    rows = encode_stage_rows(edge, clicks)
+async def _stage(
+    conn: asyncpg.Connection, edge: str, clicks: list[Click], verdicts: list[tuple[str, str]] | None = None
+) -> None:
+    rows = encode_stage_rows(edge, clicks, verdicts)
+    columns = STAGE_COLUMNS if verdicts is None else JUDGED_COLUMNS
     # A memoryview: asyncpg would take bytes for a file name.
-    await conn.copy_to_table("click_stage", source=memoryview(rows), columns=STAGE_COLUMNS, format="binary")
+    await conn.copy_to_table("click_stage", source=memoryview(rows), columns=columns, format="binary")
 
 
 async def _write_refused(

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -27,6 +27,8 @@ from collector.classify import Decision, Fetch, Policy, classify
 from collector.networks import Network, NetworkList, contains, prefix
 from collector.rules import QUALIFYING_CLICK
 from common.events import Click
+
+_T = TypeVar("_T", int, datetime)  # a click's time: microseconds, or as PostgreSQL returns it
 
 MAX_HOLD = 60.0  # seconds a click may wait for its verdict, at most (the issue's contract)
 
@@ -73,13 +75,11 @@ WITH decided AS (
 ), moved AS (
     SELECT event_id FROM claim_stage  -- the claim took them out of pending_clicks
 """
-# A batch judged in its own ingest transaction (a hold of 0): straight from ingest's staging table, with the
-# verdicts by event id; nothing waited in pending_clicks.
+# A batch judged in its own ingest transaction (a hold of 0): straight from ingest's staging table, which
+# holds each click's verdict and reasons too; nothing waited in pending_clicks.
 _FROM_STAGE = """
 WITH decided AS (
-    SELECT s.*, now() AS received_at, v.verdict, v.reasons
-    FROM click_stage s JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS v(event_id, verdict, reasons)
-        USING (event_id)
+    SELECT s.*, now() AS received_at FROM click_stage s
 ), moved AS (
     SELECT event_id FROM decided
 """
@@ -172,7 +172,8 @@ DERIVE = f"""), settled AS (
             script_clicks = s.script_clicks + EXCLUDED.script_clicks
 ), hourly AS (
     INSERT INTO campaign_hourly AS h (campaign_id, hour, clicks, scanner_clicks, preview_clicks, script_clicks)
-    SELECT campaign_id, date_trunc('hour', clicked_at, 'UTC'), count(*) FILTER (WHERE counted),
+    -- the UTC hour: date_bin is arithmetic, where date_trunc with a zone looks the zone up for every row
+    SELECT campaign_id, date_bin('1 hour', clicked_at, '2000-01-01 00:00+00'), count(*) FILTER (WHERE counted),
            count(*) FILTER (WHERE NOT counted AND verdict = 'scanner'),
            count(*) FILTER (WHERE NOT counted AND verdict = 'preview'),
            count(*) FILTER (WHERE NOT counted AND verdict = 'script')
@@ -261,25 +262,28 @@ async def settle(
             return Settled()
         decoys = await _decoys(conn, {r["campaign_id"] for r in claimed})
         decisions = decide(claimed, await _context(conn, claimed, judge.context), judge, decoys)
-        return await _write(conn, SETTLE, [r["event_id"] for r in claimed], decisions)
+        keys = [r["event_id"] for r in claimed]
+        verdicts = [decisions[k.bytes] for k in keys]
+        return await _write(
+            conn, len(keys), SETTLE, keys, [d.verdict for d in verdicts], [",".join(d.reasons) for d in verdicts]
+        )
 
 
-async def _write(
-    conn: asyncpg.Connection, statement: str, keys: list[uuid.UUID], decisions: dict[Hashable, Decision]
-) -> Settled:
-    """Run a settling statement (SETTLE or SETTLE_STAGED) with the verdicts of ``keys``, then apply the link
-    actions of the first clicks it reports; in the caller's transaction."""
-    row = await conn.fetchrow(
-        statement,
-        keys,
-        [decisions[k.bytes].verdict for k in keys],
-        [",".join(decisions[k.bytes].reasons) for k in keys],
-    )
+async def settle_staged(conn: asyncpg.Connection, clicks: int) -> Settled:
+    """Write the batch ingest has staged with its verdicts (judge_batch) into clicks, in the caller's
+    transaction: a hold of 0. ``clicks``: how many distinct clicks it stages."""
+    return await _write(conn, clicks, SETTLE_STAGED)
+
+
+async def _write(conn: asyncpg.Connection, claimed: int, statement: str, *args: Any) -> Settled:
+    """Run a settling statement (SETTLE or SETTLE_STAGED), then apply the link actions of the first clicks it
+    reports; in the caller's transaction."""
+    row = await conn.fetchrow(statement, *args)
     assert row is not None
     applied = _applied(row["applied"])
     if applied:
         await actions.apply(conn, applied)
-    return Settled(len(keys), orjson.loads(row["verdicts"]), tuple(applied))
+    return Settled(claimed, orjson.loads(row["verdicts"]), tuple(applied))
 
 
 async def pending_state(conn: asyncpg.Connection) -> tuple[int, float]:
@@ -328,22 +332,24 @@ def decide_fetches(
     return out
 
 
-async def settle_batch(conn: asyncpg.Connection, clicks: Sequence[Click], judge: Judge) -> Settled:
-    """Judge a batch ingest has just staged (click_stage) and write it into clicks with its verdicts, in the
-    caller's transaction: a hold of 0. The context is what the database holds around the batch's clicks."""
+async def judge_batch(conn: asyncpg.Connection, clicks: Sequence[Click], judge: Judge) -> list[Decision]:
+    """The decisions for a batch judged at once (a hold of 0), one per click in order, with what the
+    database holds around the batch's clicks as their context."""
     scanners = judge.scanners()
     labels: dict[bytes | None, tuple[bool, bool]] = {}
     decoys = await _decoys(conn, {c.campaign_id for c in clicks})
     targets = [
         (c.campaign_id, c.contact_id or 0, _fetch_click(c, scanners, judge.allowed, labels, decoys)) for c in clicks
     ]
-    spans = _spans((c.campaign_id, c.contact_id or 0, _at(c.clicked_at_us)) for c in clicks)
+    spans = {
+        key: (_at(lo), _at(hi))  # from microseconds: two datetimes a contact, not one a click
+        for key, (lo, hi) in _spans((c.campaign_id, c.contact_id or 0, c.clicked_at_us) for c in clicks).items()
+    }
     rows = await _near(conn, spans, judge.context)
     addresses: dict[Any, tuple[bytes | None, bool, bool]] = {}
     context = [(r["campaign_id"], r["contact_id"], _fetch(r, scanners, judge.allowed, addresses, decoys)) for r in rows]
     decisions = decide_fetches(targets, context, judge.policy)
-    keys = list(dict.fromkeys(uuid.UUID(bytes=c.event_id) for c in clicks))
-    return await _write(conn, SETTLE_STAGED, keys, decisions)
+    return [decisions[c.event_id] for c in clicks]
 
 
 DECOY_LINKS = "SELECT campaign_id, link_id FROM links WHERE decoy AND campaign_id = ANY($1::bigint[])"
@@ -439,9 +445,9 @@ async def _context(conn: asyncpg.Connection, claimed: Sequence[Any], around: tim
     return await _near(conn, _spans((r["campaign_id"], r["contact_id"], r["clicked_at"]) for r in claimed), around)
 
 
-def _spans(clicks: Iterable[tuple[int, int, datetime]]) -> dict[tuple[int, int], tuple[datetime, datetime]]:
-    """Per known contact and campaign, the first and last of their clicks."""
-    spans: dict[tuple[int, int], tuple[datetime, datetime]] = {}
+def _spans(clicks: Iterable[tuple[int, int, _T]]) -> dict[tuple[int, int], tuple[_T, _T]]:
+    """Per known contact and campaign, the first and last of their clicks' times."""
+    spans: dict[tuple[int, int], tuple[_T, _T]] = {}
     for campaign, contact, at in clicks:
         if contact == 0:
             continue

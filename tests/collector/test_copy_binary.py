@@ -34,6 +34,8 @@ def test_stream_framing() -> None:
     data = encode_stage_rows("e", clicks([(5, "192.0.2.1", "ua", "GET")]))
     assert data.startswith(HEADER) and data.endswith(TRAILER)
     assert struct.unpack_from(">h", data, len(HEADER))[0] == len(ingest.STAGE_COLUMNS)
+    judged = encode_stage_rows("e", clicks([(5, "192.0.2.1", "ua", "GET")]), [("human", "")])
+    assert struct.unpack_from(">h", judged, len(HEADER))[0] == len(ingest.JUDGED_COLUMNS)
     assert encode_stage_rows("e", []) == HEADER + TRAILER
 
 
@@ -45,30 +47,46 @@ row = st.tuples(
 )
 
 
+verdict = st.tuples(
+    st.sampled_from(["human", "scanner", "preview", "script"]),
+    st.sampled_from(["", "fast", "burst,fast,mail_client", "é"]),
+)
+
+
 @settings(max_examples=25, deadline=None)
-@given(rows=st.lists(row, max_size=20), signals=st.lists(st.one_of(st.none(), st.integers(0, MAX_SIGNALS))))
+@given(
+    rows=st.lists(row, max_size=20),
+    signals=st.lists(st.one_of(st.none(), st.integers(0, MAX_SIGNALS))),
+    verdicts=st.one_of(st.none(), st.lists(verdict, min_size=20, max_size=20)),
+)
 def test_postgresql_reads_back_every_value(
-    database_url: str, rows: list[tuple[int | None, str, str, str]], signals: list[int | None]
+    database_url: str,
+    rows: list[tuple[int | None, str, str, str]],
+    signals: list[int | None],
+    verdicts: list[tuple[str, str]] | None,
 ) -> None:
-    asyncio.run(_round_trip(database_url, clicks(rows, signals)))
+    batch = clicks(rows, signals)
+    asyncio.run(_round_trip(database_url, batch, None if verdicts is None else verdicts[: len(batch)]))
 
 
-async def _round_trip(database_url: str, batch: list[Click]) -> None:
+async def _round_trip(database_url: str, batch: list[Click], verdicts: list[tuple[str, str]] | None) -> None:
+    # With verdicts (a batch judged at once), each row carries its click's verdict and reasons as well.
+    names = ingest.STAGE_COLUMNS if verdicts is None else ingest.JUDGED_COLUMNS
     conn = await asyncpg.connect(database_url)
     try:
         async with conn.transaction():
             await ingest.prepare_connection(conn)
-            data = encode_stage_rows("edge-é", batch)
-            await conn.copy_to_table(
-                "click_stage", source=memoryview(data), columns=ingest.STAGE_COLUMNS, format="binary"
-            )
-            columns = ", ".join(ingest.STAGE_COLUMNS)  # constant names
+            data = encode_stage_rows("edge-é", batch, verdicts)
+            await conn.copy_to_table("click_stage", source=memoryview(data), columns=names, format="binary")
+            columns = ", ".join(names)  # constant names
             got = await conn.fetch(f"SELECT {columns} FROM click_stage ORDER BY event_id")  # noqa: S608
     finally:
         await conn.close()
     # What asyncpg's own COPY would have been given for these clicks, as Python values.
-    expected = sorted(stage_records("edge-é", batch), key=lambda r: r[2])
-    assert [tuple(r) for r in got] == expected
+    records = stage_records("edge-é", batch)
+    if verdicts is not None:
+        records = [(*r, *v) for r, v in zip(records, verdicts, strict=True)]
+    assert [tuple(r) for r in got] == sorted(records, key=lambda r: r[2])
 
 
 def test_timestamps_before_and_after_postgresqls_epoch() -> None:
