@@ -195,9 +195,10 @@ MUTANTS = (
     ),
     SqlMutant(
         "hourly-in-session-time-zone",
-        "hours are cut in the database session's time zone: off by the offset (or half an hour) outside UTC",
-        "date_trunc('hour', clicked_at, 'UTC')",
-        "date_trunc('hour', clicked_at)",
+        "hours are cut from an origin in the database session's time zone: off by half an hour in zones such "
+        "as India's",
+        "date_bin('1 hour', clicked_at, '2000-01-01 00:00+00')",
+        "date_bin('1 hour', clicked_at, '2000-01-01 00:00')",
     ),
     SqlMutant(
         "hourly-clicks-overwritten",
