@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector import api, apikeys, ingest, settle
+from collector import api, apikeys, ingest, retention, settle
 from collector.api import POOL
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
@@ -310,15 +310,36 @@ async def _settle_forever(app: web.Application) -> None:
 
 
 async def _maintain_partitions(app: web.Application) -> None:
+    """Hourly, and once at start: make the coming months' partitions of clicks, then (with
+    CLICKEDGE_RETENTION_DAYS) remove the raw clicks older than the retention."""
+    days = app[CONFIG].retention_days
     while True:
         try:
             async with app[POOL].acquire() as conn:
-                created = await ensure_partitions(conn)
-            if created:
-                log.info("created %d click partitions", created)
+                before = retention.cutoff(days) if days is not None else None
+                created = await ensure_partitions(conn, retention.months_to_keep_back(before))
+                if created:
+                    log.info("created %d click partitions", created)
+                if days is not None:
+                    _removed(app[METRICS], await retention.run(conn, days))
         except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
-            log.warning("could not check click partitions: %r", exc)
+            log.warning("could not check click partitions or apply retention: %r", exc)
         await asyncio.sleep(PARTITION_CHECK_SECONDS)
+
+
+def _removed(metrics: CollectorMetrics, removed: retention.Removed) -> None:
+    metrics.retention_partitions_dropped.inc(len(removed.partitions))
+    metrics.retention_rows_deleted["clicks_default"].inc(removed.default_rows)
+    metrics.retention_rows_deleted["refused_clicks"].inc(removed.refused_rows)
+    metrics.retention_last_success.set(time.time())
+    if removed.partitions or removed.default_rows or removed.refused_rows:
+        log.info(
+            "retention: dropped %s; deleted %d rows of clicks_default and %d of refused_clicks (raw clicks before %s)",
+            ", ".join(removed.partitions) or "no partition",
+            removed.default_rows,
+            removed.refused_rows,
+            removed.cutoff.isoformat(timespec="seconds"),
+        )
 
 
 def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None) -> web.Application:

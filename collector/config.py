@@ -160,6 +160,7 @@ class CollectorConfig:
         help="comma-separated IPs/CIDRs whose clicks are never weighed as a scanner network's (a company's "
         "egress that looks like a data centre); default: none",
     )
+    retention_days: int | None = s.retention_days_setting()
     log_level: str = s.log_level_setting()
     log_format: str = s.log_format_setting()
 

@@ -21,6 +21,7 @@ from clickedge.cli import (
     keys,
     migrate,
     mint,
+    retention,
     rewrite,
     up,
     webhooks,
@@ -35,7 +36,7 @@ from edge.main import SpoolUnavailableError
 from links.keys import KeyFileError
 
 log = logging.getLogger("clickedge")
-COMMANDS = (up, edge, collector, migrate, config, mint, decode, keys, rewrite, actions, apikeys, webhooks)
+COMMANDS = (up, edge, collector, migrate, config, mint, decode, keys, rewrite, actions, apikeys, webhooks, retention)
 
 # A path that cannot be used as given (fix the configuration or the permissions), as opposed to a disk that
 # failed or filled up (it may work again).
