@@ -19,7 +19,12 @@ CREATE TABLE campaigns (
     count_everything  boolean NOT NULL DEFAULT false,
     -- Rewriting adds a decoy link people cannot see or reach; any fetch of it marks the message's burst a
     -- scanner's (docs/click-truth.md).
-    decoy_link    boolean NOT NULL DEFAULT false
+    decoy_link    boolean NOT NULL DEFAULT false,
+    -- Its clicks are stored without their contact (contact_id 0): counted, never a contact's, no actions.
+    anonymous     boolean NOT NULL DEFAULT false,
+    -- Its clicks keep the client's full address; otherwise only its network (IPv4 /24, IPv6 /48), unless
+    -- CLICKEDGE_COLLECTOR_CLIENT_IPS=full.
+    full_client_ips  boolean NOT NULL DEFAULT false
 );
 
 CREATE TABLE campaign_recipients (

@@ -126,7 +126,17 @@ def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
 async def put_campaign(request: web.Request) -> web.Response:
     campaign_id = _int(request, "campaign_id", MAX_ID)
     body = _object(
-        await _body(request), {"name", "tracking", "recipients", "tracking_url", "count_everything", "decoy_link"}
+        await _body(request),
+        {
+            "name",
+            "tracking",
+            "recipients",
+            "tracking_url",
+            "count_everything",
+            "decoy_link",
+            "anonymous",
+            "full_client_ips",
+        },
     )
     name, tracking, recipients = body.get("name"), body.get("tracking"), body.get("recipients")
     tracking_url = body.get("tracking_url")
@@ -136,9 +146,9 @@ async def put_campaign(request: web.Request) -> web.Response:
         raise ApiError(400, "name must be a string of at most 200 characters, without NUL")
     if tracking is not None and not isinstance(tracking, bool):
         raise ApiError(400, "tracking must be true or false")
-    everything, decoy = body.get("count_everything"), body.get("decoy_link")
-    for field, value in (("count_everything", everything), ("decoy_link", decoy)):
-        if value is not None and not isinstance(value, bool):
+    switches = ("count_everything", "decoy_link", "anonymous", "full_client_ips")
+    for field in switches:
+        if body.get(field) is not None and not isinstance(body[field], bool):
             raise ApiError(400, f"{field} must be true or false")
     if recipients is not None and (type(recipients) is not int or not 0 <= recipients <= MAX_CONTACT):
         raise ApiError(400, "recipients must be a whole number of at least 0")
@@ -151,8 +161,7 @@ async def put_campaign(request: web.Request) -> web.Response:
                 tracking=tracking,
                 recipients=recipients,
                 tracking_url=tracking_url,
-                count_everything=everything,
-                decoy_link=decoy,
+                **{field: body.get(field) for field in switches},
             )
         )
 

@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector import api, apikeys, ingest, retention, settle
+from collector import api, apikeys, ingest, retention, settle, stored_agents
 from collector.api import POOL
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
@@ -356,6 +356,8 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
         Reloading(config.scanner_networks).current,
         config.people_networks,
         config.verdict_hold,
+        full_client_ips=config.client_ips == "full",
+        reduce_agents=config.user_agents == stored_agents.REDUCED,
     )
     app[api.REWRITER] = Rewriter(
         config.key_path,

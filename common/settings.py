@@ -488,6 +488,13 @@ def _redact_parameter(item: str) -> str:
     return item
 
 
+def choice(raw: str, options: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in options:
+        raise ValueError(f"must be one of: {', '.join(options)}")
+    return value
+
+
 def log_format(raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("json", "text"):
