@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from collector import apikeys, campaigns, endpoints, openapi, reports
+from collector import apikeys, campaigns, contacts, endpoints, openapi, reports
 from collector.actions import ActionError
 from collector.destinations import Network
 from collector.openapi import FORMAT, Operation, document, integer
@@ -303,6 +303,25 @@ async def _all_clickers(pool: asyncpg.Pool, campaign_id: int, link_id: int, afte
         after = page["next_after"]
 
 
+async def export_contact(request: web.Request) -> web.Response:
+    contact_id = _int(request, "contact_id", MAX_CONTACT, 1)
+    key = contacts.tombstone_key(request.app[WEBHOOK_MASTER])
+    async with request.app[POOL].acquire() as conn:
+        return json_response(await contacts.export(conn, key, contact_id))
+
+
+async def erase_contact(request: web.Request) -> web.Response:
+    contact_id = _int(request, "contact_id", MAX_CONTACT, 1)
+    principal: apikeys.Principal = request[PRINCIPAL]
+    actor = f"api:{principal.key_id}:{principal.name}"
+    key = contacts.tombstone_key(request.app[WEBHOOK_MASTER])
+    async with request.app[POOL].acquire() as conn:
+        erased = await contacts.erase(conn, key, contact_id, actor)
+    # The id stays out of the log as it does out of the audit row.
+    log.info("a contact was erased by %s: %s", actor, erased.removed)
+    return json_response(erased.as_json())
+
+
 async def timeline(request: web.Request) -> web.StreamResponse:
     contact_id = _int(request, "contact_id", MAX_CONTACT, 1)
     pool = request.app[POOL]
@@ -505,6 +524,22 @@ ROUTES: tuple[Route, ...] = (
         timeline,
         "read",
         Operation("A contact's clicks and applied actions, in order", query=(LIMIT, OFFSET, FORMAT), csv=True),
+    ),
+    Route(
+        "GET",
+        "/v1/contacts/{contact_id}/export",
+        export_contact,
+        "read",
+        Operation("Everything stored about a contact, table by table, and whether they were erased"),
+    ),
+    Route(
+        "DELETE",
+        "/v1/contacts/{contact_id}",
+        erase_contact,
+        "write",
+        Operation(
+            "Erase everything stored about a contact and keep their later clicks anonymous (docs/privacy.md); audited"
+        ),
     ),
     Route("GET", "/openapi.json", openapi_json, None),  # the document does not describe itself
 )

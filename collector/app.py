@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import math
@@ -15,7 +16,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector import api, apikeys, ingest, retention, settle, stored_agents
+from collector import api, apikeys, contacts, ingest, retention, settle, stored_agents
 from collector.api import POOL
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
@@ -263,10 +264,17 @@ async def _close_rewriter(app: web.Application) -> None:
     await app[api.REWRITER].close()
 
 
+async def _secrets_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The master secret, read (or made) once at start: it signs webhooks and keys erasure tombstones."""
+    master = app[CONFIG].webhook_secret_bytes()
+    app[api.WEBHOOK_MASTER] = master
+    app[JUDGE] = dataclasses.replace(app[JUDGE], erasure_key=contacts.tombstone_key(master))
+    yield
+
+
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    master = config.webhook_secret_bytes()
-    app[api.WEBHOOK_MASTER] = master
+    master = app[api.WEBHOOK_MASTER]
     deliverer = Deliverer(app[POOL], master, config.webhook_allow_networks, app[METRICS])
     app[WEBHOOKS] = deliverer
     task = asyncio.create_task(deliverer.run(), name="webhook-delivery")
@@ -347,6 +355,7 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
     app[CONFIG] = config
     app[METRICS] = metrics or CollectorMetrics()
     app[DRAINING] = asyncio.Event()
+    app.cleanup_ctx.append(_secrets_ctx)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)

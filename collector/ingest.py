@@ -14,11 +14,11 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
-from collector import settle
+from collector import contacts, settle
 from collector.copy_binary import encode_stage_rows
 from collector.networks import stored
 from common.events import Click
@@ -148,6 +148,8 @@ async def ingest(
     received = len(clicks) + len(refused)
     settled = settle.Settled()
     async with conn.transaction():
+        if judge.erasure_key:
+            clicks, refused = await _without_erased(conn, judge.erasure_key, clicks, refused)
         if not clicks:
             inserted = 0
         elif judge.hold == 0:  # judged now, with what the database holds around them
@@ -170,6 +172,21 @@ async def ingest(
         len(refused),
         newly,
         tuple(sorted(settled.verdicts.items())),
+    )
+
+
+async def _without_erased(
+    conn: asyncpg.Connection, key: bytes, clicks: list[Click], refused: Sequence[Refused]
+) -> tuple[list[Click], Sequence[Refused]]:
+    """The batch with the clicks of erased contacts made anonymous (collector/contacts.py): a spool replayed,
+    a late batch or an old link clicked again never brings a contact back."""
+    known = {c.contact_id for c in clicks if c.contact_id} | {r.click.contact_id for r in refused if r.click.contact_id}
+    erased = await contacts.erased_among(conn, key, known)
+    if not erased:
+        return clicks, refused
+    return (
+        [replace(c, contact_id=None) if c.contact_id in erased else c for c in clicks],
+        [Refused(replace(r.click, contact_id=None), r.reason) if r.click.contact_id in erased else r for r in refused],
     )
 
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from collector.database import rows_affected
 from common.limits import MAX_RETENTION_DAYS
 
 # The partitions of clicks, by name.
@@ -90,11 +91,6 @@ async def run(conn: asyncpg.Connection, days: int, *, now: datetime | None = Non
             await conn.execute("LOCK TABLE ONLY clicks IN ACCESS EXCLUSIVE MODE")
             for name in names:
                 await conn.execute(f'DROP TABLE "{name}"')  # a name the pattern above matched
-        default_rows = _count(await conn.execute("DELETE FROM clicks_default WHERE clicked_at < $1", before))
-        refused_rows = _count(await conn.execute("DELETE FROM refused_clicks WHERE received_at < $1", before))
+        default_rows = rows_affected(await conn.execute("DELETE FROM clicks_default WHERE clicked_at < $1", before))
+        refused_rows = rows_affected(await conn.execute("DELETE FROM refused_clicks WHERE received_at < $1", before))
     return Removed(before, tuple(names), default_rows, refused_rows)
-
-
-def _count(status: str) -> int:
-    """The row count of a command status such as ``DELETE 12``."""
-    return int(status.rsplit(" ", 1)[-1])

@@ -239,6 +239,8 @@ class Judge:
     hold: float = 0.0  # seconds a click waits for its burst; 0: settled in its ingest transaction
     full_client_ips: bool = False
     reduce_agents: bool = False  # CLICKEDGE_COLLECTOR_USER_AGENTS=reduced: store agents' families only
+    # Tombstones of erased contacts are made with it (collector/contacts.py); empty: none are checked.
+    erasure_key: bytes = field(default=b"", repr=False)
 
     def stored_agent(self, user_agent: str) -> str | None:
         """What a click row keeps of ``user_agent`` instead of it (None: the agent itself)."""
