@@ -19,7 +19,12 @@ CREATE TABLE campaigns (
     count_everything  boolean NOT NULL DEFAULT false,
     -- Rewriting adds a decoy link people cannot see or reach; any fetch of it marks the message's burst a
     -- scanner's (docs/click-truth.md).
-    decoy_link    boolean NOT NULL DEFAULT false
+    decoy_link    boolean NOT NULL DEFAULT false,
+    -- Its clicks are stored without their contact (contact_id 0): counted, never a contact's, no actions.
+    anonymous     boolean NOT NULL DEFAULT false,
+    -- Its clicks keep the client's full address; otherwise only its network (IPv4 /24, IPv6 /48), unless
+    -- CLICKEDGE_COLLECTOR_CLIENT_IPS=full.
+    full_client_ips  boolean NOT NULL DEFAULT false
 );
 
 CREATE TABLE campaign_recipients (
@@ -28,6 +33,7 @@ CREATE TABLE campaign_recipients (
     added_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (campaign_id, contact_id)
 );
+CREATE INDEX campaign_recipients_contact ON campaign_recipients (contact_id);  -- erasure
 
 -- One row per placement of a link in a campaign's message (the same URL twice is two links).
 CREATE TABLE links (
@@ -137,6 +143,7 @@ CREATE TABLE refused_clicks (
     received_at    timestamptz NOT NULL DEFAULT now(),
     signals        integer
 );
+CREATE INDEX refused_clicks_contact ON refused_clicks (contact_id);  -- erasure
 
 -- Report tables, kept from click rows as their verdicts become final, in that transaction, so a report never
 -- scans raw clicks. clicks, unique clicks and clickers count people (verdict 'human', or every click of a
@@ -170,6 +177,7 @@ CREATE TABLE link_clickers (
     first_reasons  text[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (campaign_id, link_id, contact_id)
 ) WITH (fillfactor = 80);
+CREATE INDEX link_clickers_contact ON link_clickers (contact_id);  -- erasure
 
 -- Distinct clickers per campaign.
 CREATE TABLE campaign_clickers (
@@ -178,6 +186,7 @@ CREATE TABLE campaign_clickers (
     first_click  timestamptz NOT NULL,
     PRIMARY KEY (campaign_id, contact_id)
 );
+CREATE INDEX campaign_clickers_contact ON campaign_clickers (contact_id);  -- erasure
 
 CREATE TABLE campaign_stats (
     campaign_id      bigint PRIMARY KEY,
@@ -232,6 +241,7 @@ CREATE TABLE applied_link_actions (
     applied_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (campaign_id, link_id, contact_id)
 );
+CREATE INDEX applied_link_actions_contact ON applied_link_actions (contact_id);  -- erasure
 
 -- The actions applied, for the contact timeline.
 CREATE TABLE contact_events (
@@ -266,6 +276,8 @@ CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at)
 -- A link's webhook deliveries, for GET /v1/campaigns/{id}/links/{link}/webhooks: the body names them.
 CREATE INDEX webhook_outbox_link ON webhook_outbox
     (((body->'campaign'->>'id')::bigint), ((body->'link'->>'id')::bigint), id);
+-- A contact's webhooks, for erasure and export: the body names the contact.
+CREATE INDEX webhook_outbox_contact ON webhook_outbox (((body->>'contact_id')::bigint));
 
 -- Every URL a webhook action names is an endpoint with its own signing secret,
 -- HMAC-SHA256(master webhook secret, 'endpoint:<id>:<generation>'), derived by the collector and never
@@ -277,6 +289,22 @@ CREATE TABLE webhook_endpoints (
     generation  integer NOT NULL DEFAULT 1 CHECK (generation >= 1),
     created_at  timestamptz NOT NULL DEFAULT now(),
     rotated_at  timestamptz
+);
+
+-- Erased contacts: a keyed hash of each id (collector/contacts.py), never the id, checked at ingest so that
+-- a late click of an erased contact is stored as an anonymous click.
+CREATE TABLE erased_contacts (
+    tombstone  bytea PRIMARY KEY,
+    erased_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Each erasure: when, by whom, the tombstone, and how many rows of each table went.
+CREATE TABLE contact_erasures (
+    id         bigserial PRIMARY KEY,
+    tombstone  bytea NOT NULL,
+    actor      text NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now(),
+    removed    jsonb NOT NULL
 );
 
 -- Admin API keys: only a SHA-256 of the secret is kept.

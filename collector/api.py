@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from collector import apikeys, campaigns, endpoints, openapi, reports
+from collector import apikeys, campaigns, contacts, endpoints, openapi, reports
 from collector.actions import ActionError
 from collector.destinations import Network
 from collector.openapi import FORMAT, Operation, document, integer
@@ -126,7 +126,17 @@ def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
 async def put_campaign(request: web.Request) -> web.Response:
     campaign_id = _int(request, "campaign_id", MAX_ID)
     body = _object(
-        await _body(request), {"name", "tracking", "recipients", "tracking_url", "count_everything", "decoy_link"}
+        await _body(request),
+        {
+            "name",
+            "tracking",
+            "recipients",
+            "tracking_url",
+            "count_everything",
+            "decoy_link",
+            "anonymous",
+            "full_client_ips",
+        },
     )
     name, tracking, recipients = body.get("name"), body.get("tracking"), body.get("recipients")
     tracking_url = body.get("tracking_url")
@@ -136,9 +146,9 @@ async def put_campaign(request: web.Request) -> web.Response:
         raise ApiError(400, "name must be a string of at most 200 characters, without NUL")
     if tracking is not None and not isinstance(tracking, bool):
         raise ApiError(400, "tracking must be true or false")
-    everything, decoy = body.get("count_everything"), body.get("decoy_link")
-    for field, value in (("count_everything", everything), ("decoy_link", decoy)):
-        if value is not None and not isinstance(value, bool):
+    switches = ("count_everything", "decoy_link", "anonymous", "full_client_ips")
+    for field in switches:
+        if body.get(field) is not None and not isinstance(body[field], bool):
             raise ApiError(400, f"{field} must be true or false")
     if recipients is not None and (type(recipients) is not int or not 0 <= recipients <= MAX_CONTACT):
         raise ApiError(400, "recipients must be a whole number of at least 0")
@@ -151,8 +161,7 @@ async def put_campaign(request: web.Request) -> web.Response:
                 tracking=tracking,
                 recipients=recipients,
                 tracking_url=tracking_url,
-                count_everything=everything,
-                decoy_link=decoy,
+                **{field: body.get(field) for field in switches},
             )
         )
 
@@ -292,6 +301,25 @@ async def _all_clickers(pool: asyncpg.Pool, campaign_id: int, link_id: int, afte
         if page["next_after"] is None:
             return
         after = page["next_after"]
+
+
+async def export_contact(request: web.Request) -> web.Response:
+    contact_id = _int(request, "contact_id", MAX_CONTACT, 1)
+    key = contacts.tombstone_key(request.app[WEBHOOK_MASTER])
+    async with request.app[POOL].acquire() as conn:
+        return json_response(await contacts.export(conn, key, contact_id))
+
+
+async def erase_contact(request: web.Request) -> web.Response:
+    contact_id = _int(request, "contact_id", MAX_CONTACT, 1)
+    principal: apikeys.Principal = request[PRINCIPAL]
+    actor = f"api:{principal.key_id}:{principal.name}"
+    key = contacts.tombstone_key(request.app[WEBHOOK_MASTER])
+    async with request.app[POOL].acquire() as conn:
+        erased = await contacts.erase(conn, key, contact_id, actor)
+    # The id stays out of the log as it does out of the audit row.
+    log.info("a contact was erased by %s: %s", actor, erased.removed)
+    return json_response(erased.as_json())
 
 
 async def timeline(request: web.Request) -> web.StreamResponse:
@@ -496,6 +524,22 @@ ROUTES: tuple[Route, ...] = (
         timeline,
         "read",
         Operation("A contact's clicks and applied actions, in order", query=(LIMIT, OFFSET, FORMAT), csv=True),
+    ),
+    Route(
+        "GET",
+        "/v1/contacts/{contact_id}/export",
+        export_contact,
+        "read",
+        Operation("Everything stored about a contact, table by table, and whether they were erased"),
+    ),
+    Route(
+        "DELETE",
+        "/v1/contacts/{contact_id}",
+        erase_contact,
+        "write",
+        Operation(
+            "Erase everything stored about a contact and keep their later clicks anonymous (docs/privacy.md); audited"
+        ),
     ),
     Route("GET", "/openapi.json", openapi_json, None),  # the document does not describe itself
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import math
@@ -15,7 +16,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector import api, apikeys, ingest, settle
+from collector import api, apikeys, contacts, ingest, retention, settle, stored_agents
 from collector.api import POOL
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
@@ -263,10 +264,17 @@ async def _close_rewriter(app: web.Application) -> None:
     await app[api.REWRITER].close()
 
 
+async def _secrets_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The master secret, read (or made) once at start: it signs webhooks and keys erasure tombstones."""
+    master = app[CONFIG].webhook_secret_bytes()
+    app[api.WEBHOOK_MASTER] = master
+    app[JUDGE] = dataclasses.replace(app[JUDGE], erasure_key=contacts.tombstone_key(master))
+    yield
+
+
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    master = config.webhook_secret_bytes()
-    app[api.WEBHOOK_MASTER] = master
+    master = app[api.WEBHOOK_MASTER]
     deliverer = Deliverer(app[POOL], master, config.webhook_allow_networks, app[METRICS])
     app[WEBHOOKS] = deliverer
     task = asyncio.create_task(deliverer.run(), name="webhook-delivery")
@@ -310,15 +318,36 @@ async def _settle_forever(app: web.Application) -> None:
 
 
 async def _maintain_partitions(app: web.Application) -> None:
+    """Hourly, and once at start: make the coming months' partitions of clicks, then (with
+    CLICKEDGE_RETENTION_DAYS) remove the raw clicks older than the retention."""
+    days = app[CONFIG].retention_days
     while True:
         try:
             async with app[POOL].acquire() as conn:
-                created = await ensure_partitions(conn)
-            if created:
-                log.info("created %d click partitions", created)
+                before = retention.cutoff(days) if days is not None else None
+                created = await ensure_partitions(conn, retention.months_to_keep_back(before))
+                if created:
+                    log.info("created %d click partitions", created)
+                if days is not None:
+                    _removed(app[METRICS], await retention.run(conn, days))
         except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
-            log.warning("could not check click partitions: %r", exc)
+            log.warning("could not check click partitions or apply retention: %r", exc)
         await asyncio.sleep(PARTITION_CHECK_SECONDS)
+
+
+def _removed(metrics: CollectorMetrics, removed: retention.Removed) -> None:
+    metrics.retention_partitions_dropped.inc(len(removed.partitions))
+    metrics.retention_rows_deleted["clicks_default"].inc(removed.default_rows)
+    metrics.retention_rows_deleted["refused_clicks"].inc(removed.refused_rows)
+    metrics.retention_last_success.set(time.time())
+    if removed.partitions or removed.default_rows or removed.refused_rows:
+        log.info(
+            "retention: dropped %s; deleted %d rows of clicks_default and %d of refused_clicks (raw clicks before %s)",
+            ", ".join(removed.partitions) or "no partition",
+            removed.default_rows,
+            removed.refused_rows,
+            removed.cutoff.isoformat(timespec="seconds"),
+        )
 
 
 def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None) -> web.Application:
@@ -326,6 +355,7 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
     app[CONFIG] = config
     app[METRICS] = metrics or CollectorMetrics()
     app[DRAINING] = asyncio.Event()
+    app.cleanup_ctx.append(_secrets_ctx)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
@@ -335,6 +365,8 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
         Reloading(config.scanner_networks).current,
         config.people_networks,
         config.verdict_hold,
+        full_client_ips=config.client_ips == "full",
+        reduce_agents=config.user_agents == stored_agents.REDUCED,
     )
     app[api.REWRITER] = Rewriter(
         config.key_path,

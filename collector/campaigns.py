@@ -22,6 +22,12 @@ class Conflict(ValueError):
     pass
 
 
+_CAMPAIGN_COLUMNS = (
+    "campaign_id, name, tracking, recipients, tracking_url, count_everything, decoy_link, anonymous, "
+    "full_client_ips, created_at"
+)
+
+
 async def upsert_campaign(
     conn: asyncpg.Connection,
     campaign_id: int,
@@ -32,20 +38,22 @@ async def upsert_campaign(
     tracking_url: str | None = None,
     count_everything: bool | None = None,
     decoy_link: bool | None = None,
+    anonymous: bool | None = None,
+    full_client_ips: bool | None = None,
 ) -> dict[str, Any]:
     """Create or update a campaign; None leaves a field as it is, and tracking_url "" clears it."""
     row = await conn.fetchrow(
-        """INSERT INTO campaigns AS c (campaign_id, name, tracking, recipients, tracking_url, count_everything,
-                                       decoy_link)
+        f"""INSERT INTO campaigns AS c (campaign_id, name, tracking, recipients, tracking_url, count_everything,
+                                        decoy_link, anonymous, full_client_ips)
            VALUES ($1, coalesce($2, ''), coalesce($3, true), coalesce($4, 0), nullif($5, ''), coalesce($6, false),
-                   coalesce($7, false))
+                   coalesce($7, false), coalesce($8, false), coalesce($9, false))
            ON CONFLICT (campaign_id) DO UPDATE SET
                name = coalesce($2, c.name), tracking = coalesce($3, c.tracking),
                recipients = coalesce($4, c.recipients),
                tracking_url = CASE WHEN $5::text IS NULL THEN c.tracking_url ELSE nullif($5, '') END,
-               count_everything = coalesce($6, c.count_everything), decoy_link = coalesce($7, c.decoy_link)
-           RETURNING campaign_id, name, tracking, recipients, tracking_url, count_everything, decoy_link,
-                     created_at""",
+               count_everything = coalesce($6, c.count_everything), decoy_link = coalesce($7, c.decoy_link),
+               anonymous = coalesce($8, c.anonymous), full_client_ips = coalesce($9, c.full_client_ips)
+           RETURNING {_CAMPAIGN_COLUMNS}""",  # noqa: S608 - constant column names
         campaign_id,
         name,
         tracking,
@@ -53,6 +61,8 @@ async def upsert_campaign(
         tracking_url,
         count_everything,
         decoy_link,
+        anonymous,
+        full_client_ips,
     )
     assert row is not None
     return _campaign(row)
@@ -60,8 +70,7 @@ async def upsert_campaign(
 
 async def get_campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]:
     row = await conn.fetchrow(
-        """SELECT campaign_id, name, tracking, recipients, tracking_url, count_everything, decoy_link, created_at
-           FROM campaigns WHERE campaign_id = $1""",
+        f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE campaign_id = $1",  # noqa: S608 - constant column names
         campaign_id,
     )
     if row is None:
@@ -78,6 +87,8 @@ def _campaign(row: asyncpg.Record) -> dict[str, Any]:
         "tracking_url": row["tracking_url"],
         "count_everything": row["count_everything"],
         "decoy_link": row["decoy_link"],
+        "anonymous": row["anonymous"],
+        "full_client_ips": row["full_client_ips"],
         "created_at": row["created_at"].isoformat(),
     }
 

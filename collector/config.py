@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector import stored_agents
 from collector.classify import Policy
 from collector.destinations import ALLOW_SETTING, Network
 from collector.networks import DEFAULT_FILE as DEFAULT_SCANNER_FILE
@@ -15,6 +16,8 @@ from collector.settle import MAX_HOLD
 from common import settings as s
 from common.files import write_private
 from links.rewrite import base_url_problem
+
+CLIENT_IPS = ("truncated", "full")
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,23 @@ class CollectorConfig:
         help="comma-separated IPs/CIDRs whose clicks are never weighed as a scanner network's (a company's "
         "egress that looks like a data centre); default: none",
     )
+    client_ips: str = s.setting(
+        "truncated",
+        flag="--client-ips",
+        env="CLICKEDGE_COLLECTOR_CLIENT_IPS",
+        parse=lambda raw: s.choice(raw, CLIENT_IPS),
+        help="what clicks keep of the client's address: truncated (its IPv4 /24 or IPv6 /48 network; a campaign "
+        "may keep full ones) or full",
+    )
+    user_agents: str = s.setting(
+        stored_agents.RAW,
+        flag="--user-agents",
+        env="CLICKEDGE_COLLECTOR_USER_AGENTS",
+        parse=lambda raw: s.choice(raw, stored_agents.CHOICES),
+        help="what clicks keep of the user agent: raw (as it came) or reduced (its browser and OS families, "
+        "such as 'Chrome; Windows')",
+    )
+    retention_days: int | None = s.retention_days_setting()
     log_level: str = s.log_level_setting()
     log_format: str = s.log_format_setting()
 

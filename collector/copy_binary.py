@@ -38,14 +38,17 @@ def _text(value: str) -> bytes:
     return _LENGTH(len(data)) + data
 
 
-def encode_stage_rows(edge: str, clicks: Iterable[Click], verdicts: Sequence[tuple[str, str]] | None = None) -> bytes:
+def encode_stage_rows(
+    edge: str, clicks: Iterable[Click], verdicts: Sequence[tuple[str, str, str | None]] | None = None
+) -> bytes:
     """The binary COPY stream of ``clicks`` in ``ingest.STAGE_COLUMNS`` order (contact 0: anonymous); with
-    ``verdicts`` (each click's verdict and comma-joined reasons, in order), in ``ingest.JUDGED_COLUMNS``."""
+    ``verdicts`` (each click's verdict, comma-joined reasons and stored agent or None, in order), in
+    ``ingest.JUDGED_COLUMNS``."""
     pack = _FIXED.pack
     edge_field = _text(edge)
     methods: dict[str, bytes] = {}
-    judged: dict[tuple[str, str], bytes] = {}  # each distinct verdict's two fields, encoded once
-    fields = FIELDS if verdicts is None else FIELDS + 2
+    judged: dict[tuple[str, str, str | None], bytes] = {}  # each distinct verdict's fields, encoded once
+    fields = FIELDS if verdicts is None else FIELDS + 3
     parts = [HEADER]
     append = parts.append
     for i, c in enumerate(clicks):
@@ -81,7 +84,8 @@ def encode_stage_rows(edge: str, clicks: Iterable[Click], verdicts: Sequence[tup
             verdict = verdicts[i]
             encoded = judged.get(verdict)
             if encoded is None:
-                encoded = judged[verdict] = _text(verdict[0]) + _text(verdict[1])
+                agent = _NULL if verdict[2] is None else _text(verdict[2])
+                encoded = judged[verdict] = _text(verdict[0]) + _text(verdict[1]) + agent
             append(encoded)
     append(TRAILER)
     return b"".join(parts)

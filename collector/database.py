@@ -37,3 +37,8 @@ async def connect(dsn: str, *, timeout: float = CONNECT_TIMEOUT) -> asyncpg.Conn
 def _said(exc: BaseException, dsn: str) -> str:
     """What the error says, with the DSN (and so its password) taken out should it quote it."""
     return str(exc).replace(dsn, redact_dsn(dsn)).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def rows_affected(status: str) -> int:
+    """The row count of a command status such as ``DELETE 12`` (what asyncpg's execute returns)."""
+    return int(status.rsplit(" ", 1)[-1])

@@ -11,16 +11,16 @@ redelivered batch therefore changes nothing, and the caller answers 200 only aft
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
-from collector import settle
+from collector import contacts, settle
 from collector.copy_binary import encode_stage_rows
+from collector.networks import stored
 from common.events import Click
 
 STAGE_COLUMNS = (
@@ -37,15 +37,16 @@ STAGE_COLUMNS = (
     "signals",
     "edge",
 )
-# A batch judged at once (a hold of 0) is staged with each click's verdict and its reasons, comma-joined.
-JUDGED_COLUMNS = (*STAGE_COLUMNS, "verdict", "reasons")
+# A batch judged at once (a hold of 0) is staged with each click's verdict, its reasons (comma-joined) and
+# what its row keeps of its agent instead of it (NULL: the agent itself).
+JUDGED_COLUMNS = (*STAGE_COLUMNS, "verdict", "reasons", "stored_agent")
 
 # Created once per pooled connection; ON COMMIT DELETE ROWS empties it after every batch.
 CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS click_stage (
     contact_id bigint, clicked_at timestamptz, event_id uuid, campaign_id bigint, link_id bigint,
     sent_at timestamptz, key_id integer, client_ip inet, user_agent text, method text, signals integer, edge text,
-    verdict text, reasons text
+    verdict text, reasons text, stored_agent text
 ) ON COMMIT DELETE ROWS
 """
 
@@ -147,17 +148,23 @@ async def ingest(
     received = len(clicks) + len(refused)
     settled = settle.Settled()
     async with conn.transaction():
+        if judge.erasure_key:
+            clicks, refused = await _without_erased(conn, judge.erasure_key, clicks, refused)
         if not clicks:
             inserted = 0
         elif judge.hold == 0:  # judged now, with what the database holds around them
             decisions = await settle.judge_batch(conn, clicks, judge)
-            await _stage(conn, edge, clicks, [(d.verdict, ",".join(d.reasons)) for d in decisions])
-            settled = await settle.settle_staged(conn, len({c.event_id for c in clicks}))
+            verdicts = [
+                (d.verdict, ",".join(d.reasons), judge.stored_agent(c.user_agent))
+                for c, d in zip(clicks, decisions, strict=True)
+            ]
+            await _stage(conn, edge, clicks, verdicts)
+            settled = await settle.settle_staged(conn, len({c.event_id for c in clicks}), judge)
             inserted = settled.settled
         else:
             await _stage(conn, edge, clicks)
             inserted = len(await conn.fetch(MOVE_STAGED, judge.hold))
-        newly = await _write_refused(conn, edge, refused) if refused else ()
+        newly = await _write_refused(conn, edge, refused, judge) if refused else ()
     return IngestResult(
         received,
         inserted,
@@ -168,11 +175,29 @@ async def ingest(
     )
 
 
+async def _without_erased(
+    conn: asyncpg.Connection, key: bytes, clicks: list[Click], refused: Sequence[Refused]
+) -> tuple[list[Click], Sequence[Refused]]:
+    """The batch with the clicks of erased contacts made anonymous (collector/contacts.py): a spool replayed,
+    a late batch or an old link clicked again never brings a contact back."""
+    known = {c.contact_id for c in clicks if c.contact_id} | {r.click.contact_id for r in refused if r.click.contact_id}
+    erased = await contacts.erased_among(conn, key, known)
+    if not erased:
+        return clicks, refused
+    return (
+        [replace(c, contact_id=None) if c.contact_id in erased else c for c in clicks],
+        [Refused(replace(r.click, contact_id=None), r.reason) if r.click.contact_id in erased else r for r in refused],
+    )
+
+
 NO_LIMIT = 2**31 - 1  # settle everything due (the corpus's simulation)
 
 
 async def _stage(
-    conn: asyncpg.Connection, edge: str, clicks: list[Click], verdicts: list[tuple[str, str]] | None = None
+    conn: asyncpg.Connection,
+    edge: str,
+    clicks: list[Click],
+    verdicts: Sequence[tuple[str, str, str | None]] | None = None,
 ) -> None:
     rows = encode_stage_rows(edge, clicks, verdicts)
     columns = STAGE_COLUMNS if verdicts is None else JUDGED_COLUMNS
@@ -181,7 +206,7 @@ async def _stage(
 
 
 async def _write_refused(
-    conn: asyncpg.Connection, edge: str, refused: Sequence[Refused]
+    conn: asyncpg.Connection, edge: str, refused: Sequence[Refused], judge: settle.Judge
 ) -> tuple[tuple[str, int], ...]:
     # Sorted by event id: concurrent batches with the same refused clicks lock their rows in one order.
     ordered = sorted(refused, key=lambda r: r.click.event_id)
@@ -197,8 +222,8 @@ async def _write_refused(
         [c.contact_id for c in clicks],
         [c.sent_at for c in clicks],
         [c.key_id for c in clicks],
-        [ipaddress.ip_address(c.client_ip) if c.client_ip else None for c in clicks],
-        [c.user_agent for c in clicks],
+        [stored(c.client_ip, judge.full_client_ips) if c.client_ip else None for c in clicks],
+        [judge.stored_agent(c.user_agent) or c.user_agent for c in clicks],
         [c.method for c in clicks],
         [c.signals for c in clicks],
     )

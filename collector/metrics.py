@@ -134,6 +134,26 @@ class CollectorMetrics:
             "Passes of the verdict settler that failed (database unavailable or an error); retried",
             registry=r,
         )
+        # [issue 15] Retention (CLICKEDGE_RETENTION_DAYS): what its passes removed, and when one last worked.
+        self.retention_partitions_dropped = Counter(
+            "clickedge_collector_retention_partitions_dropped",
+            "Monthly partitions of raw clicks dropped by retention (all their clicks older than the retention)",
+            registry=r,
+        )
+        removed = Counter(
+            "clickedge_collector_retention_rows_deleted",
+            "Raw click rows older than the retention deleted one by one, by table: clicks_default, refused_clicks",
+            ["table"],
+            registry=r,
+        )
+        self.retention_rows_deleted: dict[str, Counter] = {
+            table: removed.labels(table) for table in ("clicks_default", "refused_clicks")
+        }
+        self.retention_last_success = Gauge(
+            "clickedge_collector_retention_last_success_timestamp_seconds",
+            "When a retention pass last completed (Unix time; 0: none yet, or no retention set)",
+            registry=r,
+        )
         self.db_latency = Histogram(
             "clickedge_collector_db_seconds",
             "Time to write one batch, COPY to COMMIT",

@@ -118,6 +118,17 @@ def prefix(packed: bytes | None) -> bytes | None:
     return packed[:3] if len(packed) == 4 else packed[:6]
 
 
+def stored(packed: bytes, full: bool) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    """A client address as a click row keeps it: whole, or (the default) its network, an IPv4 address's /24 or
+    an IPv6 address's /48, written as that network (192.0.2.0/24), as the settling statement stores it."""
+    bits = len(packed) * 8
+    if full:
+        return ipaddress.ip_interface((packed, bits))
+    kept = prefix(packed)
+    assert kept is not None
+    return ipaddress.ip_interface((kept.ljust(len(packed), b"\0"), len(kept) * 8))
+
+
 def contains(networks: Iterable[Network], packed: bytes | None) -> bool:
     if packed is None:
         return False

@@ -113,6 +113,16 @@ CAMPAIGN: Schema = {
             "description": "Rewriting adds a link people cannot see or reach; a fetch of it marks the message's "
             "burst a scanner's (docs/click-truth.md). Default false",
         },
+        "anonymous": {
+            "type": "boolean",
+            "description": "Store the campaign's clicks without their contact: counted in reports, never in a "
+            "contact's timeline or who-clicked list, and no link action fires. Default false",
+        },
+        "full_client_ips": {
+            "type": "boolean",
+            "description": "Keep the full client address of the campaign's clicks; otherwise only its network "
+            "(IPv4 /24, IPv6 /48) is stored (docs/privacy.md). Default false",
+        },
     },
 }
 ACTIONS_ON: Schema = {

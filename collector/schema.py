@@ -124,6 +124,7 @@ async def migrate_dsn(dsn: str) -> Migrated:
         await conn.close()
 
 
-async def ensure_partitions(conn: asyncpg.Connection) -> int:
-    created: int = await conn.fetchval("SELECT clickedge_ensure_click_partitions(1, 3)")
+async def ensure_partitions(conn: asyncpg.Connection, months_back: int = 1) -> int:
+    """Make the monthly partitions of clicks from ``months_back`` months ago to 3 months ahead; how many."""
+    created: int = await conn.fetchval("SELECT clickedge_ensure_click_partitions($1, 3)", months_back)
     return created

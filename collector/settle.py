@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from collector import actions
+from collector import actions, stored_agents
 from collector.classify import Decision, Fetch, Policy, classify
 from collector.networks import Network, NetworkList, contains, prefix
 from collector.rules import QUALIFYING_CLICK
@@ -69,26 +69,36 @@ FROM pending_clicks WHERE contact_id = ANY($1::bigint[]) AND clicked_at BETWEEN 
 # guess at one row (it then joined the batch's pairs in a nested loop: 1.7 s a 5,000-click batch).
 _FROM_CLAIM = """
 WITH decided AS (
-    SELECT s.*, v.verdict, v.reasons
-    FROM claim_stage s JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS v(event_id, verdict, reasons)
+    SELECT s.*, v.verdict, v.reasons, v.stored_agent
+    FROM claim_stage s
+    JOIN unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS v(event_id, verdict, reasons, stored_agent)
         USING (event_id)
 ), moved AS (
     SELECT event_id FROM claim_stage  -- the claim took them out of pending_clicks
 """
 # A batch judged in its own ingest transaction (a hold of 0): straight from ingest's staging table, which
-# holds each click's verdict and reasons too; nothing waited in pending_clicks.
+# holds each click's verdict, reasons and stored agent too; nothing waited in pending_clicks.
 _FROM_STAGE = """
 WITH decided AS (
     SELECT s.*, now() AS received_at FROM click_stage s
 ), moved AS (
     SELECT event_id FROM decided
 """
-DERIVE = f"""), settled AS (
+# What is stored of a click's address (privacy by default): its network, an IPv4 address's /24 or an IPv6
+# address's /48 (as an inet such as 192.0.2.0/24), unless the campaign keeps full addresses; with
+# CLICKEDGE_COLLECTOR_CLIENT_IPS=full, the address as it came.
+TRUNCATED_IP = """CASE WHEN k.full_client_ips THEN d.client_ip
+         ELSE network(set_masklen(d.client_ip, CASE family(d.client_ip) WHEN 4 THEN 24 ELSE 48 END))::inet END"""
+FULL_IP = "d.client_ip"
+# An anonymous campaign's clicks are stored without their contact (0): counted, never a contact's.
+_DERIVE = f"""), settled AS (
     INSERT INTO clicks (contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id, client_ip,
                         user_agent, method, edge, received_at, signals, verdict, verdict_reasons)
-    SELECT contact_id, clicked_at, event_id, campaign_id, link_id, sent_at, key_id, client_ip,
-           user_agent, method, edge, received_at, signals, verdict, string_to_array(reasons, ',')
-    FROM decided ORDER BY contact_id, clicked_at, event_id
+    SELECT CASE WHEN k.anonymous THEN 0 ELSE d.contact_id END AS contact_id, d.clicked_at, d.event_id,
+           d.campaign_id, d.link_id, d.sent_at, d.key_id, @CLIENT_IP@, coalesce(d.stored_agent, d.user_agent),
+           d.method, d.edge, d.received_at, d.signals, d.verdict, string_to_array(d.reasons, ',')
+    FROM decided d LEFT JOIN campaigns k USING (campaign_id)
+    ORDER BY 1, d.clicked_at, d.event_id
     ON CONFLICT DO NOTHING
     RETURNING contact_id, clicked_at, event_id, campaign_id, link_id, verdict, verdict_reasons
 ), judged AS (
@@ -208,8 +218,11 @@ SELECT (SELECT coalesce(jsonb_object_agg(verdict, n), '{{}}')
             'event_id', f.event_id, 'clicked_at', f.clicked_at)), '[]')
         FROM applied a JOIN first_clicks f USING (campaign_id, link_id, contact_id)) AS applied
 """  # noqa: S608 - constants only
-SETTLE = _FROM_CLAIM + DERIVE
-SETTLE_STAGED = _FROM_STAGE + DERIVE
+# The settling statements: of claimed clicks, and of a batch judged at once; with full addresses kept.
+SETTLE = _FROM_CLAIM + _DERIVE.replace("@CLIENT_IP@", TRUNCATED_IP)
+SETTLE_STAGED = _FROM_STAGE + _DERIVE.replace("@CLIENT_IP@", TRUNCATED_IP)
+SETTLE_FULL_IPS = _FROM_CLAIM + _DERIVE.replace("@CLIENT_IP@", FULL_IP)
+SETTLE_STAGED_FULL_IPS = _FROM_STAGE + _DERIVE.replace("@CLIENT_IP@", FULL_IP)
 
 PENDING_STATE = "SELECT count(*), extract(epoch FROM now() - min(received_at)) FROM pending_clicks"
 
@@ -217,12 +230,21 @@ PENDING_STATE = "SELECT count(*), extract(epoch FROM now() - min(received_at)) F
 @dataclass(frozen=True)
 class Judge:
     """What settles clicks: the classifier's policy, the scanner networks (read each pass: the file may
-    have been reloaded), the operator's allow-listed networks, and the hold."""
+    have been reloaded), the operator's allow-listed networks, the hold, and what a click row keeps of the
+    client (docs/privacy.md): its full address or its network (the default), its agent or the agent's families."""
 
     policy: Policy = Policy()
     scanners: Callable[[], NetworkList] = NetworkList
     allowed: tuple[Network, ...] = ()
     hold: float = 0.0  # seconds a click waits for its burst; 0: settled in its ingest transaction
+    full_client_ips: bool = False
+    reduce_agents: bool = False  # CLICKEDGE_COLLECTOR_USER_AGENTS=reduced: store agents' families only
+    # Tombstones of erased contacts are made with it (collector/contacts.py); empty: none are checked.
+    erasure_key: bytes = field(default=b"", repr=False)
+
+    def stored_agent(self, user_agent: str) -> str | None:
+        """What a click row keeps of ``user_agent`` instead of it (None: the agent itself)."""
+        return stored_agents.reduced(user_agent) if self.reduce_agents else None
 
     @property
     def context(self) -> timedelta:
@@ -264,15 +286,22 @@ async def settle(
         decisions = decide(claimed, await _context(conn, claimed, judge.context), judge, decoys)
         keys = [r["event_id"] for r in claimed]
         verdicts = [decisions[k.bytes] for k in keys]
+        statement = SETTLE_FULL_IPS if judge.full_client_ips else SETTLE
         return await _write(
-            conn, len(keys), SETTLE, keys, [d.verdict for d in verdicts], [",".join(d.reasons) for d in verdicts]
+            conn,
+            len(keys),
+            statement,
+            keys,
+            [d.verdict for d in verdicts],
+            [",".join(d.reasons) for d in verdicts],
+            [judge.stored_agent(r["user_agent"]) for r in claimed],
         )
 
 
-async def settle_staged(conn: asyncpg.Connection, clicks: int) -> Settled:
+async def settle_staged(conn: asyncpg.Connection, clicks: int, judge: Judge) -> Settled:
     """Write the batch ingest has staged with its verdicts (judge_batch) into clicks, in the caller's
     transaction: a hold of 0. ``clicks``: how many distinct clicks it stages."""
-    return await _write(conn, clicks, SETTLE_STAGED)
+    return await _write(conn, clicks, SETTLE_STAGED_FULL_IPS if judge.full_client_ips else SETTLE_STAGED)
 
 
 async def _write(conn: asyncpg.Connection, claimed: int, statement: str, *args: Any) -> Settled:

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote_plus, urlsplit
 
+from common.limits import MAX_RETENTION_DAYS
+
 T = TypeVar("T")
 
 
@@ -316,6 +318,18 @@ def webhook_secret_setting(default_text: str = "DATA_DIR/webhook.secret, created
     )
 
 
+def retention_days_setting() -> Any:
+    return setting(
+        None,
+        flag="--retention-days",
+        env="CLICKEDGE_RETENTION_DAYS",
+        parse=retention_days,
+        help="days raw click rows are kept: each older month's partition is dropped on a schedule (reports and "
+        "counters stay)",
+        default_text="none (keep everything)",
+    )
+
+
 def log_level_setting() -> Any:
     return setting(
         "INFO",
@@ -368,6 +382,13 @@ def positive_int(raw: str) -> int:
         value = 0
     if value < 1:
         raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def retention_days(raw: str) -> int:
+    value = positive_int(raw)
+    if value > MAX_RETENTION_DAYS:
+        raise ValueError(f"must be at most {MAX_RETENTION_DAYS} (a hundred years; unset keeps everything)")
     return value
 
 
@@ -465,6 +486,13 @@ def _redact_parameter(item: str) -> str:
     if unquote_plus(name).strip().lower() in PASSWORD_PARAMETERS:
         return f"{name}=***"
     return item
+
+
+def choice(raw: str, options: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in options:
+        raise ValueError(f"must be one of: {', '.join(options)}")
+    return value
 
 
 def log_format(raw: str) -> str:

@@ -31,7 +31,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ import asyncpg
 import orjson
 
 from clickedge.pgembed import free_port
-from collector import ingest, settle
+from collector import contacts, ingest, settle
 from collector.copy_binary import encode_stage_rows
 from common.events import Click, EventIds, decode_batch
 from loadtests.report import write_json
@@ -402,7 +402,9 @@ async def ingest_ratio(dsn: str, rows: int) -> dict[str, float]:
     }
 
 
-HELD = settle.Judge(hold=15.0)
+# As a collector runs: batches checked against erased contacts' tombstones (collector/contacts.py).
+AT_ONCE = settle.Judge(erasure_key=contacts.tombstone_key(b"loadtest"))
+HELD = replace(AT_ONCE, hold=15.0)
 
 
 async def settle_seconds(conn: asyncpg.Connection) -> float:
@@ -461,9 +463,7 @@ async def copy_encoded_seconds(conn: asyncpg.Connection, batches: list[list[Clic
     return time.perf_counter() - started
 
 
-async def ingest_seconds(
-    conn: asyncpg.Connection, batches: list[list[Click]], judge: settle.Judge = settle.SETTLE_AT_ONCE
-) -> float:
+async def ingest_seconds(conn: asyncpg.Connection, batches: list[list[Click]], judge: settle.Judge = AT_ONCE) -> float:
     """The collector's exactly-once write path; by default each batch judged at once (a hold of 0)."""
     started = time.perf_counter()
     for batch in batches:

@@ -6,9 +6,12 @@ import asyncio
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -48,6 +51,39 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+NewDatabase = Callable[[], Awaitable[str]]
+
+
+def _with_database(dsn: str, name: str) -> str:
+    return urlsplit(dsn)._replace(path=f"/{name}").geturl()
+
+
+@asynccontextmanager
+async def databases(server_dsn: str) -> AsyncIterator[NewDatabase]:
+    admin = await asyncpg.connect(server_dsn)
+    made: list[str] = []
+
+    async def make() -> str:
+        name = f"clickedge_test_{uuid.uuid4().hex[:12]}"
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return _with_database(server_dsn, name)
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def new_database(database_url: str) -> AsyncIterator[NewDatabase]:
+    """Makes empty databases on the session's server; they are dropped after the test."""
+    async with databases(database_url) as make:
+        yield make
 
 
 @pytest.fixture

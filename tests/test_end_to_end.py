@@ -69,8 +69,9 @@ async def test_click_arrives_in_postgres_with_the_right_fields(
         get, head, anon = got
         assert (get["campaign_id"], get["link_id"], get["contact_id"]) == (campaign_id, 3, 42)
         assert get["method"] == "GET" and head["method"] == "HEAD"
-        assert get["client_ip"] == ipaddress.ip_address("203.0.113.50")
-        assert head["client_ip"] == ipaddress.ip_address("127.0.0.1")
+        # The address the edge took from X-Forwarded-For (the HEAD's: the peer), stored as its network.
+        assert get["client_ip"] == ipaddress.ip_interface("203.0.113.0/24")
+        assert head["client_ip"] == ipaddress.ip_interface("127.0.0.0/24")
         assert get["user_agent"] == "Mozilla/5.0 e2e"
         assert describe(get["signals"]) == ["accept-html", "fetch-navigate", "fetch-site"]
         assert describe(head["signals"]) == []  # aiohttp's HEAD: Accept */* only

@@ -114,6 +114,13 @@ class DatabaseOptions:
 
 
 @dataclass(frozen=True)
+class RetentionOptions(DatabaseOptions):
+    """`retention`: the database, and how long raw clicks are kept."""
+
+    retention_days: int | None = s.retention_days_setting()
+
+
+@dataclass(frozen=True)
 class WebhookOptions(DatabaseOptions):
     """`actions`, `webhooks`: the database, and the master secret webhook secrets derive from."""
 

@@ -34,7 +34,7 @@ def test_stream_framing() -> None:
     data = encode_stage_rows("e", clicks([(5, "192.0.2.1", "ua", "GET")]))
     assert data.startswith(HEADER) and data.endswith(TRAILER)
     assert struct.unpack_from(">h", data, len(HEADER))[0] == len(ingest.STAGE_COLUMNS)
-    judged = encode_stage_rows("e", clicks([(5, "192.0.2.1", "ua", "GET")]), [("human", "")])
+    judged = encode_stage_rows("e", clicks([(5, "192.0.2.1", "ua", "GET")]), [("human", "", None)])
     assert struct.unpack_from(">h", judged, len(HEADER))[0] == len(ingest.JUDGED_COLUMNS)
     assert encode_stage_rows("e", []) == HEADER + TRAILER
 
@@ -50,6 +50,7 @@ row = st.tuples(
 verdict = st.tuples(
     st.sampled_from(["human", "scanner", "preview", "script"]),
     st.sampled_from(["", "fast", "burst,fast,mail_client", "é"]),
+    st.sampled_from([None, "", "Chrome; Windows", "Mobile Safari; iOS"]),
 )
 
 
@@ -63,14 +64,16 @@ def test_postgresql_reads_back_every_value(
     database_url: str,
     rows: list[tuple[int | None, str, str, str]],
     signals: list[int | None],
-    verdicts: list[tuple[str, str]] | None,
+    verdicts: list[tuple[str, str, str | None]] | None,
 ) -> None:
     batch = clicks(rows, signals)
     asyncio.run(_round_trip(database_url, batch, None if verdicts is None else verdicts[: len(batch)]))
 
 
-async def _round_trip(database_url: str, batch: list[Click], verdicts: list[tuple[str, str]] | None) -> None:
-    # With verdicts (a batch judged at once), each row carries its click's verdict and reasons as well.
+async def _round_trip(
+    database_url: str, batch: list[Click], verdicts: list[tuple[str, str, str | None]] | None
+) -> None:
+    # With verdicts (a batch judged at once), each row carries its click's verdict, reasons and stored agent.
     names = ingest.STAGE_COLUMNS if verdicts is None else ingest.JUDGED_COLUMNS
     conn = await asyncpg.connect(database_url)
     try:

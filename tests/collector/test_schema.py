@@ -11,11 +11,10 @@ import inspect
 import re
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -26,7 +25,7 @@ from collector import actions, ingest, settle
 from collector.schema import Migrated, migrate, migrations
 from tests.clickedge.test_cli import clickedge
 from tests.collector import derived
-from tests.conftest import eventually, require
+from tests.conftest import NewDatabase, databases, eventually, require
 
 MIGRATIONS = migrations()
 NAMES = tuple(m.name for m in MIGRATIONS)
@@ -35,38 +34,6 @@ ALL_RECORDED = [(m.version, m.name) for m in MIGRATIONS]
 # The last schema.sql before versions, verbatim: what production databases were kept current by.
 OLD_SCHEMA = Path(__file__).parents[1] / "data" / "schema_unversioned.sql"
 LOCK = "SELECT pg_advisory_xact_lock(hashtext('clickedge.schema'))"  # older migrators take it too
-
-NewDatabase = Callable[[], Awaitable[str]]
-
-
-def _with_database(dsn: str, name: str) -> str:
-    return urlsplit(dsn)._replace(path=f"/{name}").geturl()
-
-
-@asynccontextmanager
-async def _databases(server_dsn: str) -> AsyncIterator[NewDatabase]:
-    admin = await asyncpg.connect(server_dsn)
-    made: list[str] = []
-
-    async def make() -> str:
-        name = f"clickedge_schema_{uuid.uuid4().hex[:12]}"
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        return _with_database(server_dsn, name)
-
-    try:
-        yield make
-    finally:
-        for name in made:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-@pytest.fixture
-async def new_database(database_url: str) -> AsyncIterator[NewDatabase]:
-    """Makes empty databases on the session's server; they are dropped after the test."""
-    async with _databases(database_url) as make:
-        yield make
 
 
 @asynccontextmanager
@@ -117,7 +84,7 @@ def schema_sql_dump(database_url: str) -> Iterator[str]:
     (The monthly partitions depend on today's month: a run across a month's end in UTC would differ.)"""
 
     async def build() -> str:
-        async with _databases(database_url) as make:
+        async with databases(database_url) as make:
             dsn = await make()
             async with connected(dsn) as conn:
                 done = await migrate(conn)

@@ -99,8 +99,19 @@ async def wait_http(url: str, *, status: int = 200, timeout: float = 30) -> None
 class CollectorProc(Service):
     def __init__(self, database_url: str, port: int | None = None) -> None:
         self.port = port or free_port()
-        # A short verdict hold: clicks settle (are counted, in the background) a second after they arrive.
-        args = ["collector", "--collector-port", str(self.port), "--database-url", database_url, "--verdict-hold", "1"]
+        # A short verdict hold: clicks settle (are counted, in the background) a second after they arrive. Full
+        # client addresses: these tests check which address the edge recorded, not what privacy keeps of it.
+        args = [
+            "collector",
+            "--collector-port",
+            str(self.port),
+            "--database-url",
+            database_url,
+            "--verdict-hold",
+            "1",
+            "--client-ips",
+            "full",
+        ]
         super().__init__("collector", args)
 
     @property

@@ -53,6 +53,7 @@ SQL_TESTS = (
     "tests/collector/test_reports.py",
     "tests/collector/test_actions.py",
     "tests/collector/test_clock_and_partitions.py",
+    "tests/test_privacy.py",
 )
 SQL_TIMEOUT_S = 900
 # mutmut's exit codes, by what they mean for the score (mutmut/stats.py); anything else is "other".

@@ -44,10 +44,22 @@ def by_name(name: str) -> SqlMutant:
 
 MUTANTS = (
     SqlMutant(
+        "stored-full-address",
+        "every click keeps its client's full address, the default of keeping its network only forgotten",
+        "CASE WHEN k.full_client_ips THEN d.client_ip\n",
+        "CASE WHEN true THEN d.client_ip\n",
+    ),
+    SqlMutant(
+        "anonymous-keeps-contact",
+        "an anonymous campaign's clicks are stored with their contact, counted as theirs and fire actions",
+        "CASE WHEN k.anonymous THEN 0 ELSE d.contact_id END",
+        "d.contact_id",
+    ),
+    SqlMutant(
         "settled-without-on-conflict",
         "a batch delivered again after its clicks settled fails on the primary key instead of changing nothing",
-        "    FROM decided ORDER BY contact_id, clicked_at, event_id\n    ON CONFLICT DO NOTHING\n",
-        "    FROM decided ORDER BY contact_id, clicked_at, event_id\n",
+        "    ORDER BY 1, d.clicked_at, d.event_id\n    ON CONFLICT DO NOTHING\n",
+        "    ORDER BY 1, d.clicked_at, d.event_id\n",
     ),
     SqlMutant(
         "verdicts-count-moved-rows",
