@@ -129,7 +129,7 @@ async def test_a_block_reaches_both_edges_and_holds_without_the_collector(
     blocked = site.codec.mint("https://shop.example/a", campaign_id=campaign_id, link_id=1, contact_id=7, sent_at=now)
     other = site.codec.mint("https://shop.example/b", campaign_id=campaign_id, link_id=2, contact_id=7, sent_at=now)
     phish = site.codec.mint(
-        "https://login.phish.example/x?y=1", campaign_id=campaign_id + 1, link_id=1, contact_id=7, sent_at=now
+        "https://login.phish.example/x?y=1", campaign_id=campaign_id, link_id=9, contact_id=7, sent_at=now
     )
     async with aiohttp.ClientSession() as http:
         assert [(await status(http, site.url(i, blocked)))[0] for i in (0, 1)] == [302, 302]
@@ -186,3 +186,4 @@ async def test_a_block_reaches_both_edges_and_holds_without_the_collector(
         await eventually(redirected, timeout=10)
         again, _ = await admin(site, db, "DELETE", f"/v1/blocks/{block['id']}")
         assert again == 404
+        assert (await admin(site, db, "DELETE", f"/v1/blocks/{host_block['id']}"))[0] == 200
