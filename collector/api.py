@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from collector import apikeys, campaigns, contacts, endpoints, openapi, reports
+from collector import apikeys, blocks, campaigns, contacts, endpoints, openapi, reports
 from collector.actions import ActionError
 from collector.destinations import Network
 from collector.openapi import FORMAT, Operation, document, integer
@@ -303,6 +303,44 @@ async def _all_clickers(pool: asyncpg.Pool, campaign_id: int, link_id: int, afte
         after = page["next_after"]
 
 
+async def list_blocks(request: web.Request) -> web.Response:
+    lifted = request.query.get("lifted", "false")
+    if lifted not in ("true", "false"):
+        raise ApiError(400, "lifted must be true or false")
+    async with request.app[POOL].acquire() as conn:
+        return json_response({"blocks": await blocks.list_blocks(conn, lifted=lifted == "true")})
+
+
+async def make_block(request: web.Request) -> web.Response:
+    body = _object(await _body(request), {"campaign_id", "link_id", "destination_host", "reason"})
+    actor = _actor(request)
+    try:
+        target = blocks.Target.parse(body.get("campaign_id"), body.get("link_id"), body.get("destination_host"))
+        async with request.app[POOL].acquire() as conn:
+            made, new = await blocks.block(conn, target, body.get("reason"), actor)
+    except blocks.BlockError as exc:
+        raise ApiError(400, str(exc)) from None
+    if new:
+        log.warning("%s blocked by %s: %s", target.describe(), actor, made["reason"])
+    return json_response(made, 201 if new else 200)
+
+
+async def lift_block(request: web.Request) -> web.Response:
+    block_id = _int(request, "block_id", MAX_CONTACT, 1)
+    actor = _actor(request)
+    async with request.app[POOL].acquire() as conn:
+        lifted = await blocks.lift(conn, block_id, actor)
+    if lifted is None:
+        raise ApiError(404, f"block {block_id} does not exist or is lifted already")
+    log.warning("block %d lifted by %s", block_id, actor)
+    return json_response(lifted)
+
+
+def _actor(request: web.Request) -> str:
+    principal: apikeys.Principal = request[PRINCIPAL]
+    return f"api:{principal.key_id}:{principal.name}"
+
+
 async def export_contact(request: web.Request) -> web.Response:
     contact_id = _int(request, "contact_id", MAX_CONTACT, 1)
     key = contacts.tombstone_key(request.app[WEBHOOK_MASTER])
@@ -418,7 +456,13 @@ class Route:
 
 
 # The largest value of each id in a path, as the OpenAPI document states it.
-PATH_IDS = {"campaign_id": MAX_ID, "link_id": MAX_ID, "contact_id": MAX_CONTACT, "endpoint_id": MAX_CONTACT}
+PATH_IDS = {
+    "campaign_id": MAX_ID,
+    "link_id": MAX_ID,
+    "contact_id": MAX_CONTACT,
+    "endpoint_id": MAX_CONTACT,
+    "block_id": MAX_CONTACT,
+}
 AFTER, LIMIT, OFFSET = integer("after", MAX_CONTACT), integer("limit", MAX_PAGE), integer("offset", MAX_CONTACT)
 CAMPAIGN_PATH = "/v1/campaigns/{campaign_id}"
 LINK_PATH = CAMPAIGN_PATH + "/links/{link_id}"
@@ -541,6 +585,19 @@ ROUTES: tuple[Route, ...] = (
             "Erase everything stored about a contact and keep their later clicks anonymous (docs/privacy.md); audited"
         ),
     ),
+    Route("GET", "/v1/blocks", list_blocks, "read", Operation("The active blocks (?lifted=true: lifted ones too)")),
+    Route(
+        "POST",
+        "/v1/blocks",
+        make_block,
+        "write",
+        Operation(
+            "Block a campaign, a campaign's link or a destination host on every edge within seconds "
+            "(the kill switch): its links answer 410; audited",
+            body=openapi.BLOCK,
+        ),
+    ),
+    Route("DELETE", "/v1/blocks/{block_id}", lift_block, "write", Operation("Lift a block; audited (who and when)")),
     Route("GET", "/openapi.json", openapi_json, None),  # the document does not describe itself
 )
 

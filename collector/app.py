@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector import api, apikeys, contacts, ingest, retention, settle, stored_agents
+from collector import api, apikeys, blocks, contacts, ingest, retention, settle, stored_agents
 from collector.api import POOL
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
@@ -24,7 +24,7 @@ from collector.networks import Reloading
 from collector.rewriter import Rewriter
 from collector.schema import ensure_partitions
 from collector.webhooks import Deliverer, outbox_state
-from common.events import BATCH_REJECTED_HEADER, BatchError, Click, decode_batch, now_us
+from common.events import BATCH_REJECTED_HEADER, EDGE_BLOCKLIST_PATH, BatchError, Click, decode_batch, now_us
 
 log = logging.getLogger("clickedge.collector")
 
@@ -33,6 +33,7 @@ METRICS = web.AppKey("metrics", CollectorMetrics)
 DRAINING = web.AppKey("draining", asyncio.Event)
 WEBHOOKS = web.AppKey("webhooks", Deliverer)
 JUDGE = web.AppKey("judge", settle.Judge)
+BLOCKLIST = web.AppKey("blocklist", blocks.EdgeListCache)
 
 # Errors after which the database may be fine again soon: answer 503 so the edge retries later.
 DB_UNAVAILABLE = (
@@ -70,7 +71,9 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         return batch
     edge, clicks = batch
     metrics.batch_size.observe(len(clicks))
+    clicks, blocked = ingest.split_blocked(clicks)
     clicks, refused = ingest.check_clock(clicks, now_us(), config.max_clock_skew_us, config.max_click_age_us)
+    refused = blocked + refused
     result = await _write_batch(app, edge, clicks, refused)
     if isinstance(result, web.Response):
         return result
@@ -84,6 +87,24 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         "refused": result.refused,
     }
     return web.Response(body=orjson.dumps(reply), content_type="application/json")
+
+
+async def edge_blocklist(request: web.Request) -> web.Response:
+    """The active block list for edges (the kill switch, collector/blocks.py), with the ingest secret; 304 when
+    the edge's ETag is current."""
+    app = request.app
+    if not _authorized(request, app[CONFIG].ingest_secret):
+        return json_error(401, "missing or wrong ingest secret (Authorization: Bearer ...)")
+    try:
+        async with app[POOL].acquire() as conn:
+            current = await app[BLOCKLIST].current(conn)
+    except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        log.warning("could not read the block list: %r", exc)
+        return json_error(503, "database unavailable: edges keep enforcing the list they have")
+    headers = {"ETag": current.etag, "Cache-Control": "no-cache"}
+    if request.headers.get("If-None-Match") == current.etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=current.body, content_type="application/json", headers=headers)
 
 
 async def _read_batch(
@@ -156,12 +177,13 @@ def _count_batch(
         metrics.clicks_refused[reason].inc(count)
     for verdict, count in result.verdicts:
         metrics.clicks_by_verdict[verdict].inc(count)
-    if refused:
+    late = [r for r in refused if r.reason != ingest.BLOCKED]  # a blocked link is no clock's fault
+    if late:
         log.warning(
             "edge %s sent %d clicks with implausible times (%s); kept in refused_clicks",
             edge,
-            len(refused),
-            ", ".join(f"{reason} {count}" for reason, count in Counter(r.reason for r in refused).items()),
+            len(late),
+            ", ".join(f"{reason} {count}" for reason, count in Counter(r.reason for r in late).items()),
         )
 
 
@@ -377,7 +399,9 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
     )
     app[api.WEBHOOK_ALLOW] = config.webhook_allow_networks
     app.on_cleanup.append(_close_rewriter)
+    app[BLOCKLIST] = blocks.EdgeListCache()
     app.router.add_post("/v1/clicks", ingest_clicks)
+    app.router.add_get(EDGE_BLOCKLIST_PATH, edge_blocklist)
     api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -21,6 +21,7 @@ import asyncpg
 from collector import contacts, settle
 from collector.copy_binary import encode_stage_rows
 from collector.networks import stored
+from common import events
 from common.events import Click
 
 STAGE_COLUMNS = (
@@ -81,7 +82,9 @@ RETURNING reason
 """
 FUTURE = "future"
 TOO_OLD = "too_old"
-REASONS = (FUTURE, TOO_OLD)
+# A request the edge answered 410 because the link was blocked (the kill switch): kept, never a click.
+BLOCKED = events.BLOCKED
+REASONS = (FUTURE, TOO_OLD, BLOCKED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,15 @@ class IngestResult:
     @property
     def duplicates(self) -> int:
         return self.received - self.inserted - self.refused
+
+
+def split_blocked(clicks: list[Click]) -> tuple[list[Click], list[Refused]]:
+    """The clicks, and the requests the edge blocked (kept in refused_clicks with their reason)."""
+    if all(c.outcome == events.REDIRECT for c in clicks):
+        return clicks, []
+    return [c for c in clicks if c.outcome == events.REDIRECT], [
+        Refused(c, BLOCKED) for c in clicks if c.outcome == events.BLOCKED
+    ]
 
 
 def check_clock(

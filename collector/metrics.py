@@ -76,8 +76,9 @@ class CollectorMetrics:
         # [issue 11 item 19] Clicks refused for their time, and what the default partition holds.
         refused = Counter(
             "clickedge_collector_clicks_refused",
-            "Clicks refused for their time and kept in refused_clicks, once per event id: future (more than "
-            "CLICKEDGE_COLLECTOR_MAX_CLOCK_SKEW ahead of the collector's clock) or too_old",
+            "Clicks refused and kept in refused_clicks, once per event id: future (more than "
+            "CLICKEDGE_COLLECTOR_MAX_CLOCK_SKEW ahead of the collector's clock), too_old, or blocked (an edge "
+            "answered 410: the link is blocked)",
             ["reason"],
             registry=r,
         )

@@ -125,6 +125,21 @@ CAMPAIGN: Schema = {
         },
     },
 }
+BLOCK: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["reason"],
+    "properties": {
+        "campaign_id": {"type": "integer", "minimum": 0},
+        "link_id": {"type": "integer", "minimum": 0, "description": "With campaign_id: that link only"},
+        "destination_host": {
+            "type": "string",
+            "maxLength": 253,
+            "description": "Instead of a campaign: every link to this host and the hosts under it",
+        },
+        "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+    },
+}
 ACTIONS_ON: Schema = {
     "name": "on",
     "in": "query",

@@ -36,7 +36,13 @@ FIELDS = (
     "user_agent",
     "method",
     "signals",
+    "outcome",
 )
+# What the edge did with the request: a row without an outcome was redirected. "blocked": the kill switch
+# stopped it (410); the collector keeps it with the clicks it refused, never as a click.
+REDIRECT = "redirect"
+BLOCKED = "blocked"
+OUTCOMES = frozenset({BLOCKED})  # the outcomes a row may name
 MAX_USER_AGENT = 512
 # On a 400 for a batch, the collector's answer carries this header: the batch itself is invalid and the edge
 # sets it aside (dead letter). A 4xx without it came from something else (a wrong URL, a proxy) and is retried.
@@ -51,7 +57,9 @@ _MAX_CLICKED_US = _MAX_U32 * 1_000_000
 _NFIELDS = len(FIELDS)
 # Rows from edges that predate ``signals`` (and records they spooled before an upgrade) have one value
 # fewer: their signals are unknown (None), which is not the same as a request that sent no such header.
-_NFIELDS_BEFORE_SIGNALS = _NFIELDS - 1
+# ``outcome`` comes only when the request was not redirected.
+_NFIELDS_WITH_SIGNALS = _NFIELDS - 1
+_NFIELDS_BEFORE_SIGNALS = _NFIELDS - 2
 
 
 class EventIds:
@@ -109,6 +117,12 @@ class Click:
     user_agent: str
     method: str
     signals: int | None  # common/signals.py's bits; None when the edge recorded none (an older edge)
+    outcome: str = REDIRECT  # REDIRECT, or one of OUTCOMES
+
+
+# Where an edge fetches the kill switch's block list from its collector (collector/blocks.py), with the
+# ingest secret and an ETag.
+EDGE_BLOCKLIST_PATH = "/v1/edge/blocklist"
 
 
 def click_payload(
@@ -122,19 +136,33 @@ def click_payload(
     user_agent: str,
     method: str,
     signals: int,
+    outcome: str | None = None,
 ) -> bytes:
     """A click's fields after its event id, as the edge spools them (FIELDS[1:], a JSON array).
 
     Bounded: with a parsed address and GET or HEAD, the longest payload (512 characters that JSON escapes
     as six bytes each) is well under the spool's 4 KiB record limit, whatever the user agent holds."""
     user_agent = user_agent[:MAX_USER_AGENT]
-    fields = (clicked_at_us, campaign_id, link_id, contact_id, sent_at, key_id, client_ip, user_agent, method, signals)
+    fields: tuple[Any, ...] = (
+        clicked_at_us,
+        campaign_id,
+        link_id,
+        contact_id,
+        sent_at,
+        key_id,
+        client_ip,
+        user_agent,
+        method,
+        signals,
+    )
+    if outcome is not None:
+        fields += (outcome,)
     try:
         return orjson.dumps(fields)
     except orjson.JSONEncodeError:
         # Header bytes that are not UTF-8 arrive as lone surrogates: keep the rest, one U+FFFD for each.
         clean = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in user_agent)
-        return orjson.dumps((*fields[:7], clean, method, signals))
+        return orjson.dumps((*fields[:7], clean, *fields[8:]))
 
 
 def payload_clicked_at_us(payload: bytes) -> int:
@@ -168,9 +196,17 @@ def decode_batch(doc: Any) -> tuple[str, list[Click]]:
 def _row(i: int, row: Any) -> Click:
     # Every click of every batch passes here: written for speed (C-level parsers first, no closures).
     if type(row) is not list or not _NFIELDS_BEFORE_SIGNALS <= len(row) <= _NFIELDS:
-        raise BatchError(f"clicks[{i}] must be an array of {_NFIELDS} values: {', '.join(FIELDS)} (or without signals)")
+        raise BatchError(
+            f"clicks[{i}] must be an array of {_NFIELDS_WITH_SIGNALS} values: {', '.join(FIELDS[:-1])} (or without "
+            "signals; or with an outcome after them)"
+        )
     event_id, clicked_us, campaign, link, contact, sent_at, key_id, ip, ua, method = row[:_NFIELDS_BEFORE_SIGNALS]
-    signals = row[_NFIELDS_BEFORE_SIGNALS] if len(row) == _NFIELDS else None
+    signals = row[_NFIELDS_BEFORE_SIGNALS] if len(row) > _NFIELDS_BEFORE_SIGNALS else None
+    outcome = REDIRECT
+    if len(row) == _NFIELDS:
+        outcome = row[_NFIELDS_WITH_SIGNALS]
+        if type(outcome) is not str or outcome not in OUTCOMES:
+            raise _bad(i, "outcome", f"must be one of {sorted(OUTCOMES)} (or absent: redirected)")
     if signals is not None and (type(signals) is not int or not 0 <= signals <= MAX_SIGNALS):
         raise _bad(i, "signals", f"must be null or an integer from 0 to {MAX_SIGNALS}")
     try:
@@ -217,6 +253,7 @@ def _row(i: int, row: Any) -> Click:
         ua.replace("\x00", "") if "\x00" in ua else ua,
         method,
         signals,
+        outcome,
     )
 
 

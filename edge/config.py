@@ -55,6 +55,14 @@ class EdgeConfig:
         help="base URL of the collector the edge ships clicks to",
     )
     ingest_secret: str = s.ingest_secret_setting("shared secret for the collector", "DATA_DIR/ingest.secret")
+    blocklist_poll: float = s.setting(
+        5.0,
+        flag="--blocklist-poll",
+        env="CLICKEDGE_BLOCKLIST_POLL",
+        parse=s.positive_float,
+        help="seconds between fetches of the kill switch's block list from the collector (an unchanged list "
+        "costs a 304)",
+    )
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = s.setting(
         (),
         flag="--trusted-proxies",
@@ -155,6 +163,11 @@ class EdgeConfig:
     @property
     def key_path(self) -> Path:
         return self.keys_file or self.data_dir / "keys.json"
+
+    @property
+    def blocklist_path(self) -> Path:
+        """Where workers keep the last block list fetched, to enforce it from start."""
+        return self.data_dir / "blocklist.json"
 
     @property
     def worker_spool(self) -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 
 from common.process import install_stop_handlers, restarts, start_heartbeat
 from common.settings import ConfigError
+from edge.blocklist_sync import BlocklistSync
 from edge.clientip import ClientIP
 from edge.config import EdgeConfig
 from edge.durability import ClickDurability
@@ -48,6 +49,7 @@ class RunningEdge:
     spool: Spool
     syncer: Syncer
     shipper: Shipper
+    blocklist: BlocklistSync
     http: HttpServer
     port: int
     tasks: set[asyncio.Task[None]]
@@ -96,6 +98,17 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         batch_size=config.batch_size,
     )
     metrics.watch_ready(lambda: not handler.draining and spool.healthy)
+    blocklist = BlocklistSync(
+        collector_url=config.collector_url,
+        secret=secret,
+        path=config.blocklist_path,
+        apply=lambda new: setattr(handler, "blocklist", new),
+        current=lambda: handler.blocklist,
+        interval=config.blocklist_poll,
+        on_error=metrics.blocklist_errors.inc,
+    )
+    blocklist.load()  # before the first request: a list saved earlier is enforced while the collector is away
+    metrics.watch_blocklist(lambda: handler.blocklist.entries, lambda: blocklist.checked_at)
     served: Handler = handler
     if config.access_log_sample > 0:
         served = SampledAccessLog(handler, config.access_log_sample)
@@ -115,9 +128,10 @@ async def start(config: EdgeConfig, *, reuse_port: bool = False) -> RunningEdge:
         await http.stop(0)
         spool.close()
         raise ConfigError(f"cannot listen on {where}: {exc.strerror}") from None
-    running = RunningEdge(handler, spool, syncer, shipper, http, port, set(), metrics_http)
+    running = RunningEdge(handler, spool, syncer, shipper, blocklist, http, port, set(), metrics_http)
     _spawn(running, syncer.run(), "spool-sync")
     _spawn(running, shipper.run(), "shipper")
+    _spawn(running, blocklist.run(), "blocklist")
     _spawn(running, _count_backlog(spool), "count-backlog")
     return running
 
@@ -160,6 +174,7 @@ async def shutdown(running: RunningEdge, *, grace: float, timeout: float) -> int
         task.cancel()
     await asyncio.gather(*running.tasks, return_exceptions=True)
     await running.syncer.close()  # releases fsync=always waiters: nothing is served any more
+    await running.blocklist.close()
     await running.shipper.drain(deadline)
     await running.shipper.close()
     left = running.spool.unacknowledged_records

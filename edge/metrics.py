@@ -37,7 +37,7 @@ HANDLER_BUCKETS = (
 )
 SHIP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
-OUTCOMES = ("redirect", "invalid", "malformed", "oversized", "not_found", "method_not_allowed")
+OUTCOMES = ("redirect", "blocked", "invalid", "malformed", "oversized", "not_found", "method_not_allowed")
 
 
 class EdgeMetrics:
@@ -73,6 +73,11 @@ class EdgeMetrics:
         self.ship_retries = Counter(
             "clickedge_edge_ship_retries", "Batch sends retried after a retryable failure", registry=r
         )
+        self.blocklist_errors = Counter(
+            "clickedge_edge_blocklist_fetch_errors",
+            "Fetches of the block list that failed (the worker keeps enforcing the list it has)",
+            registry=r,
+        )
         self.ship_errors = Counter(
             "clickedge_edge_ship_errors",
             "Unexpected exceptions in the shipper (a bug): caught, logged, and shipping retried",
@@ -101,6 +106,10 @@ class EdgeMetrics:
     def watch_ready(self, ready: Callable[[], bool]) -> None:
         """Export what /readyz says, read when scraped: a draining worker shows on the dashboards."""
         self.registry.register(_ReadyCollector(ready))
+
+    def watch_blocklist(self, entries: Callable[[], int], checked_at: Callable[[], float]) -> None:
+        """Export the kill switch's list: its size, and when the collector last answered for it."""
+        self.registry.register(_BlocklistCollector(entries, checked_at))
 
 
 class FastCounter:
@@ -170,6 +179,24 @@ class _HttpErrorsCollector(Collector):
         for stage, count in self._errors.items():
             family.add_metric([stage], count)
         yield family
+
+
+class _BlocklistCollector(Collector):
+    def __init__(self, entries: Callable[[], int], checked_at: Callable[[], float]) -> None:
+        self._entries = entries
+        self._checked_at = checked_at
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "clickedge_edge_blocklist_entries",
+            "Blocks this worker enforces (campaigns, links and destination hosts)",
+            value=float(self._entries()),
+        )
+        yield GaugeMetricFamily(
+            "clickedge_edge_blocklist_checked_timestamp_seconds",
+            "When the collector last answered this worker for the block list (Unix time; 0: not yet)",
+            value=self._checked_at(),
+        )
 
 
 class _ReadyCollector(Collector):

@@ -20,7 +20,8 @@ from multidict import CIMultiDictProxy, istr
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common import signals
-from common.events import EventIds, click_payload
+from common.events import BLOCKED, EventIds, click_payload
+from edge.blocklist import Blocklist
 from edge.clientip import ClientIP
 from edge.metrics import EdgeMetrics
 from edge.protocol import Answer
@@ -61,6 +62,8 @@ def _page(status: int, title: str, text: str) -> Answer:
 
 
 _INVALID_TEXT = "This link is not valid. It may have been copied incompletely or altered."
+# A blocked link's answer names nothing of where it led.
+_BLOCKED = _page(410, "Link disabled", "This link has been disabled by the sender's service. It leads nowhere now.")
 PAGES = {
     INVALID: _page(404, "Link not valid", _INVALID_TEXT),
     MALFORMED: _page(400, "Link not valid", _INVALID_TEXT),
@@ -105,6 +108,9 @@ class RedirectHandler:
         self._ids = EventIds()
         self._always = syncer.always
         self._redirects = metrics.outcome["redirect"]
+        self._blocked = metrics.outcome["blocked"]
+        # The kill switch (edge/blocklist.py): swapped whole by edge/blocklist_sync.py.
+        self.blocklist = Blocklist()
         self._method_not_allowed = metrics.outcome["method_not_allowed"]
         # Which worker answered: SO_REUSEPORT spreads connections.
         self._health = answer(200, f"ok pid={os.getpid()}\n".encode())
@@ -136,6 +142,8 @@ class RedirectHandler:
             link = self.codec.decode(token)
         except TokenError as exc:
             return self.error_page(exc.kind)
+        blocklist = self.blocklist
+        blocked = blocklist.entries != 0 and blocklist.blocks(link.campaign_id, link.link_id, link.destination)
         if self.client_ip.enabled:
             # A proxy may add its own header line rather than extend the client's: read them all.
             forwarded = headers.getall("X-Forwarded-For", ())
@@ -154,6 +162,7 @@ class RedirectHandler:
             headers.get("User-Agent", ""),
             method,
             _header_signals(headers.get),
+            BLOCKED if blocked else None,
         )
         # Written before the answer (see before_send): once the recipient has been redirected, the click is
         # in the kernel. If it cannot be kept (spool full, disk failing) the recipient still lands; it is
@@ -163,6 +172,9 @@ class RedirectHandler:
             if self._since_wake >= self._batch_size:
                 self._since_wake = 0
                 self._on_batch_ready()
+        if blocked:
+            self._blocked.value += 1
+            return _BLOCKED[0], _BLOCKED[1], self._always  # recorded as durably as a click
         self._redirects.value += 1
         self.metrics.handler_seconds.observe(time.perf_counter() - started)
         # fsync=always: the answer waits until the click is on disk (the syncer groups concurrent waits).

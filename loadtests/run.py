@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import orjson
 
@@ -69,7 +70,9 @@ CAMPAIGNS = {
     "peer": 4_000_000_103,
     "edgeHalf": 4_000_000_104,
     "edgeLive": 4_000_000_105,
+    "edgeBlocks": 4_000_000_106,
 }
+BLOCKS = 10_000  # the kill switch's list in the blocked configuration: none of them the measured tokens
 
 
 @dataclass
@@ -296,7 +299,42 @@ async def measure_edges(harness: Harness, cores: int) -> list[Result]:
         one.requests_per_s / 2,
         collector_paused=True,
     )
-    return [one, live, half, await measure_workers(harness, cores)]
+    with_blocks = await measure_with_blocks(harness)
+    share = with_blocks.requests_per_s / one.requests_per_s
+    with_blocks.ratios["vs_no_blocks"] = round(share, 3)
+    harness.notes.append(
+        f"the kill switch holding {BLOCKS:,} blocks: {share:.3f} of the same edge's requests/s without"
+    )
+    return [one, with_blocks, live, half, await measure_workers(harness, cores)]
+
+
+async def measure_with_blocks(harness: Harness) -> Result:
+    """The first configuration with the kill switch holding BLOCKS entries (a third campaigns, a third links,
+    a third destination hosts), none of them the measured links': every request checks all three kinds,
+    the host's labels one by one."""
+    conn = await asyncpg.connect(harness.stack.pg.dsn)
+    try:
+        await conn.copy_records_to_table(
+            "blocks",
+            records=[
+                (
+                    3_000_000_000 + i if i % 3 == 0 else (3_500_000_000 + i if i % 3 == 1 else None),
+                    i if i % 3 == 1 else None,
+                    f"blocked-{i}.phish.example" if i % 3 == 2 else None,
+                    "load test",
+                    "loadtests",
+                )
+                for i in range(BLOCKS)
+            ],
+            columns=("campaign_id", "link_id", "destination_host", "reason", "blocked_by"),
+        )
+        name = f"clickedge edge, 1 worker, {BLOCKS:,} blocks"
+        return await measure_edge(
+            harness, name, 1, "edgeBlocks", harness.cpus.server, collector_paused=True, blocks=BLOCKS
+        )
+    finally:
+        await conn.execute("DELETE FROM blocks WHERE blocked_by = 'loadtests'")
+        await conn.close()
 
 
 async def measure_workers(harness: Harness, cores: int) -> Result:
@@ -320,8 +358,10 @@ async def measure_edge(
     target_rps: float | None = None,
     *,
     collector_paused: bool = False,
+    blocks: int = 0,
 ) -> Result:
-    """One edge configuration, measured, stopped, and its clicks verified."""
+    """One edge configuration, measured, stopped, and its clicks verified. With ``blocks``, measured once
+    its worker enforces that many (fetched from the collector before it is paused)."""
     port = free_port()
     argv = edge_command(
         port,
@@ -332,12 +372,27 @@ async def measure_edge(
     )
     proc = await harness.procs.serve(argv, harness.stack.env, local(port, "/readyz"), cpu)
     try:
+        if blocks:
+            await enforcing(port, blocks)
         with paused(harness.collector) if collector_paused else contextlib.nullcontext():
             result = await measure(harness, name, port, proc.pid, campaign, target_rps)
     finally:
         await stop(proc)  # drains: ships what it can, the rest stays in the spool
     await verify_clicks(harness, result, argv, campaign, cpu)
     return result
+
+
+async def enforcing(port: int, blocks: int, timeout: float = 30.0) -> None:
+    """Wait until the edge on ``port`` says it enforces ``blocks`` entries (its first fetch, within seconds)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                for line in (await resp.text()).splitlines():
+                    if line.startswith("clickedge_edge_blocklist_entries") and float(line.split()[-1]) >= blocks:
+                        return
+            await asyncio.sleep(0.1)  # polling a starting worker, with a deadline
+    raise RuntimeError(f"the edge on :{port} did not load its {blocks} blocks within {timeout:.0f}s")
 
 
 @contextlib.contextmanager

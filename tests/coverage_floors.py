@@ -25,6 +25,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ingest", ("collector/ingest.py", "collector/app.py", "common/events.py", "collector/copy_binary.py")),
     ("link actions", ("collector/actions.py",)),
     ("webhooks", ("collector/webhooks.py", "collector/destinations.py", "collector/endpoints.py")),
+    ("the kill switch", ("edge/blocklist.py", "edge/blocklist_sync.py", "collector/blocks.py")),
 )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from clickedge.cli import (
     actions,
     apikeys,
+    block,
     collector,
     config,
     contacts,
@@ -52,6 +53,7 @@ COMMANDS = (
     webhooks,
     retention,
     contacts,
+    block,
 )
 
 # A path that cannot be used as given (fix the configuration or the permissions), as opposed to a disk that

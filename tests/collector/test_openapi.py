@@ -18,9 +18,11 @@ from collector.app import create_app
 from collector.config import CollectorConfig
 from tests.conftest import INGEST_SECRET
 
-# Served, and not the admin API's: the edges' batches (ingest secret), probes and metrics, the document.
+# Served, and not the admin API's: the edges' batches and block list (ingest secret), probes and metrics,
+# the document.
 NOT_DOCUMENTED = {
     ("POST", "/v1/clicks"),
+    *((method, "/v1/edge/blocklist") for method in ("GET", "HEAD")),
     *((method, path) for path in ("/healthz", "/readyz", "/metrics") for method in ("GET", "HEAD")),
     ("GET", "/openapi.json"),
 }

@@ -5,11 +5,21 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.events import MAX_BATCH_CLICKS, MAX_USER_AGENT, BatchError, EventIds, click_payload, decode_batch
+from common.events import (
+    BLOCKED,
+    MAX_BATCH_CLICKS,
+    MAX_USER_AGENT,
+    REDIRECT,
+    BatchError,
+    EventIds,
+    click_payload,
+    decode_batch,
+)
 from common.signals import MAX_SIGNALS
 from edge.spool import MAX_PAYLOAD
 
@@ -53,7 +63,7 @@ def test_client_addresses_parse_as_ipaddress_does(text: str) -> None:
         ({"v": 1, "edge": "e", "clicks": {}}, "'clicks' must be an array"),
         (
             {"v": 1, "edge": "e", "clicks": [[1, 2]]},
-            r"clicks\[0\] must be an array of 11 values: .* \(or without signals\)",
+            r"clicks\[0\] must be an array of 11 values: .* \(or without signals; or with an outcome after them\)",
         ),
         ({"v": 1, "edge": "e", "clicks": [row(event_id="xyz")]}, r"clicks\[0\].event_id"),
         ({"v": 1, "edge": "e", "clicks": [row(event_id="0" * 30 + " 1")]}, r"clicks\[0\].event_id"),
@@ -104,12 +114,25 @@ def test_a_click_payload_always_fits_a_spool_record(user_agent: str, method: str
     # the address to a parsed one), so whatever the user agent holds, the record can be read back.
     payload = click_payload(
         2**32 * 1_000_000 - 1, 2**32 - 1, 2**32 - 1, 2**63 - 1, 2**32 - 1, 2**16 - 1,
-        "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", user_agent, method, MAX_SIGNALS,
+        "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", user_agent, method, MAX_SIGNALS, BLOCKED,
     )  # fmt: skip
     assert len(payload) <= MAX_PAYLOAD
 
 
 def test_the_worst_user_agent_fits_a_spool_record() -> None:
     for ch in ("\x00", "\U0001f600", "\udcff"):  # escaped as \u0000 (6 bytes), 4 bytes of UTF-8, U+FFFD
-        payload = click_payload(0, 0, 0, None, 0, 0, "::1", ch * MAX_USER_AGENT, "HEAD", MAX_SIGNALS)
+        payload = click_payload(0, 0, 0, None, 0, 0, "::1", ch * MAX_USER_AGENT, "HEAD", MAX_SIGNALS, BLOCKED)
         assert len(payload) <= MAX_PAYLOAD
+
+
+def test_a_row_says_when_the_edge_did_not_redirect() -> None:
+    _, [redirected, blocked, older] = decode_batch(
+        {"v": 1, "edge": "e", "clicks": [[*row(), 5], [*row(), 5, "blocked"], row()]}
+    )
+    assert (redirected.outcome, blocked.outcome, older.outcome) == (REDIRECT, BLOCKED, REDIRECT)
+    assert (blocked.signals, older.signals) == (5, None)
+    payload = click_payload(1, 7, 3, 42, 2, 1, "::1", "ua", "GET", 5, BLOCKED)
+    assert orjson.loads(payload)[-2:] == [5, "blocked"]
+    for bad in ("redirect", "", 1, None):
+        with pytest.raises(BatchError, match=r"clicks\[0\]\.outcome must be one of \['blocked'\]"):
+            decode_batch({"v": 1, "edge": "e", "clicks": [[*row(), 5, bad]]})
