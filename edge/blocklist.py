@@ -3,13 +3,15 @@
 The collector keeps the blocks (collector/blocks.py); edge/blocklist_sync.py fetches them. One frozen
 ``Blocklist`` per version of the list, swapped whole when a new one arrives: a request sees one list or the
 other, never half of one. While the list is empty (``entries`` is 0) the redirect path asks nothing more;
-otherwise a set lookup for the campaign, one for (campaign, link), and one per label of the destination's
-host: ``login.phish.example`` is blocked by a block of itself, of ``phish.example`` or of ``example``.
+otherwise two lookups of an integer (the campaign, the link) and, when hosts are blocked, one of the
+destination in the answers already worked out for this list. Working one out takes a lookup per label of
+the destination's host: ``login.phish.example`` is blocked by a block of itself, of ``phish.example`` or of
+``example``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -18,6 +20,8 @@ from common.files import write_private
 from common.limits import MAX_ID
 
 MAX_HOST = 253
+MAX_SEEN = 65_536  # destinations whose answer is kept; then the cache starts again (a bound, not a policy)
+_WHOLE = 1 << 32  # a whole campaign's key: link ids stop at 2**32 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,17 +30,35 @@ class Blocklist:
     links: frozenset[tuple[int, int]] = frozenset()
     hosts: frozenset[str] = frozenset()
     etag: str = ""  # the collector's version of it ("": none fetched)
+    # Made once per list, for the redirect path: how many entries; campaigns and links as one set of integers
+    # (no tuple built per request); each destination's answer, once its host was looked at.
+    entries: int = field(init=False, compare=False)
+    _ids: frozenset[int] = field(init=False, compare=False, repr=False)
+    _seen: dict[str, bool] = field(init=False, compare=False, repr=False)
 
-    @property
-    def entries(self) -> int:
-        return len(self.campaigns) + len(self.links) + len(self.hosts)
+    def __post_init__(self) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "entries", len(self.campaigns) + len(self.links) + len(self.hosts))
+        ids = {c << 33 | _WHOLE for c in self.campaigns} | {c << 33 | k for c, k in self.links}
+        setattr_(self, "_ids", frozenset(ids))
+        setattr_(self, "_seen", {})
 
     def blocks(self, campaign_id: int, link_id: int, destination: str) -> bool:
-        if campaign_id in self.campaigns or (campaign_id, link_id) in self.links:
+        key = campaign_id << 33
+        ids = self._ids
+        if key | _WHOLE in ids or key | link_id in ids:
             return True
         if not self.hosts:
             return False
-        host = host_of(destination)
+        seen = self._seen
+        known = seen.get(destination)
+        if known is None:
+            if len(seen) >= MAX_SEEN:
+                seen.clear()
+            known = seen[destination] = self._host_blocked(host_of(destination))
+        return known
+
+    def _host_blocked(self, host: str) -> bool:
         while True:
             if host in self.hosts:
                 return True

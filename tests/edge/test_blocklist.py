@@ -67,3 +67,11 @@ def test_a_saved_list_comes_back_whole(tmp_path: Path) -> None:
     saved.save(path)
     assert Blocklist.load(path) == saved
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_answers_per_destination_are_kept_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edge.blocklist.MAX_SEEN", 2)
+    blocks = Blocklist(hosts=frozenset({"phish.example"}))
+    urls = ["https://a.example/", "https://login.phish.example/", "https://b.example/", "https://phish.example/"]
+    assert [blocks.blocks(1, 1, url) for url in urls * 2] == [False, True, False, True] * 2
+    assert len(blocks._seen) <= 2
