@@ -141,7 +141,7 @@ async def test_actions_apply_once_despite_repeats_and_redelivery(
     before = await snapshot(db, campaign_id)
     # The batch delivered again, to the other collector (as when the reply to the first was lost).
     resp = await collectors[1].post("/v1/clicks", data=body, headers=INGEST)
-    assert await resp.json() == {"received": 3, "inserted": 0, "duplicates": 3, "refused": 0}
+    assert await resp.json() == {"received": 3, "inserted": 0, "duplicates": 3, "refused": 0, "unsubscribes": 0}
     assert await snapshot(db, campaign_id) == before
     later = clicks(campaign_id, [contact], at=10_000_000)  # a later click: not a first click
     assert (await collectors[1].post("/v1/clicks", data=later, headers=INGEST)).status == 200
@@ -165,7 +165,7 @@ async def test_two_contacts_clicks_sharing_an_event_id_apply_each_contacts_actio
     resp = await collectors[0].post(
         "/v1/clicks", data=orjson.dumps({"v": 1, "edge": "e", "clicks": rows}), headers=INGEST
     )
-    assert await resp.json() == {"received": 2, "inserted": 2, "duplicates": 0, "refused": 0}
+    assert await resp.json() == {"received": 2, "inserted": 2, "duplicates": 0, "refused": 0, "unsubscribes": 0}
     runs = await db.fetch(
         "SELECT contact_id, started_at FROM automation_runs WHERE contact_id = ANY($1) ORDER BY 1", contacts
     )
