@@ -387,9 +387,15 @@ async def test_one_unusable_webhook_does_not_stop_the_others(
                 return len(receiver.requests) == 1
 
             await eventually(delivered, timeout=15)
-            row = await db.fetchrow(
-                "SELECT attempts, last_error, delivered_at FROM webhook_outbox WHERE id = $1", row_id
-            )
+
+            # Either collector's deliverer may hold the unusable row: its attempt may end after the delivery.
+            async def attempted() -> asyncpg.Record | None:
+                return await db.fetchrow(
+                    "SELECT attempts, last_error, delivered_at FROM webhook_outbox WHERE id = $1 AND attempts > 0",
+                    row_id,
+                )
+
+            row = await eventually(attempted, timeout=15)
         finally:
             await settle(db, [unusable])
     # Recorded against that row alone: the HTTP client's own error, without the URL it could not parse.
