@@ -399,6 +399,7 @@ async def test_one_unusable_webhook_does_not_stop_the_others(
         finally:
             await settle(db, [unusable])
     # Recorded against that row alone: the HTTP client's own error, without the URL it could not parse.
+    assert row is not None
     assert (row["last_error"], row["delivered_at"]) == ("InvalidUrlClientError: (a URL that cannot be parsed)", None)
 
 
