@@ -8,7 +8,7 @@ exactly once however often a batch is delivered:
 - the contact leaves that list (``list_memberships``): unless a later change of the membership is already
   there (a subscribe that came after the POST), so a batch delivered again, however late, never undoes a
   subscription made since. A later POST of the same contact and campaign adds no row and no count, but
-  unsubscribes them again if they subscribed since;
+  unsubscribes them again if they subscribed since (within one batch, the pair's first does it all);
 - each unsubscribe that did something goes on the contact's timeline and sends a ``contact.unsubscribed``
   event to the campaign's ``unsubscribe_webhook``, through the webhook outbox (at least once, signed).
 
@@ -160,11 +160,16 @@ async def apply(conn: asyncpg.Connection, unsubscribes: Sequence[Unsubscribe]) -
     if todo.lists:
         left = await conn.fetch(LEAVE_LISTS, *(list(column) for column in zip(*todo.lists, strict=True)))
         changed = {(r["contact_id"], r["list"]) for r in left}
-    # Each unsubscribe that did something: the first of its pair, or the latest of a pair that left a list.
+    # Each unsubscribe that did something: the first of its pair, or else the latest of a pair that left a
+    # list. One entry for a list a contact left however many of the batch's unsubscribes asked for it.
+    def list_of(u: Unsubscribe) -> str | None:
+        return campaigns[u.campaign_id].list if u.campaign_id in campaigns else None
+
     latest = {(contact, name): at for contact, name, at in todo.lists}
     applied = {u.event_id: u for u in firsts}
+    changed -= {(u.contact_id, name) for u in firsts if (name := list_of(u)) is not None}
     for u in sorted(unsubscribes, key=lambda u: (u.at, u.event_id)):
-        name = campaigns[u.campaign_id].list if u.campaign_id in campaigns else None
+        name = list_of(u)
         if name is not None and (u.contact_id, name) in changed and latest[(u.contact_id, name)] == u.at:
             applied.setdefault(u.event_id, u)
             changed.discard((u.contact_id, name))

@@ -90,6 +90,20 @@ async def test_an_unsubscribe_applies_once_however_often_its_batch_comes(
     await done_with(db, campaign_id)
 
 
+async def test_two_posts_in_one_batch_are_one_unsubscribe(db: asyncpg.Connection, campaign_id: int) -> None:
+    """The provider's POST and the person's own from the page, shipped together: one entry, one event."""
+    contact = campaign_id * 10 + 1
+    hook = f"http://127.0.0.1:9/unsubscribed/{campaign_id}"  # never delivered: see done_with
+    await campaigns.upsert_campaign(db, campaign_id, unsubscribe_list="weekly", unsubscribe_webhook=hook)
+    await db.execute("INSERT INTO list_memberships VALUES ($1, 'weekly', true, now() - interval '30 days')", contact)
+    posts = [one_click(campaign_id, contact), one_click(campaign_id, contact, at_us=RECENT_US + SECOND)]
+    assert await unsubscribe(db, *posts) == 1
+    after = await state(db, campaign_id, contact)
+    assert (after["member"], after["count"], after["rows"], after["timeline"]) == (False, 1, 1, 1)
+    assert [e["event_id"] for e in after["webhooks"]] == [str(uuid.UUID(bytes=posts[0].event_id))]
+    await done_with(db, campaign_id)
+
+
 async def test_a_later_unsubscribe_takes_a_resubscribed_contact_off_again_and_a_replay_never_does(
     db: asyncpg.Connection, campaign_id: int
 ) -> None:
