@@ -160,6 +160,7 @@ async def apply(conn: asyncpg.Connection, unsubscribes: Sequence[Unsubscribe]) -
     if todo.lists:
         left = await conn.fetch(LEAVE_LISTS, *(list(column) for column in zip(*todo.lists, strict=True)))
         changed = {(r["contact_id"], r["list"]) for r in left}
+
     # Each unsubscribe that did something: the first of its pair, or else the latest of a pair that left a
     # list. One entry for a list a contact left however many of the batch's unsubscribes asked for it.
     def list_of(u: Unsubscribe) -> str | None:
