@@ -24,7 +24,12 @@ CREATE TABLE campaigns (
     anonymous     boolean NOT NULL DEFAULT false,
     -- Its clicks keep the client's full address; otherwise only its network (IPv4 /24, IPv6 /48), unless
     -- CLICKEDGE_COLLECTOR_CLIENT_IPS=full.
-    full_client_ips  boolean NOT NULL DEFAULT false
+    full_client_ips  boolean NOT NULL DEFAULT false,
+    -- The list a one-click unsubscribe (RFC 8058) of its messages removes the contact from; NULL: none
+    -- (the unsubscribe is still recorded, counted and sent to unsubscribe_webhook).
+    unsubscribe_list     text CHECK (length(unsubscribe_list) BETWEEN 1 AND 200),
+    -- Where a contact.unsubscribed event is sent (a webhook endpoint, signed like link actions' webhooks).
+    unsubscribe_webhook  text CHECK (length(unsubscribe_webhook) BETWEEN 1 AND 2000)
 );
 
 CREATE TABLE campaign_recipients (
@@ -195,7 +200,9 @@ CREATE TABLE campaign_stats (
     unique_clickers  bigint NOT NULL DEFAULT 0,
     scanner_clicks   bigint NOT NULL DEFAULT 0,
     preview_clicks   bigint NOT NULL DEFAULT 0,
-    script_clicks    bigint NOT NULL DEFAULT 0
+    script_clicks    bigint NOT NULL DEFAULT 0,
+    -- Contacts who unsubscribed with a message of the campaign (rows of unsubscribes).
+    unsubscribes     bigint NOT NULL DEFAULT 0
 );
 
 CREATE TABLE campaign_hourly (
@@ -290,6 +297,19 @@ CREATE TABLE webhook_endpoints (
     created_at  timestamptz NOT NULL DEFAULT now(),
     rotated_at  timestamptz
 );
+
+-- One-click unsubscribes (RFC 8058, collector/unsubscribes.py): a contact's first with a campaign's messages,
+-- with the list it named then. A later one of the same contact and campaign changes the list again only if
+-- the contact was subscribed again since; it adds no row.
+CREATE TABLE unsubscribes (
+    campaign_id      bigint NOT NULL,
+    contact_id       bigint NOT NULL CHECK (contact_id > 0),
+    event_id         uuid NOT NULL,
+    unsubscribed_at  timestamptz NOT NULL,
+    list             text,
+    PRIMARY KEY (campaign_id, contact_id)
+);
+CREATE INDEX unsubscribes_contact ON unsubscribes (contact_id);  -- erasure
 
 -- The kill switch (collector/blocks.py): each block names a campaign, a campaign's link, or a destination
 -- host (and the hosts under it); who made it, when and why; who lifted it and when (a lifted block stays,

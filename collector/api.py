@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from collector import apikeys, blocks, campaigns, contacts, endpoints, openapi, reports
-from collector.actions import ActionError
+from collector.actions import MAX_NAME, ActionError, validate
 from collector.destinations import Network
 from collector.openapi import FORMAT, Operation, document, integer
 from collector.rewriter import RewriteBusy, Rewriter
@@ -136,6 +136,8 @@ async def put_campaign(request: web.Request) -> web.Response:
             "decoy_link",
             "anonymous",
             "full_client_ips",
+            "unsubscribe_list",
+            "unsubscribe_webhook",
         },
     )
     name, tracking, recipients = body.get("name"), body.get("tracking"), body.get("recipients")
@@ -152,18 +154,44 @@ async def put_campaign(request: web.Request) -> web.Response:
             raise ApiError(400, f"{field} must be true or false")
     if recipients is not None and (type(recipients) is not int or not 0 <= recipients <= MAX_CONTACT):
         raise ApiError(400, "recipients must be a whole number of at least 0")
+    unsubscribe_list = body.get("unsubscribe_list")
+    if unsubscribe_list is not None and (
+        not isinstance(unsubscribe_list, str)
+        or len(unsubscribe_list) > MAX_NAME
+        or "\x00" in unsubscribe_list
+        or (unsubscribe_list and not unsubscribe_list.strip())
+    ):
+        raise ApiError(400, f'unsubscribe_list must be a list name of at most {MAX_NAME} characters, or "" for none')
+    unsubscribe_webhook = body.get("unsubscribe_webhook")
+    if unsubscribe_webhook not in (None, ""):
+        # The same checks as a webhook action's URL, the destination policy included.
+        unsubscribe_webhook = _unsubscribe_webhook(unsubscribe_webhook, request.app[WEBHOOK_ALLOW])
+    principal: apikeys.Principal = request[PRINCIPAL]
     async with request.app[POOL].acquire() as conn:
-        return json_response(
-            await campaigns.upsert_campaign(
-                conn,
-                campaign_id,
-                name=name,
-                tracking=tracking,
-                recipients=recipients,
-                tracking_url=tracking_url,
-                **{field: body.get(field) for field in switches},
-            )
+        campaign, made = await campaigns.upsert_campaign(
+            conn,
+            campaign_id,
+            name=name,
+            tracking=tracking,
+            recipients=recipients,
+            tracking_url=tracking_url,
+            unsubscribe_list=unsubscribe_list,
+            unsubscribe_webhook=unsubscribe_webhook,
+            **{field: body.get(field) for field in switches},
         )
+    for endpoint in made:
+        log.info("webhook endpoint %d made by api:%s:%s", endpoint.id, principal.key_id, principal.name)
+    if made:  # its signing secret, shown this once (GET /v1/webhooks lists endpoints without)
+        campaign["new_webhook_endpoints"] = [e.with_secret(request.app[WEBHOOK_MASTER]) for e in made]
+    return json_response(campaign)
+
+
+def _unsubscribe_webhook(value: object, allow: tuple[Network, ...]) -> str:
+    try:
+        [checked] = validate([{"type": "webhook", "url": value}], allow)
+    except ActionError as exc:
+        raise ApiError(400, "unsubscribe_webhook" + str(exc).removeprefix("actions[0].url")) from None
+    return checked["url"]
 
 
 def _tracking_url(value: object) -> str:
@@ -285,6 +313,14 @@ async def link_clickers(request: web.Request) -> web.StreamResponse:
         return json_response(await reports.link_clickers(conn, campaign_id, link_id, after=after, limit=limit))
 
 
+async def campaign_unsubscribes(request: web.Request) -> web.Response:
+    campaign_id = _int(request, "campaign_id", MAX_ID)
+    after = _query_int(request, "after", 0, MAX_CONTACT)
+    limit = _query_int(request, "limit", 100, MAX_PAGE, 1)
+    async with request.app[POOL].acquire() as conn:
+        return json_response(await reports.unsubscribes(conn, campaign_id, after=after, limit=limit))
+
+
 async def _all_clickers(pool: asyncpg.Pool, campaign_id: int, link_id: int, after: int) -> Any:
     while True:
         async with pool.acquire() as conn:
@@ -360,6 +396,9 @@ async def erase_contact(request: web.Request) -> web.Response:
     return json_response(erased.as_json())
 
 
+_NO_LINK = {"id": "", "name": "", "destination": ""}
+
+
 async def timeline(request: web.Request) -> web.StreamResponse:
     contact_id = _int(request, "contact_id", MAX_CONTACT, 1)
     pool = request.app[POOL]
@@ -372,14 +411,15 @@ async def timeline(request: web.Request) -> web.StreamResponse:
                     events = await reports.contact_timeline(conn, contact_id, limit=MAX_PAGE, offset=offset)
                 for e in events:
                     detail = e.get("method") or orjson.dumps(e.get("action")).decode()
+                    link = e["link"] or _NO_LINK  # an unsubscribe has none
                     yield [
                         e["at"],
                         e["kind"],
                         e["campaign"]["id"],
                         e["campaign"]["name"],
-                        e["link"]["id"],
-                        e["link"]["name"],
-                        e["link"]["destination"] or "",
+                        link["id"],
+                        link["name"],
+                        link["destination"] or "",
                         detail,
                         e.get("verdict") or "",
                         " ".join(e.get("verdict_reasons") or ()),
@@ -548,7 +588,17 @@ ROUTES: tuple[Route, ...] = (
         "read",
         Operation(
             "Campaign report: recipients, clicks, unique clicks and clickers, click-through rate, "
-            "per link, per URL, hourly"
+            "per link, per URL, hourly; one-click unsubscribes"
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/reports/campaigns/{campaign_id}/unsubscribes",
+        campaign_unsubscribes,
+        "read",
+        Operation(
+            "Who unsubscribed with the campaign's messages (one-click): contact, when, list; paged by contact id",
+            query=(AFTER, LIMIT),
         ),
     ),
     Route(
@@ -567,7 +617,11 @@ ROUTES: tuple[Route, ...] = (
         "/v1/reports/contacts/{contact_id}/timeline",
         timeline,
         "read",
-        Operation("A contact's clicks and applied actions, in order", query=(LIMIT, OFFSET, FORMAT), csv=True),
+        Operation(
+            "A contact's clicks, applied actions and one-click unsubscribes, in order",
+            query=(LIMIT, OFFSET, FORMAT),
+            csv=True,
+        ),
     ),
     Route(
         "GET",

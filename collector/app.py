@@ -71,20 +71,21 @@ async def ingest_clicks(request: web.Request) -> web.Response:
         return batch
     edge, clicks = batch
     metrics.batch_size.observe(len(clicks))
-    clicks, blocked = ingest.split_blocked(clicks)
+    clicks, blocked, unsubscribing = ingest.split_outcomes(clicks)
     clicks, refused = ingest.check_clock(clicks, now_us(), config.max_clock_skew_us, config.max_click_age_us)
     refused = blocked + refused
-    result = await _write_batch(app, edge, clicks, refused)
+    result = await _write_batch(app, edge, clicks, refused, unsubscribing)
     if isinstance(result, web.Response):
         return result
     _count_batch(metrics, edge, clicks, refused, result)
-    if result.first_clicks_with_actions and WEBHOOKS in app:
+    if (result.first_clicks_with_actions or result.unsubscribes_applied) and WEBHOOKS in app:
         app[WEBHOOKS].wake.set()
     reply = {
         "received": result.received,
         "inserted": result.inserted,
         "duplicates": result.duplicates,
         "refused": result.refused,
+        "unsubscribes": result.unsubscribes,
     }
     return web.Response(body=orjson.dumps(reply), content_type="application/json")
 
@@ -131,7 +132,7 @@ async def _read_batch(
 
 
 async def _write_batch(
-    app: web.Application, edge: str, clicks: list[Click], refused: list[ingest.Refused]
+    app: web.Application, edge: str, clicks: list[Click], refused: list[ingest.Refused], unsubscribing: list[Click]
 ) -> ingest.IngestResult | web.Response:
     """The batch written and committed, or the answer saying why not: 503 (retry later), or 400 for a batch
     the database will never take."""
@@ -139,7 +140,7 @@ async def _write_batch(
     started = time.perf_counter()
     try:
         async with asyncio.timeout(config.db_timeout), app[POOL].acquire() as conn:
-            result = await ingest.ingest(conn, edge, clicks, refused, app[JUDGE])
+            result = await ingest.ingest(conn, edge, clicks, refused, app[JUDGE], unsubscribing)
     except DB_UNAVAILABLE as exc:
         metrics.batch_db_error.inc()
         log.warning("database unavailable, batch of %d not written: %r", len(clicks), exc)
@@ -177,6 +178,7 @@ def _count_batch(
         metrics.clicks_refused[reason].inc(count)
     for verdict, count in result.verdicts:
         metrics.clicks_by_verdict[verdict].inc(count)
+    metrics.unsubscribes.inc(result.unsubscribes_applied)
     late = [r for r in refused if r.reason != ingest.BLOCKED]  # a blocked link is no clock's fault
     if late:
         log.warning(

@@ -24,7 +24,7 @@ class Conflict(ValueError):
 
 _CAMPAIGN_COLUMNS = (
     "campaign_id, name, tracking, recipients, tracking_url, count_everything, decoy_link, anonymous, "
-    "full_client_ips, created_at"
+    "full_client_ips, unsubscribe_list, unsubscribe_webhook, created_at"
 )
 
 
@@ -40,32 +40,45 @@ async def upsert_campaign(
     decoy_link: bool | None = None,
     anonymous: bool | None = None,
     full_client_ips: bool | None = None,
-) -> dict[str, Any]:
-    """Create or update a campaign; None leaves a field as it is, and tracking_url "" clears it."""
-    row = await conn.fetchrow(
-        f"""INSERT INTO campaigns AS c (campaign_id, name, tracking, recipients, tracking_url, count_everything,
-                                        decoy_link, anonymous, full_client_ips)
-           VALUES ($1, coalesce($2, ''), coalesce($3, true), coalesce($4, 0), nullif($5, ''), coalesce($6, false),
-                   coalesce($7, false), coalesce($8, false), coalesce($9, false))
-           ON CONFLICT (campaign_id) DO UPDATE SET
-               name = coalesce($2, c.name), tracking = coalesce($3, c.tracking),
-               recipients = coalesce($4, c.recipients),
-               tracking_url = CASE WHEN $5::text IS NULL THEN c.tracking_url ELSE nullif($5, '') END,
-               count_everything = coalesce($6, c.count_everything), decoy_link = coalesce($7, c.decoy_link),
-               anonymous = coalesce($8, c.anonymous), full_client_ips = coalesce($9, c.full_client_ips)
-           RETURNING {_CAMPAIGN_COLUMNS}""",  # noqa: S608 - constant column names
-        campaign_id,
-        name,
-        tracking,
-        recipients,
-        tracking_url,
-        count_everything,
-        decoy_link,
-        anonymous,
-        full_client_ips,
-    )
-    assert row is not None
-    return _campaign(row)
+    unsubscribe_list: str | None = None,
+    unsubscribe_webhook: str | None = None,
+) -> tuple[dict[str, Any], list[endpoints.Endpoint]]:
+    """Create or update a campaign; None leaves a field as it is, and "" clears tracking_url,
+    unsubscribe_list or unsubscribe_webhook. Returns the campaign and the webhook endpoint made when
+    unsubscribe_webhook names a URL the first time (its secret is shown once, by the caller)."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            f"""INSERT INTO campaigns AS c (campaign_id, name, tracking, recipients, tracking_url, count_everything,
+                                            decoy_link, anonymous, full_client_ips, unsubscribe_list,
+                                            unsubscribe_webhook)
+               VALUES ($1, coalesce($2, ''), coalesce($3, true), coalesce($4, 0), nullif($5, ''),
+                       coalesce($6, false), coalesce($7, false), coalesce($8, false), coalesce($9, false),
+                       nullif($10, ''), nullif($11, ''))
+               ON CONFLICT (campaign_id) DO UPDATE SET
+                   name = coalesce($2, c.name), tracking = coalesce($3, c.tracking),
+                   recipients = coalesce($4, c.recipients),
+                   tracking_url = CASE WHEN $5::text IS NULL THEN c.tracking_url ELSE nullif($5, '') END,
+                   count_everything = coalesce($6, c.count_everything), decoy_link = coalesce($7, c.decoy_link),
+                   anonymous = coalesce($8, c.anonymous), full_client_ips = coalesce($9, c.full_client_ips),
+                   unsubscribe_list = CASE WHEN $10::text IS NULL THEN c.unsubscribe_list ELSE nullif($10, '') END,
+                   unsubscribe_webhook
+                       = CASE WHEN $11::text IS NULL THEN c.unsubscribe_webhook ELSE nullif($11, '') END
+               RETURNING {_CAMPAIGN_COLUMNS}""",  # noqa: S608 - constant column names
+            campaign_id,
+            name,
+            tracking,
+            recipients,
+            tracking_url,
+            count_everything,
+            decoy_link,
+            anonymous,
+            full_client_ips,
+            unsubscribe_list,
+            unsubscribe_webhook,
+        )
+        assert row is not None
+        made = await endpoints.create_missing(conn, [unsubscribe_webhook] if unsubscribe_webhook else [])
+    return _campaign(row), made
 
 
 async def get_campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]:
@@ -89,6 +102,8 @@ def _campaign(row: asyncpg.Record) -> dict[str, Any]:
         "decoy_link": row["decoy_link"],
         "anonymous": row["anonymous"],
         "full_client_ips": row["full_client_ips"],
+        "unsubscribe_list": row["unsubscribe_list"],
+        "unsubscribe_webhook": row["unsubscribe_webhook"],
         "created_at": row["created_at"].isoformat(),
     }
 

@@ -2,9 +2,10 @@
 
 Erasure (``DELETE /v1/contacts/{id}``, ``clickedge contacts erase ID``) removes in one transaction the
 contact's clicks (settled and waiting), refused clicks, who-clicked rows, tags, automation runs, list
-memberships, timeline, applied actions, webhooks (waiting or delivered: each body names the contact) and
-recipient rows, and takes their part out of the counters, so the reports read as if they had never clicked
-or been sent to (clicks that retention already dropped stay counted: nothing says whose they were).
+memberships, timeline, applied actions, one-click unsubscribes, webhooks (waiting or delivered: each body
+names the contact) and recipient rows, and takes their part out of the counters, so the reports read as if
+they had never clicked, unsubscribed or been sent to (clicks that retention already dropped stay counted:
+nothing says whose they were).
 
 It leaves a tombstone: HMAC-SHA256 of the contact id under a key derived from the collector's master
 secret, never the id itself. Ingest checks every batch's contacts against the tombstones, so a click of an
@@ -136,6 +137,14 @@ counted AS (
 )
 SELECT count(*) FROM gone
 """
+_UNCOUNT_UNSUBSCRIBES = """
+WITH gone AS (DELETE FROM unsubscribes WHERE contact_id = $1 RETURNING campaign_id),
+counted AS (
+    UPDATE campaign_stats s SET unsubscribes = s.unsubscribes - t.n
+    FROM (SELECT campaign_id, count(*) AS n FROM gone GROUP BY 1) t WHERE s.campaign_id = t.campaign_id
+)
+SELECT count(*) FROM gone
+"""
 # The rest, one table each: (name, statement).
 _DELETES = (
     ("pending_clicks", "DELETE FROM pending_clicks WHERE contact_id = $1"),
@@ -176,6 +185,7 @@ async def erase(conn: asyncpg.Connection, key: bytes, contact_id: int, actor: st
         removed["link_clickers"] = sum(uniques.values())
         removed["campaign_clickers"] = sum(clickers.values())
         removed["campaign_recipients"] = await conn.fetchval(_UNCOUNT_RECIPIENTS, contact_id)
+        removed["unsubscribes"] = await conn.fetchval(_UNCOUNT_UNSUBSCRIBES, contact_id)
         await conn.execute(
             "INSERT INTO contact_erasures (tombstone, actor, removed) VALUES ($1, $2, $3::jsonb)",
             stone,
@@ -199,6 +209,7 @@ _EXPORTS = (
     ("contact_events", "SELECT * FROM contact_events WHERE contact_id = $1 ORDER BY at, id"),
     ("applied_link_actions", "SELECT * FROM applied_link_actions WHERE contact_id = $1 ORDER BY campaign_id, link_id"),
     ("webhook_outbox", "SELECT * FROM webhook_outbox WHERE (body->>'contact_id')::bigint = $1 ORDER BY id"),
+    ("unsubscribes", "SELECT * FROM unsubscribes WHERE contact_id = $1 ORDER BY unsubscribed_at, campaign_id"),
 )
 
 

@@ -6,6 +6,7 @@ verdict (CLICKEDGE_COLLECTOR_VERDICT_HOLD). collector/settle.py later moves them
 derives everything else from a click (report counters, first clicks, link actions, webhooks to send) from
 the rows it moved, in the same transaction. With a hold of 0 a batch is judged at once instead, with what
 the database holds around it, and written from the staging table into ``clicks`` in this transaction. A
+batch's one-click unsubscribes are carried out in the same transaction (collector/unsubscribes.py). A
 redelivered batch therefore changes nothing, and the caller answers 200 only after COMMIT.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
-from collector import contacts, settle
+from collector import contacts, settle, unsubscribes
 from collector.copy_binary import encode_stage_rows
 from collector.networks import stored
 from common import events
@@ -101,19 +102,24 @@ class IngestResult:
     refused: int = 0  # clicks of this batch refused for their time
     newly_refused: tuple[tuple[str, int], ...] = ()  # (reason, count) of those not refused before
     verdicts: tuple[tuple[str, int], ...] = ()  # clicks settled with the batch (a hold of 0), by verdict
+    unsubscribes: int = 0  # one-click unsubscribes of this batch, new or not
+    unsubscribes_applied: int = 0  # of them, those that did something (collector/unsubscribes.py)
 
     @property
     def duplicates(self) -> int:
-        return self.received - self.inserted - self.refused
+        return self.received - self.inserted - self.refused - self.unsubscribes
 
 
-def split_blocked(clicks: list[Click]) -> tuple[list[Click], list[Refused]]:
-    """The clicks, and the requests the edge blocked (kept in refused_clicks with their reason)."""
+def split_outcomes(clicks: list[Click]) -> tuple[list[Click], list[Refused], list[Click]]:
+    """The clicks; the requests the edge blocked (kept in refused_clicks with their reason); and the one-click
+    unsubscribes (collector/unsubscribes.py)."""
     if all(c.outcome == events.REDIRECT for c in clicks):
-        return clicks, []
-    return [c for c in clicks if c.outcome == events.REDIRECT], [
-        Refused(c, BLOCKED) for c in clicks if c.outcome == events.BLOCKED
-    ]
+        return clicks, [], []
+    return (
+        [c for c in clicks if c.outcome == events.REDIRECT],
+        [Refused(c, BLOCKED) for c in clicks if c.outcome == events.BLOCKED],
+        [c for c in clicks if c.outcome == events.UNSUBSCRIBE],
+    )
 
 
 def check_clock(
@@ -151,17 +157,25 @@ async def ingest(
     clicks: list[Click],
     refused: Sequence[Refused] = (),
     judge: settle.Judge = settle.SETTLE_AT_ONCE,
+    unsubscribing: Sequence[Click] = (),
 ) -> IngestResult:
-    """Write one batch exactly once: its clicks to wait for their verdicts, and the refused ones to
-    refused_clicks, in one transaction. With a hold of 0 the due clicks are settled in that transaction too.
-    Returns after COMMIT; raises on any database error (nothing kept)."""
-    if not clicks and not refused:
+    """Write one batch exactly once: its clicks to wait for their verdicts, the refused ones to
+    refused_clicks, and its one-click unsubscribes carried out, in one transaction. With a hold of 0 the due
+    clicks are settled in that transaction too. Returns after COMMIT; raises on any database error (nothing
+    kept)."""
+    if not clicks and not refused and not unsubscribing:
         return IngestResult(0, 0)
-    received = len(clicks) + len(refused)
+    received = len(clicks) + len(refused) + len(unsubscribing)
+    unsubscribe_rows = len(unsubscribing)
     settled = settle.Settled()
+    applied = 0
     async with conn.transaction():
         if judge.erasure_key:
-            clicks, refused = await _without_erased(conn, judge.erasure_key, clicks, refused)
+            clicks, refused, unsubscribing = await _without_erased(
+                conn, judge.erasure_key, clicks, refused, unsubscribing
+            )
+        if unsubscribing:
+            applied = await unsubscribes.apply(conn, unsubscribes.from_clicks(unsubscribing))
         if not clicks:
             inserted = 0
         elif judge.hold == 0:  # judged now, with what the database holds around them
@@ -184,21 +198,29 @@ async def ingest(
         len(refused),
         newly,
         tuple(sorted(settled.verdicts.items())),
+        unsubscribe_rows,
+        applied,
     )
 
 
 async def _without_erased(
-    conn: asyncpg.Connection, key: bytes, clicks: list[Click], refused: Sequence[Refused]
-) -> tuple[list[Click], Sequence[Refused]]:
+    conn: asyncpg.Connection,
+    key: bytes,
+    clicks: list[Click],
+    refused: Sequence[Refused],
+    unsubscribing: Sequence[Click],
+) -> tuple[list[Click], Sequence[Refused], Sequence[Click]]:
     """The batch with the clicks of erased contacts made anonymous (collector/contacts.py): a spool replayed,
-    a late batch or an old link clicked again never brings a contact back."""
-    known = {c.contact_id for c in clicks if c.contact_id} | {r.click.contact_id for r in refused if r.click.contact_id}
+    a late batch or an old link clicked again never brings a contact back. Their unsubscribes are dropped:
+    nothing of theirs is left to change."""
+    known = {c.contact_id for c in (*clicks, *(r.click for r in refused), *unsubscribing) if c.contact_id}
     erased = await contacts.erased_among(conn, key, known)
     if not erased:
-        return clicks, refused
+        return clicks, refused, unsubscribing
     return (
         [replace(c, contact_id=None) if c.contact_id in erased else c for c in clicks],
         [Refused(replace(r.click, contact_id=None), r.reason) if r.click.contact_id in erased else r for r in refused],
+        [c for c in unsubscribing if c.contact_id not in erased],
     )
 
 

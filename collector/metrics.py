@@ -83,6 +83,12 @@ class CollectorMetrics:
             registry=r,
         )
         self.clicks_refused = {reason: refused.labels(reason) for reason in REASONS}
+        self.unsubscribes = Counter(
+            "clickedge_collector_unsubscribes",
+            "One-click unsubscribes (RFC 8058) that did something: a contact's first with a campaign's messages, or "
+            "one that took a contact off a list again (collector/unsubscribes.py)",
+            registry=r,
+        )
         self.default_partition_rows = Gauge(
             "clickedge_collector_default_partition_rows",
             "Rows in clicks_default at this scrape, counted up to 10000: clicks whose month had no partition "

@@ -123,6 +123,19 @@ CAMPAIGN: Schema = {
             "description": "Keep the full client address of the campaign's clicks; otherwise only its network "
             "(IPv4 /24, IPv6 /48) is stored (docs/privacy.md). Default false",
         },
+        "unsubscribe_list": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "The list a one-click unsubscribe (RFC 8058) from the campaign's messages removes the "
+            "contact from; set, rewriting gives each recipient's message the List-Unsubscribe and "
+            "List-Unsubscribe-Post headers (docs/sending.md). Empty: none",
+        },
+        "unsubscribe_webhook": {
+            "type": "string",
+            "maxLength": 2000,
+            "description": "Where each unsubscribe sends a contact.unsubscribed event (a webhook endpoint, signed; "
+            "its secret is in new_webhook_endpoints the first time). Empty: none",
+        },
     },
 }
 BLOCK: Schema = {

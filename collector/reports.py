@@ -24,6 +24,7 @@ async def campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]
                   coalesce(s.unique_clickers, 0) AS unique_clickers, c.campaign_id IS NOT NULL AS known,
                   coalesce(s.scanner_clicks, 0) AS scanner_clicks, coalesce(s.preview_clicks, 0) AS preview_clicks,
                   coalesce(s.script_clicks, 0) AS script_clicks, coalesce(c.count_everything, false) AS everything,
+                  coalesce(s.unsubscribes, 0) AS unsubscribes,
                   (SELECT count(*) FROM pending_clicks WHERE campaign_id = $1) AS pending,
                   s.campaign_id IS NOT NULL AS clicked
            FROM (SELECT $1::bigint AS campaign_id) k
@@ -73,6 +74,7 @@ async def campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]
         "automated": automated(head),
         "pending": head["pending"],
         "count_everything": head["everything"],
+        "unsubscribes": head["unsubscribes"],
         "links": [
             {
                 "id": r["link_id"],
@@ -121,12 +123,31 @@ async def link_clickers(
     return {"clickers": items, "next_after": items[-1]["contact_id"] if len(items) == limit else None}
 
 
+async def unsubscribes(
+    conn: asyncpg.Connection, campaign_id: int, *, after: int = 0, limit: int = 100
+) -> dict[str, Any]:
+    """Who unsubscribed with the campaign's messages (one-click), by contact id, a page at a time."""
+    rows = await conn.fetch(
+        """SELECT contact_id, unsubscribed_at, list FROM unsubscribes
+           WHERE campaign_id = $1 AND contact_id > $2 ORDER BY contact_id LIMIT $3""",
+        campaign_id,
+        after,
+        limit,
+    )
+    items = [
+        {"contact_id": r["contact_id"], "unsubscribed_at": r["unsubscribed_at"].isoformat(), "list": r["list"]}
+        for r in rows
+    ]
+    return {"unsubscribes": items, "next_after": items[-1]["contact_id"] if len(items) == limit else None}
+
+
 async def contact_timeline(
     conn: asyncpg.Connection, contact_id: int, *, limit: int = 1000, offset: int = 0
 ) -> list[dict[str, Any]]:
-    """Every click and every action applied for one contact, with names, a page at a time: in time order,
-    each click before the actions it triggered, and those in the order the link lists them (``position``;
-    rows written before that column existed have position 0 and keep their insertion order, ``id``)."""
+    """Every click, every action applied and every one-click unsubscribe of one contact, with names, a page at a
+    time: in time order, each click before the actions it triggered, and those in the order the link lists them
+    (``position``; rows written before that column existed have position 0 and keep their insertion order,
+    ``id``). An unsubscribe has no link (null)."""
     rows = await conn.fetch(
         """SELECT * FROM (
                SELECT 'click' AS kind, k.clicked_at AS at, k.campaign_id, c.name AS campaign, k.link_id,
@@ -145,11 +166,12 @@ async def contact_timeline(
                LEFT JOIN links l ON l.campaign_id = k.campaign_id AND l.link_id = k.link_id
                WHERE k.contact_id = $1
                UNION ALL
-               SELECT 'action', e.at, e.campaign_id, c.name, e.link_id, l.name, l.destination, NULL, e.action,
-                      e.event_id, e.position, e.id, NULL, NULL
+               -- a one-click unsubscribe (its action says via) is its own kind, of no link
+               SELECT CASE WHEN e.action ? 'via' THEN 'unsubscribe' ELSE 'action' END, e.at, e.campaign_id, c.name,
+                      e.link_id, l.name, l.destination, NULL, e.action, e.event_id, e.position, e.id, NULL, NULL
                FROM contact_events e
                LEFT JOIN campaigns c ON c.campaign_id = e.campaign_id
-               LEFT JOIN links l ON l.campaign_id = e.campaign_id AND l.link_id = e.link_id
+               LEFT JOIN links l ON l.campaign_id = e.campaign_id AND l.link_id = e.link_id AND NOT e.action ? 'via'
                WHERE e.contact_id = $1
            ) t ORDER BY at, kind DESC, event_id, position, id LIMIT $2 OFFSET $3""",
         contact_id,
@@ -161,7 +183,9 @@ async def contact_timeline(
             "kind": r["kind"],
             "at": r["at"].isoformat(),
             "campaign": {"id": r["campaign_id"], "name": r["campaign"] or ""},
-            "link": {"id": r["link_id"], "name": r["link"] or "", "destination": r["destination"]},
+            "link": None
+            if r["kind"] == "unsubscribe"
+            else {"id": r["link_id"], "name": r["link"] or "", "destination": r["destination"]},
             **(_click(r) if r["kind"] == "click" else {"action": orjson.loads(r["action"])}),
             "event_id": str(r["event_id"]),
         }

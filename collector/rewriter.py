@@ -210,6 +210,21 @@ class Rewriter:
                 raise campaigns.Conflict(f"this collector cannot mint links: {exc}") from None
         return self._codec
 
+    def _untracked(
+        self, html: str, text: str | None, tracking_url: str | None, campaign_id: int, contact: int | None, sent_at: int
+    ) -> dict[str, Any]:
+        """The message unchanged (tracking is off), with its one-click unsubscribe headers all the same."""
+        headers = {}
+        if contact is not None:  # this collector need not hold link keys for an anonymous message
+            headers = sending.unsubscribe_headers(
+                self._minter(),
+                sending.base_url(tracking_url, self._public_url),
+                campaign_id=campaign_id,
+                contact=contact,
+                sent_at=sent_at,
+            )
+        return {"html": html, "text": text, "tracking": False, "headers": headers, "links": []}
+
     async def rewrite(
         self, pool: asyncpg.Pool, campaign_id: int, html: str, text: str | None, contact: int | None, sent_at: int
     ) -> dict[str, Any]:
@@ -217,7 +232,7 @@ class Rewriter:
         async with pool.acquire() as conn:
             settings = await sending.tracking_for(conn, campaign_id)
         if not settings.tracking:
-            return {"html": html, "text": text, "tracking": False, "links": []}
+            return self._untracked(html, text, settings.tracking_url, campaign_id, contact, sent_at)
         digest = hashlib.sha256(html.encode() + b"\0" + (text or "").encode()).digest()
         cached = self._prepared.get((campaign_id, digest))
         if cached is None:
@@ -241,12 +256,12 @@ class Rewriter:
             decoy=settings.decoy_link,
         )
         if not sendable.tracking:
-            return {"html": html, "text": text, "tracking": False, "links": []}
-        out_html, out_text = sendable.html, sendable.text
+            return self._untracked(html, text, settings.tracking_url, campaign_id, contact, sent_at)
         return {
-            "html": out_html,
-            "text": out_text,
+            "html": sendable.html,
+            "text": sendable.text,
             "tracking": True,
+            "headers": sendable.headers,
             "links": [
                 {"id": s.link_id, "destination": s.destination, "name": s.name, "part": s.part} for s in message.links
             ],

@@ -14,7 +14,10 @@ import asyncpg
 
 from collector import campaigns
 from links.rewrite import PreparedMessage
-from links.token import TokenCodec
+from links.token import UNSUBSCRIBE_PATH, TokenCodec
+
+# RFC 8058: the POST a mailbox provider sends to the List-Unsubscribe URL when the person asks.
+ONE_CLICK = "List-Unsubscribe=One-Click"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,19 @@ class Sendable:
     html: str
     text: str | None
     tracking: bool  # False: tracking is off for the campaign and the message is unchanged
+    headers: dict[str, str]  # the message's one-click unsubscribe headers; none for an anonymous message
+
+
+def unsubscribe_headers(
+    codec: TokenCodec, base: str, *, campaign_id: int, contact: int | None, sent_at: int
+) -> dict[str, str]:
+    """The List-Unsubscribe (RFC 2369) and List-Unsubscribe-Post (RFC 8058) headers for one recipient: their
+    one-click URL on ``base``. None for an anonymous message (no one to unsubscribe). Given whether tracking is
+    on or off: unsubscribing is not tracking."""
+    if contact is None:
+        return {}
+    token = codec.mint_unsubscribe(campaign_id=campaign_id, contact_id=contact, sent_at=sent_at)
+    return {"List-Unsubscribe": f"<{base}{UNSUBSCRIBE_PATH}{token}>", "List-Unsubscribe-Post": ONE_CLICK}
 
 
 def base_url(tracking_url: str | None, public_url: str) -> str:
@@ -74,10 +90,11 @@ def render(
     decoy: bool = False,
 ) -> Sendable:
     """The recipient's message: its links minted on ``base`` (and the decoy link if ``decoy``), or the
-    original when tracking is off."""
+    original when tracking is off; with its one-click unsubscribe headers either way."""
+    headers = unsubscribe_headers(codec, base, campaign_id=campaign_id, contact=contact, sent_at=sent_at)
     if not tracking:
-        return Sendable(original[0], original[1], tracking=False)
+        return Sendable(original[0], original[1], False, headers)
     html, text = message.render(
         codec, base_url=base, campaign_id=campaign_id, contact_id=contact, sent_at=sent_at, decoy=decoy
     )
-    return Sendable(html, text, tracking=True)
+    return Sendable(html, text, True, headers)

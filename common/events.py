@@ -39,17 +39,20 @@ FIELDS = (
     "outcome",
 )
 # What the edge did with the request: a row without an outcome was redirected. "blocked": the kill switch
-# stopped it (410); the collector keeps it with the clicks it refused, never as a click.
+# stopped it (410); the collector keeps it with the clicks it refused, never as a click. "unsubscribe": a
+# one-click unsubscribe (RFC 8058), a POST to /u/<token> (link_id 0, a contact); applied, never a click.
 REDIRECT = "redirect"
 BLOCKED = "blocked"
-OUTCOMES = frozenset({BLOCKED})  # the outcomes a row may name
+UNSUBSCRIBE = "unsubscribe"
+OUTCOMES = frozenset({BLOCKED, UNSUBSCRIBE})  # the outcomes a row may name
 MAX_USER_AGENT = 512
 # On a 400 for a batch, the collector's answer carries this header: the batch itself is invalid and the edge
 # sets it aside (dead letter). A 4xx without it came from something else (a wrong URL, a proxy) and is retried.
 BATCH_REJECTED_HEADER = "Clickedge-Batch-Rejected"
 MAX_EDGE_NAME = 64
 MAX_BATCH_CLICKS = 10_000
-METHODS = frozenset({"GET", "HEAD"})
+METHODS = frozenset({"GET", "HEAD"})  # of a redirected or blocked request
+UNSUBSCRIBE_METHOD = "POST"  # of an unsubscribe, and only of one
 _MAX_U32 = MAX_ID
 _MAX_BIGINT = MAX_CONTACT
 _MAX_U16 = MAX_KEY_ID
@@ -239,7 +242,12 @@ def _row(i: int, row: Any) -> Click:
         raise _bad(i, "client_ip", "is not an IP address") from None
     if type(ua) is not str or len(ua) > MAX_USER_AGENT:
         raise _bad(i, "user_agent", f"must be a string of at most {MAX_USER_AGENT} characters")
-    if type(method) is not str or method not in METHODS:
+    if outcome == UNSUBSCRIBE:
+        if method != UNSUBSCRIBE_METHOD:
+            raise _bad(i, "method", f"must be {UNSUBSCRIBE_METHOD} for an unsubscribe")
+        if contact is None:
+            raise _bad(i, "contact_id", "must name the contact for an unsubscribe")
+    elif type(method) is not str or method not in METHODS:
         raise _bad(i, "method", f"must be one of {sorted(METHODS)}")
     return Click(
         eid,

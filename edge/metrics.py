@@ -37,7 +37,20 @@ HANDLER_BUCKETS = (
 )
 SHIP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
-OUTCOMES = ("redirect", "blocked", "invalid", "malformed", "oversized", "not_found", "method_not_allowed")
+OUTCOMES = (
+    "redirect",
+    "blocked",
+    "invalid",
+    "malformed",
+    "oversized",
+    "not_found",
+    "method_not_allowed",
+    # /u/ (one-click unsubscribe): recorded; the confirmation page shown (GET, HEAD: nothing recorded); a
+    # POST refused (no List-Unsubscribe=One-Click, too large: 400, 413; the spool could not take it: 503).
+    "unsubscribe",
+    "unsubscribe_page",
+    "unsubscribe_refused",
+)
 
 
 class EdgeMetrics:

@@ -12,6 +12,12 @@ Per connection:
   write. Absolute-form targets (``GET http://host/c/… HTTP/1.1``) are routed by their path.
 - After ``Connection: close``, HTTP/1.0 without keep-alive, a request with a body, an upgrade, an
   unparsable request or a handler error, the answer is sent and the connection closed.
+- A request body is read only where the handler takes one (``Handler.body_limit``: the edge's one-click
+  unsubscribe POSTs). The connection then reads that body, and nothing after it: once the body is complete
+  (its Content-Length, or the last chunk) ``Handler.respond_with_body`` answers, and the connection closes.
+  A body declared or growing beyond the limit is answered at once (``respond_with_body`` gets ``None``); a
+  body that does not complete is closed by the keep-alive timeout like any unfinished request. Any other
+  body is never read.
 - What the answers of one event-loop pass stand for is made durable before they are written: the server
   calls ``Durability.flush`` once per pass first (edge/durability.py says what that means for a click).
   A handler may ask for its answer to wait (``Answer``'s ``wait``): the connection's answers are then
@@ -42,8 +48,8 @@ from email.utils import formatdate
 from typing import Protocol, cast
 
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
-from aiohttp.http_parser import HttpRequestParser
-from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 
 from common.logs import Throttled
@@ -55,7 +61,7 @@ _errors_log = Throttled(log)
 MAX_LINE_SIZE = 16384
 MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 128
-BODY_LIMIT = 2**16  # the parser's payload-stream limit; bodies are never read
+BODY_LIMIT = 2**16  # the parser's payload-stream limit; a handler takes far smaller bodies (body_limit)
 READ_SIZE = 16384  # one read, into a buffer shared by every connection
 PIPELINE_ANSWERS = 16  # answers per connection per event-loop pass, then the rest of the input waits
 WRITE_HIGH = 16384  # the transport's write-buffer limits: beyond HIGH, parse nothing until it is down to LOW
@@ -80,6 +86,16 @@ class Handler(Protocol):
 
     def respond(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
         """Answer one request. Must not raise for anything a client can send."""
+
+    def body_limit(self, method: str, path: str) -> int:
+        """Asked only of a request with a body: how many bytes of it ``respond_with_body`` takes. 0: none,
+        the body is not read; ``respond`` answers and the connection is closed."""
+
+    def respond_with_body(
+        self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str, body: bytes | None
+    ) -> Answer:
+        """Answer a request ``body_limit`` took the body of, once it is complete; ``body`` is None when it
+        was declared or grew larger than the limit (it is then not read on). The connection is closed after."""
 
     def bad_request(self, exc: HttpProcessingError, *, line_too_long: bool) -> Answer:
         """Answer a request that could not be parsed; the connection is closed after it."""
@@ -123,8 +139,9 @@ def origin_form(target: str) -> str:
 
 class _IgnoredBody:
     """The flow control aiohttp's payload stream calls on while a request body arrives (a BaseProtocol's
-    ``pause_reading``, ``resume_reading(resume_parser=...)`` and ``_reading_paused``). Bodies are never
-    read: the connection closes after answering a request that has one."""
+    ``pause_reading``, ``resume_reading(resume_parser=...)`` and ``_reading_paused``). It is not needed: a
+    body is either never read (the connection closes after answering its request) or read up to a
+    ``Handler.body_limit`` far below the stream's own limit, by a connection that reads nothing else."""
 
     __slots__ = ()
     _reading_paused = False
@@ -137,6 +154,26 @@ class _IgnoredBody:
 
 
 _IGNORED_BODY = _IgnoredBody()
+
+
+class _Body:
+    """A request whose body the handler takes, while the body arrives."""
+
+    __slots__ = ("declared", "limit", "message", "path", "payload", "wire")
+
+    def __init__(self, message: RawRequestMessage, path: str, payload: StreamReader, limit: int) -> None:
+        self.message = message
+        self.path = path
+        self.payload = payload
+        self.limit = limit
+        # The parser has checked Content-Length (digits only, one value, not with chunked).
+        self.declared = int(message.headers.get("Content-Length", "0"))
+        self.wire = 0  # bytes read after the head: a chunked body's framing (and chunk extensions) counts
+
+
+# Body bytes on the wire per byte of body taken: room for chunked framing, and a bound on chunk extensions
+# and trailers, which never reach the payload stream.
+_BODY_WIRE_FACTOR = 2
 
 
 class HttpServer:
@@ -223,6 +260,7 @@ class HttpServer:
 
 class _Connection(asyncio.BufferedProtocol):
     __slots__ = (
+        "_body",
         "_closing",
         "_deferred",
         "_eof",
@@ -256,6 +294,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._eof = False  # the client has sent all it will (a half-close); answer it, then close
         self.closed_at = 0.0  # when close() was asked for
         self._waiter: asyncio.Task[None] | None = None
+        self._body: _Body | None = None  # a request whose body is being read; the connection reads no other
         self.held: list[bytes] = []
         self.last_request = 0.0
 
@@ -284,6 +323,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._waiter.cancel()
         self.held = []
         self._stash = b""
+        self._body = None
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -303,6 +343,8 @@ class _Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._closing:
+            if self._body is not None:
+                self._read_body(bytes(self._server.read_buffer[:nbytes]))
             return
         data = bytes(self._server.read_buffer[:nbytes])
         self._stash = self._stash + data if self._stash else data
@@ -353,31 +395,26 @@ class _Connection(asyncio.BufferedProtocol):
             self._partial = b"" if piece.endswith(b"\r\n\r\n") else (self._partial + piece[-3:])[-3:]
             try:
                 messages, _upgraded, _tail = self._parser.feed_data(piece)
-            except HttpProcessingError as exc:
-                line_too_long = isinstance(exc, LineTooLong) and exc.args[1] == MAX_LINE_SIZE
-                log.debug("unparsable request from %s: %s", self._peer, exc)
-                out.append(self._finish(handler.bad_request(exc, line_too_long=line_too_long), "", close=True))
-                close = True
-                break
-            except Exception:  # the parser's own failure, not the client's: still a 400, and counted
-                server.errors["parser"] += 1
-                _errors_log.log(logging.ERROR, "the HTTP parser failed on a request from %s", self._peer, exc_info=True)
-                out.append(self._finish(handler.bad_request(_PARSER_FAILED, line_too_long=False), "", close=True))
+            except Exception as exc:
+                out.append(self._finish(self._unparsable(exc), "", close=True))
                 close = True
                 break
             for message, payload in messages:
                 path = message.path
                 if path[:1] != "/":
                     path = origin_form(path)
-                close = message.should_close or payload is not EMPTY_PAYLOAD or message.upgrade or handler.draining
+                close = message.should_close or message.upgrade or handler.draining
+                if payload is not EMPTY_PAYLOAD:
+                    close = True
+                    limit = handler.body_limit(message.method, path)
+                    if limit:
+                        # Answered once its body is complete: what follows its head is read as the body.
+                        self._body = _Body(message, path, payload, limit)
+                        break
                 try:
                     answer = handler.respond(message.method, path, message.headers, self._peer)
                 except Exception:
-                    server.errors["handler"] += 1
-                    _errors_log.log(
-                        logging.ERROR, "error answering %s %.200s", message.method, message.path, exc_info=True
-                    )
-                    answer, close = handler.server_error(), True
+                    answer, close = self._handler_failed(message), True
                 head, body, wait_here = answer
                 wait = wait or wait_here
                 if close:
@@ -394,12 +431,73 @@ class _Connection(asyncio.BufferedProtocol):
         if close:
             self._closing = True  # read nothing more; answers deferred before these still go first
             self._stash = b""
+            if self._body is not None:
+                self.last_request = server._loop.time()  # the body has a keep-alive timeout to arrive in
+                taken = self._take_body(stash[start:])
+                if taken is None:
+                    close = False  # not yet: the body is still coming
+                else:
+                    out.append(taken[0])
+                    wait = wait or taken[1]
         else:
             self._stash = stash[start:] if start < size else b""
         if out:
             self.last_request = server._loop.time()
             self._deferred = True
             server.defer(self, out, close, wait)
+
+    def _unparsable(self, exc: Exception) -> Answer:
+        """The answer to a request the parser refused (the client's doing) or failed on (its own: counted)."""
+        if isinstance(exc, HttpProcessingError):
+            line_too_long = isinstance(exc, LineTooLong) and exc.args[1] == MAX_LINE_SIZE
+            log.debug("unparsable request from %s: %s", self._peer, exc)
+            return self._handler.bad_request(exc, line_too_long=line_too_long)
+        self._server.errors["parser"] += 1
+        _errors_log.log(logging.ERROR, "the HTTP parser failed on a request from %s", self._peer, exc_info=True)
+        return self._handler.bad_request(_PARSER_FAILED, line_too_long=False)
+
+    def _handler_failed(self, message: RawRequestMessage) -> Answer:
+        """The answer after the handler raised (a bug): counted, logged, and the connection closed."""
+        self._server.errors["handler"] += 1
+        _errors_log.log(logging.ERROR, "error answering %s %.200s", message.method, message.path, exc_info=True)
+        return self._handler.server_error()
+
+    def _read_body(self, data: bytes) -> None:
+        taken = self._take_body(data)
+        if taken is not None:
+            self._deferred = True
+            self._server.defer(self, [taken[0]], True, taken[1])
+
+    def _take_body(self, data: bytes) -> tuple[bytes, bool] | None:
+        """Feed what has come of the body being read. Once it is complete, or too large, or unparsable: its
+        request's answer (closing the connection) and whether that waits (``Answer``'s ``wait``)."""
+        body = self._body
+        assert body is not None and self._parser is not None
+        payload, limit = body.payload, body.limit
+        body.wire += len(data)
+        content: bytes | None = None
+        too_large = body.declared > limit or body.wire > limit * _BODY_WIRE_FACTOR
+        if data and not too_large:
+            try:
+                self._parser.feed_data(data)  # into the payload stream; whatever follows the body is never read
+            except Exception as exc:
+                if not payload.is_eof():  # the body itself cannot be parsed (a chunk size that is not hex)
+                    self._body = None
+                    answer = self._unparsable(exc)
+                    return self._finish(answer, body.message.method, close=True), answer[2]
+        if payload.is_eof():
+            content = payload.read_nowait(-1)
+            if len(content) > limit:
+                content = None
+        elif not too_large and payload.total_bytes <= limit:
+            return None
+        self._body = None
+        message = body.message
+        try:
+            answer = self._handler.respond_with_body(message.method, body.path, message.headers, self._peer, content)
+        except Exception:
+            answer = self._handler_failed(message)
+        return self._finish(answer, message.method, close=True), answer[2]
 
     def send(self, out: list[bytes], close: bool, wait: bool) -> None:
         self._deferred = False
@@ -465,7 +563,7 @@ class _Connection(asyncio.BufferedProtocol):
                     self._transport.writelines(out)
         finally:
             self._waiter = None
-        if self._closing:
+        if self._closing and self._body is None:
             self.close()
         else:
             self._continue()

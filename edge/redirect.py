@@ -1,6 +1,11 @@
 """The redirect handler: what each request to the edge gets. Decode the token in memory, add the click to
 the spool, answer 302. No awaited I/O.
 
+It also serves RFC 8058 one-click unsubscribes at ``/u/<token>``: a GET or HEAD shows a page with a button
+and records nothing (mail scanners and link previews fetch every URL they see); the POST that button, or a
+mail provider, sends with ``List-Unsubscribe=One-Click`` (edge/one_click.py) is spooled like a click, with
+the outcome ``unsubscribe``, and the collector applies it.
+
 The HTTP side is edge/protocol.py (aiohttp's parser under a small protocol); when the click added here
 reaches disk, relative to its answer, is edge/durability.py. Answers that never change are built once, as
 bytes; a redirect only adds its Location. The sampled access log wraps a handler (``SampledAccessLog``).
@@ -8,6 +13,8 @@ bytes; a redirect only adds its Location. The sampled access log wraps a handler
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 import random
@@ -20,14 +27,15 @@ from multidict import CIMultiDictProxy, istr
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common import signals
-from common.events import BLOCKED, EventIds, click_payload
+from common.events import BLOCKED, UNSUBSCRIBE, UNSUBSCRIBE_METHOD, EventIds, click_payload
+from edge import one_click
 from edge.blocklist import Blocklist
 from edge.clientip import ClientIP
 from edge.metrics import EdgeMetrics
 from edge.protocol import Answer
 from edge.spool import Spool
 from edge.syncer import Syncer
-from links.token import INVALID, LINK_PATH, MALFORMED, OVERSIZED, TokenCodec, TokenError
+from links.token import INVALID, LINK_PATH, MALFORMED, OVERSIZED, UNSUBSCRIBE_PATH, TokenCodec, TokenError
 
 log = logging.getLogger("clickedge.edge")
 access = logging.getLogger("clickedge.access")
@@ -36,13 +44,20 @@ _LOGGED_PATH = 3 + 24
 TOKEN_PREFIX = LINK_PATH
 _TOKEN_START = len(TOKEN_PREFIX)
 
+_STYLE = "body{font-family:sans-serif;max-width:32em;margin:4em auto;padding:0 1em}"
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">
-<title>{title}</title></head>
-<body style="font-family:sans-serif;max-width:32em;margin:4em auto;padding:0 1em">
-<h1>{title}</h1><p>{text}</p></body></html>
+<title>{title}</title><style>{style}</style></head>
+<body><h1>{title}</h1><p>{text}</p>{more}</body></html>
 """
 _NO_STORE = b"Cache-Control: no-store\r\nReferrer-Policy: no-referrer\r\n"
+# The unsubscribe pages run no script, load nothing, and post their form only to where they came from; the
+# one style element is allowed by its hash.
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+_CSP = "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+_UNSUBSCRIBE_HEADERS = _NO_STORE + (
+    f"Content-Security-Policy: {_CSP}; style-src 'sha256-{_STYLE_HASH}'\r\nX-Robots-Tag: noindex\r\n".encode()
+)
 _HTML = "text/html; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
 _REDIRECT_HEAD = b"HTTP/1.1 302 Found\r\nLocation: "
@@ -57,8 +72,8 @@ def answer(status: int, body: bytes = b"", content_type: str = _TEXT, extra: byt
     return head + f"Content-Length: {len(body)}\r\n".encode(), body, False
 
 
-def _page(status: int, title: str, text: str) -> Answer:
-    return answer(status, _PAGE.format(title=title, text=text).encode(), _HTML)
+def _page(status: int, title: str, text: str, more: str = "", extra: bytes = _NO_STORE) -> Answer:
+    return answer(status, _PAGE.format(title=title, style=_STYLE, text=text, more=more).encode(), _HTML, extra)
 
 
 _INVALID_TEXT = "This link is not valid. It may have been copied incompletely or altered."
@@ -74,6 +89,39 @@ PAGES = {
 _header_signals = signals.reader(istr)
 _METHOD_NOT_ALLOWED = answer(405, extra=b"Allow: GET, HEAD\r\n" + _NO_STORE)
 _SERVER_ERROR = _page(500, "Something went wrong", "The link could not be followed. Please try again.")
+_UNSUBSCRIBE_NOT_ALLOWED = answer(405, extra=b"Allow: GET, HEAD, POST\r\n" + _NO_STORE)
+# No action: the form posts to the very URL it came from (the token in it), as RFC 8058's POST does.
+_CONFIRM = _page(
+    200,
+    "Unsubscribe",
+    "Press the button to unsubscribe from these emails.",
+    f'<form method="post"><input type="hidden" name="{one_click.FIELD}" value="{one_click.VALUE}">'
+    '<button type="submit">Unsubscribe</button></form>',
+    _UNSUBSCRIBE_HEADERS,
+)
+_UNSUBSCRIBED = _page(
+    200, "You are unsubscribed", "You will not get these emails any more.", extra=_UNSUBSCRIBE_HEADERS
+)
+_NOT_ONE_CLICK = _page(
+    400,
+    "Not an unsubscribe request",
+    f"This request must carry {one_click.FIELD}={one_click.VALUE}.",
+    extra=_UNSUBSCRIBE_HEADERS,
+)
+_TOO_LARGE = _page(
+    413,
+    "Request too large",
+    f"An unsubscribe request is a few bytes long; this one is over {one_click.MAX_BODY} bytes.",
+    extra=_UNSUBSCRIBE_HEADERS,
+)
+# Unlike a click, an unsubscribe the spool cannot take is not answered as done: the sender must not go on
+# mailing someone who was told they are unsubscribed.
+_UNSUBSCRIBE_UNAVAILABLE = _page(
+    503,
+    "Please try again",
+    "Your request to unsubscribe could not be recorded just now. Please try again in a few minutes.",
+    extra=b"Retry-After: 60\r\n" + _UNSUBSCRIBE_HEADERS,
+)
 _READY = answer(200, b"ready\n")
 _DRAINING = answer(503, b"draining\n")
 _SPOOL_FULL = answer(503, b"spool full: clicks are not being made durable\n")
@@ -112,6 +160,9 @@ class RedirectHandler:
         # The kill switch (edge/blocklist.py): swapped whole by edge/blocklist_sync.py.
         self.blocklist = Blocklist()
         self._method_not_allowed = metrics.outcome["method_not_allowed"]
+        self._unsubscribes = metrics.outcome["unsubscribe"]
+        self._unsubscribe_pages = metrics.outcome["unsubscribe_page"]
+        self._unsubscribes_refused = metrics.outcome["unsubscribe_refused"]
         # Which worker answered: SO_REUSEPORT spreads connections.
         self._health = answer(200, f"ok pid={os.getpid()}\n".encode())
         self._pages = {
@@ -121,6 +172,8 @@ class RedirectHandler:
     def respond(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
         if path.startswith(TOKEN_PREFIX):
             return self.redirect(method, path, headers, peer)
+        if path.startswith(UNSUBSCRIBE_PATH):
+            return self.unsubscribe(method, path, headers, peer, b"")  # a POST without a body, or not a POST
         if path == "/healthz":
             return self._health
         if path == "/readyz":
@@ -180,6 +233,70 @@ class RedirectHandler:
         # fsync=always: the answer waits until the click is on disk (the syncer groups concurrent waits).
         return _REDIRECT_HEAD + link.destination.encode() + _REDIRECT_TAIL, b"", self._always
 
+    def body_limit(self, method: str, path: str) -> int:
+        return one_click.MAX_BODY if method == UNSUBSCRIBE_METHOD and path.startswith(UNSUBSCRIBE_PATH) else 0
+
+    def respond_with_body(
+        self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str, body: bytes | None
+    ) -> Answer:
+        return self.unsubscribe(method, path, headers, peer, body)
+
+    def unsubscribe(
+        self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str, body: bytes | None
+    ) -> Answer:
+        """``/u/<token>``: the confirmation page (GET, HEAD), or the one-click unsubscribe (POST); ``body``
+        is None when it was too large to read. The kill switch does not apply: a blocked campaign's
+        recipients can still leave it."""
+        if method != UNSUBSCRIBE_METHOD and method != "GET" and method != "HEAD":
+            self._method_not_allowed.value += 1
+            return _UNSUBSCRIBE_NOT_ALLOWED
+        try:
+            who = self.codec.decode_unsubscribe(path[len(UNSUBSCRIBE_PATH) :].partition("?")[0])
+        except TokenError as exc:
+            return self.error_page(exc.kind)
+        if method != UNSUBSCRIBE_METHOD:
+            self._unsubscribe_pages.value += 1
+            return _CONFIRM
+        if body is None or not one_click.requested(body, headers.get("Content-Type", "")):
+            self._unsubscribes_refused.value += 1
+            return _TOO_LARGE if body is None else _NOT_ONE_CLICK
+        # Recorded as redirect() records a click, written out again: a method shared with it would add a call
+        # to every click for the sake of a rare request.
+        if self.client_ip.enabled:
+            forwarded = headers.getall("X-Forwarded-For", ())
+            ip = self.client_ip.resolve(peer, ", ".join(forwarded) if forwarded else None)
+        else:
+            ip = peer
+        now_us = time.time_ns() // 1000
+        payload = click_payload(
+            now_us,
+            who.campaign_id,
+            0,
+            who.contact_id,
+            who.sent_at,
+            who.key_id,
+            ip,
+            headers.get("User-Agent", ""),
+            method,
+            _header_signals(headers.get),
+            UNSUBSCRIBE,
+        )
+        if not self._spooled(now_us, payload):
+            self._unsubscribes_refused.value += 1
+            return _UNSUBSCRIBE_UNAVAILABLE
+        self._unsubscribes.value += 1
+        # As durable as a click before its answer: "you are unsubscribed" must not be forgotten.
+        return _UNSUBSCRIBED[0], _UNSUBSCRIBED[1], self._always
+
+    def _spooled(self, now_us: int, payload: bytes) -> bool:
+        if not self.spool.add(self._ids.next_bytes(now_us // 1000), payload):
+            return False
+        self._since_wake += 1
+        if self._since_wake >= self._batch_size:
+            self._since_wake = 0
+            self._on_batch_ready()
+        return True
+
     def readyz(self) -> Answer:
         if self.draining:
             return _DRAINING
@@ -216,7 +333,18 @@ class SampledAccessLog:
         return self.handler.draining
 
     def respond(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
-        answered = self.handler.respond(method, path, headers, peer)
+        return self._sample(method, path, headers, peer, self.handler.respond(method, path, headers, peer))
+
+    def body_limit(self, method: str, path: str) -> int:
+        return self.handler.body_limit(method, path)
+
+    def respond_with_body(
+        self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str, body: bytes | None
+    ) -> Answer:
+        answered = self.handler.respond_with_body(method, path, headers, peer, body)
+        return self._sample(method, path, headers, peer, answered)
+
+    def _sample(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str, answered: Answer) -> Answer:
         if self._draw() < self._fraction:
             head = answered[0]
             access.info(
@@ -255,6 +383,14 @@ class MetricsEndpoint:
         if path == "/healthz":
             return self.edge.respond(method, path, headers, peer)
         return PAGES["not_found"]
+
+    def body_limit(self, method: str, path: str) -> int:
+        return 0  # no bodies: respond answers, and the connection is closed
+
+    def respond_with_body(
+        self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str, body: bytes | None
+    ) -> Answer:
+        return self.respond(method, path, headers, peer)  # never asked: body_limit takes no body
 
     def bad_request(self, exc: HttpProcessingError, *, line_too_long: bool) -> Answer:
         return PAGES[MALFORMED]

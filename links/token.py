@@ -10,6 +10,10 @@ which is written without padding):
     19      21    encrypted header: campaign u32 | link u32 | contact u64 | sent_at u32 | flags u8
     40      n     encrypted destination URL (ASCII bytes)
 
+A token has one purpose, sealed in its flags: a link (``/c/``: redirects) or a one-click unsubscribe
+(``/u/``, RFC 8058: carries a contact, link 0 and no destination, so n = 0). ``decode`` opens only links and
+``decode_unsubscribe`` only unsubscribe tokens: neither works as the other, whatever its clear bytes say.
+
 Overhead beyond the URL bytes: 40 bytes (3 clear + 16 tag + 21 fields); as base64url a token is
 ceil((40 + n) * 4 / 3) characters. AES-SIV (RFC 5297) is a deterministic AEAD: it needs no nonce, so it
 adds nothing beyond its tag, and it stays safe whatever is minted.
@@ -41,6 +45,7 @@ from common.limits import MAX_CONTACT, MAX_ID, MAX_KEY_ID
 FORMAT_VERSION = 2  # what mint writes
 VERSION_1 = 1  # verified still: the clear header was associated data
 LINK_PATH = "/c/"
+UNSUBSCRIBE_PATH = "/u/"
 KEY_BYTES = 32  # AES-128-SIV: 256 bits of key material, half for S2V/CMAC, half for CTR
 TAG_BYTES = 16
 MAX_URL_BYTES = 2048
@@ -48,6 +53,8 @@ MAX_URL_BYTES = 2048
 _CLEAR = struct.Struct(">BH")
 _FIELDS = struct.Struct(">IIQIB")
 _FLAG_CONTACT = 0x01
+_FLAG_UNSUBSCRIBE = 0x02  # a one-click unsubscribe token, never a link
+_UNSUBSCRIBE_FLAGS = _FLAG_CONTACT | _FLAG_UNSUBSCRIBE
 _FIELDS_SIZE = _FIELDS.size
 _unpack_fields = _FIELDS.unpack_from
 _unpack_clear = _CLEAR.unpack_from
@@ -58,6 +65,7 @@ MIN_TOKEN_BYTES = OVERHEAD_BYTES + len("http://a")
 MAX_TOKEN_BYTES = OVERHEAD_BYTES + MAX_URL_BYTES
 MAX_TOKEN_CHARS = -(-MAX_TOKEN_BYTES * 4 // 3)
 MIN_TOKEN_CHARS = -(-MIN_TOKEN_BYTES * 4 // 3)
+UNSUBSCRIBE_TOKEN_CHARS = -(-OVERHEAD_BYTES * 4 // 3)  # no destination: every one is this long
 _B64URL_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 _URLSAFE = b"-_"
 # By the length of the token modulo 4: the padding base64 wants back, and the characters that may end the
@@ -98,6 +106,15 @@ class Link(NamedTuple):
     campaign_id: int
     link_id: int
     contact_id: int | None
+    sent_at: int  # Unix seconds
+    key_id: int
+
+
+class Unsubscribe(NamedTuple):
+    """What a one-click unsubscribe token names: who, from which campaign's message, sent when."""
+
+    campaign_id: int
+    contact_id: int
     sent_at: int  # Unix seconds
     key_id: int
 
@@ -175,9 +192,21 @@ class TokenCodec:
         _check_range("send time", sent_at, 0, MAX_ID)
         if contact_id is not None:
             _check_range("contact id", contact_id, 1, MAX_CONTACT)
-        clear = _CLEAR.pack(FORMAT_VERSION, self._active_id)
         flags = _FLAG_CONTACT if contact_id is not None else 0
         plain = _FIELDS.pack(campaign_id, link_id, contact_id or 0, sent_at, flags) + url.encode("ascii")
+        return self._seal(plain)
+
+    def mint_unsubscribe(self, *, campaign_id: int, contact_id: int, sent_at: int) -> str:
+        """Return the one-click unsubscribe token (``/u/``) for one recipient of a campaign's message."""
+        _check_range("campaign id", campaign_id, 0, MAX_ID)
+        _check_range("contact id", contact_id, 1, MAX_CONTACT)
+        _check_range("send time", sent_at, 0, MAX_ID)
+        return self._seal(_FIELDS.pack(campaign_id, 0, contact_id, sent_at, _UNSUBSCRIBE_FLAGS))
+
+    def _seal(self, plain: bytes) -> str:
+        if self._active is None or self._active_id is None:
+            raise ValueError("no active key: create and activate one first")
+        clear = _CLEAR.pack(FORMAT_VERSION, self._active_id)
         sealed = self._active.encrypt(plain, None)
         return base64.urlsafe_b64encode(clear + sealed).rstrip(b"=").decode("ascii")
 
@@ -223,6 +252,8 @@ class TokenCodec:
         except UnicodeDecodeError:
             raise TokenError("destination is not ASCII", kind=INVALID) from None
         campaign_id, link_id, contact_id, sent_at, flags = _unpack_fields(plain)
+        if flags > _FLAG_CONTACT:
+            raise TokenError("not a link: a token for another purpose", kind=INVALID)
         # tuple.__new__ skips the NamedTuple's Python-level __new__: one Python call fewer per click.
         return _new_tuple(
             Link,
@@ -235,6 +266,31 @@ class TokenCodec:
                 key_id,
             ),
         )
+
+    def decode_unsubscribe(self, token: str) -> Unsubscribe:
+        """Verify and open a one-click unsubscribe token, or raise TokenError (a link never opens here)."""
+        size = len(token)
+        if size != UNSUBSCRIBE_TOKEN_CHARS:
+            kind = OVERSIZED if size > MAX_TOKEN_CHARS else INVALID if size >= MIN_TOKEN_CHARS else MALFORMED
+            raise TokenError(f"an unsubscribe token is {UNSUBSCRIBE_TOKEN_CHARS} characters, not {size}", kind=kind)
+        if "+" in token or "/" in token or token[-1] not in _TAILS[size & 3][1]:
+            raise TokenError(_malformed(token), kind=MALFORMED)
+        try:
+            raw = _b64decode(token + _TAILS[size & 3][0], _URLSAFE, True)
+        except ValueError:
+            raise TokenError(_malformed(token), kind=MALFORMED) from None
+        version, key_id = _unpack_clear(raw)
+        decrypt = self._decrypt.get(key_id) if version == FORMAT_VERSION else None
+        if decrypt is None:
+            raise TokenError(f"unknown token format version {version} or key {key_id}", kind=INVALID)
+        try:
+            plain = decrypt(raw[3:], None)
+        except InvalidTag:
+            raise TokenError("authentication tag does not match: altered or forged token", kind=INVALID) from None
+        campaign_id, _link, contact_id, sent_at, flags = _unpack_fields(plain)
+        if flags != _UNSUBSCRIBE_FLAGS:
+            raise TokenError("not an unsubscribe token: a token for another purpose", kind=INVALID)
+        return Unsubscribe(campaign_id, contact_id, sent_at, key_id)
 
 
 def _malformed(token: str) -> str:

@@ -22,6 +22,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--text", type=Path, default=None, help="also rewrite this plain-text part; written to TEXT.tracked")
     p.add_argument("--sent-at", type=whole_number, default=None, help="send time, Unix seconds (default now)")
     p.add_argument(
+        "--headers",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the message's one-click unsubscribe headers (List-Unsubscribe, List-Unsubscribe-Post) to FILE, "
+        "one 'Name: value' line each; needs --contact",
+    )
+    p.add_argument(
         "--decoy-link",
         action="store_true",
         help="add a link people cannot see or reach; a fetch of it marks the message's burst a scanner's "
@@ -38,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     base = options.base_url()
     if base_url_problem(base) is not None:
         raise CommandError(f"--public-url / CLICKEDGE_PUBLIC_URL {base_url_problem(base)}")
+    if args.headers is not None and args.contact is None:
+        raise CommandError("--headers needs --contact: a one-click unsubscribe URL names the recipient")
     html = sys.stdin.read()
     text = args.text.read_text() if args.text else None
     try:
@@ -48,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(sendable.html)
     if args.text:
         args.text.with_name(args.text.name + ".tracked").write_text(sendable.text or "")
+    if args.headers is not None:
+        args.headers.write_text("".join(f"{name}: {value}\n" for name, value in sendable.headers.items()))
     if sendable.tracking:
         for skipped in message.skipped:
             print(f"left alone: {skipped.href} ({skipped.reason})", file=sys.stderr)

@@ -436,3 +436,48 @@ def test_mint_and_rewrite_use_the_public_url_up_recorded(data_dir: Path) -> None
     )
     assert rewritten.returncode == 0, rewritten.stderr
     assert 'href="http://127.0.0.1:38080/c/' in rewritten.stdout
+
+
+def test_mint_unsubscribe_prints_a_one_click_url_that_only_unsubscribes(data_dir: Path) -> None:
+    minted = clickedge("mint", "--data-dir", str(data_dir), "--unsubscribe", "--campaign", "7", "--contact", "42")
+    assert minted.returncode == 0, minted.stderr
+    url = minted.stdout.strip()
+    assert url.startswith("http://127.0.0.1:8080/u/")
+    opened = keys.load(data_dir / "keys.json").codec().decode_unsubscribe(url.rsplit("/", 1)[1])
+    assert (opened.campaign_id, opened.contact_id) == (7, 42)
+    for args, message in (
+        (("--unsubscribe", "--campaign", "7"), "--unsubscribe needs --contact"),
+        (("--unsubscribe", "--campaign", "7", "--contact", "42", "--link", "1"), "--unsubscribe takes no destination"),
+        (("--unsubscribe", "--campaign", "7", "--contact", "42", DEST), "--unsubscribe takes no destination"),
+        (("--campaign", "7", DEST), "a link needs a destination and --link"),
+        (("--unsubscribe", "--campaign", "7", "--contact", "0"), "contact id must be an integer from 1"),
+    ):
+        refused = clickedge("mint", "--data-dir", str(data_dir), *args)
+        assert refused.returncode == 2 and message in refused.stderr, (args, refused.stderr)
+        assert refused.stdout == ""
+
+
+def test_rewrite_writes_the_one_click_unsubscribe_headers(data_dir: Path, tmp_path: Path) -> None:
+    headers = tmp_path / "headers.txt"
+    env = {**os.environ, "CLICKEDGE_PUBLIC_URL": "https://t.example.com", "CLICKEDGE_DATABASE_URL": ""}
+    command = [sys.executable, "-m", "clickedge", "rewrite", "--data-dir", str(data_dir), "--campaign", "5"]
+    message = '<a href="https://shop.example.com/">x</a>'
+    run = subprocess.run(
+        [*command, "--contact", "42", "--headers", str(headers)],
+        input=message,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    first, second = headers.read_text().splitlines()
+    assert first.startswith("List-Unsubscribe: <https://t.example.com/u/") and first.endswith(">")
+    assert second == "List-Unsubscribe-Post: List-Unsubscribe=One-Click"
+    token = first.removeprefix("List-Unsubscribe: <https://t.example.com/u/").removesuffix(">")
+    assert keys.load(data_dir / "keys.json").codec().decode_unsubscribe(token).contact_id == 42
+    anonymous = subprocess.run(
+        [*command, "--headers", str(headers)], input=message, capture_output=True, text=True, timeout=60, env=env
+    )
+    assert anonymous.returncode == 2 and "--headers needs --contact" in anonymous.stderr

@@ -31,6 +31,7 @@ BY_CAMPAIGN = {
     "campaign_hourly": "hour",
     "applied_link_actions": "link_id, contact_id",
     "contact_events": "id",
+    "unsubscribes": "contact_id",
 }
 # Contact state link actions change: the rows of the contacts who clicked in the campaign.
 BY_CONTACT = {

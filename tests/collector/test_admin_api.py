@@ -23,7 +23,7 @@ from collector.app import create_app
 from collector.config import CollectorConfig
 from common.settings import whole_number
 from links import keys
-from links.token import LINK_PATH
+from links.token import LINK_PATH, UNSUBSCRIBE_PATH
 from tests.collector.clock import RECENT_MS, RECENT_US
 from tests.conftest import INGEST_SECRET
 
@@ -125,6 +125,13 @@ async def test_rewrite_registers_links_once_and_counts_each_recipient_once(
         assert 'href="mailto:hi@example.com"' in body["html"]
         token = body["html"].split("https://t.example.net" + LINK_PATH, 1)[1].split('"', 1)[0]
         assert codec.decode(token).contact_id == contact
+        # The one-click unsubscribe headers (RFC 8058), for this recipient.
+        assert body["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        unsubscribe = body["headers"]["List-Unsubscribe"]
+        assert unsubscribe.startswith("<https://t.example.net" + UNSUBSCRIBE_PATH) and unsubscribe.endswith(">")
+        assert codec.decode_unsubscribe(unsubscribe[1:-1].rsplit("/", 1)[1]).contact_id == contact
+    anonymous = await (await api.post(url, json={"html": MESSAGE}, headers=auth(keyring["write"]))).json()
+    assert anonymous["headers"] == {}  # no one to unsubscribe
     links = await db.fetch(
         "SELECT link_id, destination, name FROM links WHERE campaign_id = $1 ORDER BY link_id", campaign_id
     )
@@ -140,7 +147,10 @@ async def test_rewrite_registers_links_once_and_counts_each_recipient_once(
 
     await api.put(f"/v1/campaigns/{campaign_id}", json={"tracking": False}, headers=auth(keyring["write"]))
     resp = await api.post(url, json={"html": MESSAGE, "contact_id": 4}, headers=auth(keyring["write"]))
-    assert (await resp.json())["html"] == MESSAGE  # tracking off: unchanged
+    untracked = await resp.json()
+    assert untracked["html"] == MESSAGE  # tracking off: unchanged
+    token = untracked["headers"]["List-Unsubscribe"][1:-1].rsplit("/", 1)[1]
+    assert codec.decode_unsubscribe(token).contact_id == 4  # unsubscribing is not tracking
 
 
 async def test_a_campaign_mints_on_its_own_tracking_domain(

@@ -72,7 +72,7 @@ async def test_clicks_far_from_the_collectors_clock_are_refused_once_and_the_bat
     body = orjson.dumps({"v": 1, "edge": "edge-with-a-bad-clock", "clicks": rows})
     resp = await client.post("/v1/clicks", data=body, headers=AUTH)
     assert resp.status == 200  # acknowledged: the edge's spool moves on
-    assert await resp.json() == {"received": 4, "inserted": 1, "duplicates": 0, "refused": 3}
+    assert await resp.json() == {"received": 4, "inserted": 1, "duplicates": 0, "refused": 3, "unsubscribes": 0}
     assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 1
     kept = await db.fetch(
         "SELECT * FROM refused_clicks WHERE campaign_id = $1 ORDER BY clicked_at_us, event_id", campaign_id
@@ -99,7 +99,7 @@ async def test_clicks_far_from_the_collectors_clock_are_refused_once_and_the_bat
     # Delivered again (the reply was lost): nothing is written or counted twice.
     before = await snapshot(db, campaign_id)
     resp = await client.post("/v1/clicks", data=body, headers=AUTH)
-    assert await resp.json() == {"received": 4, "inserted": 0, "duplicates": 1, "refused": 3}
+    assert await resp.json() == {"received": 4, "inserted": 0, "duplicates": 1, "refused": 3, "unsubscribes": 0}
     assert await snapshot(db, campaign_id) == before
     assert (await scrape(client, refused % "future"), await scrape(client, refused % "too_old")) == (2, 1)
 
@@ -134,7 +134,7 @@ async def test_partition_maintenance_moves_default_rows_into_their_months_partit
                 {"v": 1, "edge": "e", "clicks": [row(ids, campaign_id, at_us + n, n + 1) for n in range(3)]}
             )
             resp = await client.post("/v1/clicks", data=body, headers=AUTH)
-            assert await resp.json() == {"received": 3, "inserted": 3, "duplicates": 0, "refused": 0}
+            assert await resp.json() == {"received": 3, "inserted": 3, "duplicates": 0, "refused": 0, "unsubscribes": 0}
             in_default = "SELECT count(*) FROM clicks_default WHERE campaign_id = $1"
             assert await db.fetchval(in_default, campaign_id) == 3
             assert await scrape(client, "clickedge_collector_default_partition_rows") >= 3
@@ -153,7 +153,7 @@ async def test_partition_maintenance_moves_default_rows_into_their_months_partit
             # Still exactly once: the batch again is three duplicates, and a new click goes to the partition.
             before = await snapshot(db, campaign_id)
             resp = await client.post("/v1/clicks", data=body, headers=AUTH)
-            assert await resp.json() == {"received": 3, "inserted": 0, "duplicates": 3, "refused": 0}
+            assert await resp.json() == {"received": 3, "inserted": 0, "duplicates": 3, "refused": 0, "unsubscribes": 0}
             assert await snapshot(db, campaign_id) == before
             more = orjson.dumps({"v": 1, "edge": "e", "clicks": [row(ids, campaign_id, at_us + 10, 9)]})
             assert (await client.post("/v1/clicks", data=more, headers=AUTH)).status == 200

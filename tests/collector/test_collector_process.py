@@ -69,7 +69,8 @@ async def test_sigterm_finishes_the_batch_in_flight_then_exits_0(
             await blocker.close()
             async with await posted as resp:
                 assert resp.status == 200
-                assert await resp.json() == {"received": 5, "inserted": 5, "duplicates": 0, "refused": 0}
+                reply = await resp.json()
+                assert reply == {"received": 5, "inserted": 5, "duplicates": 0, "refused": 0, "unsubscribes": 0}
     except BaseException:
         proc.proc.kill()  # a failure leaves no collector running
         raise

@@ -65,7 +65,7 @@ async def test_batch_is_written_with_every_field(
     doc = batch(campaign_id, 5)
     resp = await client.post("/v1/clicks", data=orjson.dumps(doc), headers=AUTH)
     assert resp.status == 200
-    assert await resp.json() == {"received": 5, "inserted": 5, "duplicates": 0, "refused": 0}
+    assert await resp.json() == {"received": 5, "inserted": 5, "duplicates": 0, "refused": 0, "unsubscribes": 0}
     rows = await db.fetch("SELECT * FROM clicks WHERE campaign_id = $1 ORDER BY contact_id", campaign_id)
     assert len(rows) == 5
     first = rows[0]
@@ -99,7 +99,7 @@ async def test_redelivered_batch_changes_nothing(
 
     resp = await client.post("/v1/clicks", data=body, headers=AUTH)
     assert resp.status == 200
-    assert await resp.json() == {"received": 50, "inserted": 0, "duplicates": 50, "refused": 0}
+    assert await resp.json() == {"received": 50, "inserted": 0, "duplicates": 50, "refused": 0, "unsubscribes": 0}
     assert await snapshot(db, campaign_id) == before
     assert await metric(client, "clickedge_collector_clicks_duplicate_total") == duplicates_before + 50
 
@@ -110,7 +110,7 @@ async def test_an_empty_batch_is_answered_and_counts_nothing(client: TestClient[
     before = [await metric(client, name) for name in names]
     resp = await client.post("/v1/clicks", data=orjson.dumps({"v": 1, "edge": "probe", "clicks": []}), headers=AUTH)
     assert resp.status == 200
-    assert await resp.json() == {"received": 0, "inserted": 0, "duplicates": 0, "refused": 0}
+    assert await resp.json() == {"received": 0, "inserted": 0, "duplicates": 0, "refused": 0, "unsubscribes": 0}
     assert [await metric(client, name) for name in names] == before
 
 
@@ -137,7 +137,7 @@ async def test_partly_new_batch_applies_only_the_new_rows(
     first = {**doc, "clicks": doc["clicks"][:2]}
     assert (await client.post("/v1/clicks", data=orjson.dumps(first), headers=AUTH)).status == 200
     resp = await client.post("/v1/clicks", data=orjson.dumps(doc), headers=AUTH)
-    assert await resp.json() == {"received": 4, "inserted": 2, "duplicates": 2, "refused": 0}
+    assert await resp.json() == {"received": 4, "inserted": 2, "duplicates": 2, "refused": 0, "unsubscribes": 0}
     total = await db.fetchval(
         "SELECT sum(clicks + scanner_clicks) FROM link_click_counts WHERE campaign_id = $1", campaign_id
     )

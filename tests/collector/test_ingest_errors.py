@@ -94,7 +94,7 @@ async def test_a_data_error_late_in_the_batch_rolls_the_whole_batch_back(
         await db.execute(f"ALTER TABLE contact_events DROP CONSTRAINT {constraint}")
     # What a fixed database then takes is the whole batch, none of it a duplicate of a kept part.
     resp = await client.post("/v1/clicks", data=body, headers=AUTH)
-    assert await resp.json() == {"received": 6, "inserted": 6, "duplicates": 0, "refused": 0}
+    assert await resp.json() == {"received": 6, "inserted": 6, "duplicates": 0, "refused": 0, "unsubscribes": 0}
     tagged = await db.fetch(
         "SELECT contact_id FROM contact_tags WHERE tag = 'refused' AND contact_id = ANY($1)", contacts
     )
@@ -118,7 +118,7 @@ async def test_a_database_that_does_not_answer_in_time_gets_503_and_the_batch_is
         assert await outcomes(client) == (rejected, db_errors + 1)
         assert await db.fetchval("SELECT count(*) FROM clicks WHERE campaign_id = $1", campaign_id) == 0
         resp = await client.post("/v1/clicks", data=body, headers=AUTH)  # the edge's retry
-        assert await resp.json() == {"received": 5, "inserted": 5, "duplicates": 0, "refused": 0}
+        assert await resp.json() == {"received": 5, "inserted": 5, "duplicates": 0, "refused": 0, "unsubscribes": 0}
 
 
 async def test_a_database_that_goes_down_gets_503_without_the_header(database_url: str, campaign_id: int) -> None:

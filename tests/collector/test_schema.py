@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from clickedge.pgembed import EmbeddedPostgresError, bin_dir
-from collector import actions, ingest, settle
+from collector import actions, ingest, settle, unsubscribes
 from collector.schema import Migrated, migrate, migrations
 from tests.clickedge.test_cli import clickedge
 from tests.collector import derived
@@ -242,7 +242,9 @@ def test_the_replay_snapshot_reads_every_table_the_write_path_writes() -> None:
     # every "changes nothing" test: the statements of ingest and of the link actions name them all.
     pattern = r"(?:INSERT INTO|DELETE FROM)\s+(\w+)|(?<!DO )(?<!FOR )UPDATE\s+(\w+)"
     written = {
-        a or b for module in (ingest, settle, actions) for a, b in re.findall(pattern, inspect.getsource(module))
+        a or b
+        for module in (ingest, settle, actions, unsubscribes)
+        for a, b in re.findall(pattern, inspect.getsource(module))
     }
     assert "clicks" in written and "automation_runs" in written  # the pattern finds INSERT and UPDATE
     assert written - {"claim_stage"} == derived.TABLES  # (a temporary table, empty after every commit)

@@ -15,6 +15,7 @@ from common.events import (
     MAX_BATCH_CLICKS,
     MAX_USER_AGENT,
     REDIRECT,
+    UNSUBSCRIBE,
     BatchError,
     EventIds,
     click_payload,
@@ -134,5 +135,19 @@ def test_a_row_says_when_the_edge_did_not_redirect() -> None:
     payload = click_payload(1, 7, 3, 42, 2, 1, "::1", "ua", "GET", 5, BLOCKED)
     assert orjson.loads(payload)[-2:] == [5, "blocked"]
     for bad in ("redirect", "", 1, None):
-        with pytest.raises(BatchError, match=r"clicks\[0\]\.outcome must be one of \['blocked'\]"):
+        with pytest.raises(BatchError, match=r"clicks\[0\]\.outcome must be one of \['blocked', 'unsubscribe'\]"):
             decode_batch({"v": 1, "edge": "e", "clicks": [[*row(), 5, bad]]})
+
+
+def test_an_unsubscribe_row_is_a_post_that_names_its_contact() -> None:
+    post = row()
+    post[9] = "POST"
+    _, [unsubscribe] = decode_batch({"v": 1, "edge": "e", "clicks": [[*post, 0, UNSUBSCRIBE]]})
+    assert (unsubscribe.outcome, unsubscribe.method) == (UNSUBSCRIBE, "POST")
+    with pytest.raises(BatchError, match=r"clicks\[0\]\.method must be POST for an unsubscribe"):
+        decode_batch({"v": 1, "edge": "e", "clicks": [[*row(), 0, UNSUBSCRIBE]]})
+    with pytest.raises(BatchError, match=r"clicks\[0\]\.method must be one of"):
+        decode_batch({"v": 1, "edge": "e", "clicks": [[*post, 0]]})  # a POST is only ever an unsubscribe
+    post[4] = None
+    with pytest.raises(BatchError, match=r"clicks\[0\]\.contact_id must name the contact for an unsubscribe"):
+        decode_batch({"v": 1, "edge": "e", "clicks": [[*post, 0, UNSUBSCRIBE]]})

@@ -49,3 +49,8 @@ def spooled(running: RunningEdge) -> list[list[Any]]:
 def mint(data_dir: Path, url: str = URL, contact: int | None = 42) -> str:
     codec = keys.load(data_dir / "keys.json").codec()
     return codec.mint(url, campaign_id=7, link_id=3, contact_id=contact, sent_at=1_790_000_000)
+
+
+def mint_unsubscribe(data_dir: Path, contact: int = 42) -> str:
+    codec = keys.load(data_dir / "keys.json").codec()
+    return codec.mint_unsubscribe(campaign_id=7, contact_id=contact, sent_at=1_790_000_000)

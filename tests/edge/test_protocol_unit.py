@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDictProxy
 
@@ -67,16 +68,28 @@ class MemoryTransport(asyncio.Transport):
 class Handler:
     draining = False
 
-    def __init__(self, events: list[str], *, wait: bool = False, fail_on: str = "") -> None:
+    def __init__(self, events: list[str], *, wait: bool = False, fail_on: str = "", takes: int = 0) -> None:
         self.events = events
         self.wait = wait
         self.fail_on = fail_on
+        self.takes = takes  # how many bytes of a POST's body it takes
 
     def respond(self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str) -> Answer:
         if path == self.fail_on:
             raise RuntimeError("a bug")
         self.events.append("respond")
         return b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n", b"", self.wait
+
+    def body_limit(self, method: str, path: str) -> int:
+        return self.takes if method == "POST" else 0
+
+    def respond_with_body(
+        self, method: str, path: str, headers: CIMultiDictProxy[str], peer: str, body: bytes | None
+    ) -> Answer:
+        if path == self.fail_on:
+            raise RuntimeError("a bug")
+        self.events.append(f"respond with {body!r}")
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n", b"", self.wait
 
     def bad_request(self, exc: HttpProcessingError, *, line_too_long: bool) -> Answer:
         return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n", b"", False
@@ -214,3 +227,96 @@ async def test_a_parser_failure_is_a_400_that_closes_and_is_counted() -> None:
     await next_pass()
     assert transport.answers() == [400] and transport.closed
     assert server.errors == {"parser": 1, "handler": 0}
+
+
+def post(body: bytes, path: str = "/x") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+async def test_a_body_that_arrives_a_byte_at_a_time_is_answered_once_complete_then_the_connection_closes() -> None:
+    events: list[str] = []
+    _, connection, transport = connect(Handler(events, takes=64), Durability(events), events)
+    request = post(b"a=1&b=2")
+    receive(connection, REQUEST + request[:-7])  # a GET, then the POST's head
+    await next_pass()
+    assert transport.answers() == [204] and transport.reading and not transport.closed
+    for byte in request[-7:-1]:
+        receive(connection, bytes([byte]))
+        await next_pass()
+    assert transport.answers() == [204] and transport.reading  # not yet: one byte to come
+    receive(connection, request[-1:] + REQUEST)  # the last byte, and a request never read
+    await next_pass()
+    assert events == ["respond", "flush", "write", "respond with b'a=1&b=2'", "flush", "write"]
+    assert transport.answers() == [204, 200] and transport.closed
+    assert b"Connection: close\r\n" in transport.written.split(b"HTTP/1.1 200 ")[1]
+
+
+async def test_a_body_is_read_while_earlier_answers_are_held_and_answered_after_them() -> None:
+    # The answer to a GET before the POST waits for durability (fsync=always); meanwhile nothing is read.
+    # Once it is out, the POST's body is read, not given up on, and its answer follows.
+    events: list[str] = []
+    durability = Durability(events)
+    _, connection, transport = connect(Handler(events, wait=True, takes=64), durability, events)
+    request = post(b"a=1")
+    receive(connection, REQUEST + request[:-3])
+    await next_pass()
+    assert transport.written == b"" and not transport.reading
+    durability.released.set()
+    for _ in range(3):
+        await next_pass()
+    assert transport.answers() == [204] and transport.reading and not transport.closed
+    receive(connection, request[-3:])
+    for _ in range(3):
+        await next_pass()
+    assert transport.answers() == [204, 200] and transport.closed
+    assert events.count("durable") == 2 and events[-1] == "write"
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "expected"),
+    [
+        ("Content-Length: 65", b"x" * 65, "respond with None"),  # declared too large: not read
+        ("Transfer-Encoding: chunked", b"41\r\n" + b"x" * 65 + b"\r\n0\r\n\r\n", "respond with None"),
+        ("Transfer-Encoding: chunked", b"1;" + b"e" * 200, "respond with None"),  # extensions: wire bound
+        ("Transfer-Encoding: chunked", b"40\r\n" + b"x" * 64 + b"\r\n0\r\n\r\n", f"respond with {b'x' * 64!r}"),
+        ("Transfer-Encoding: chunked", b"0\r\n\r\n", "respond with b''"),
+    ],
+    ids=["declared-too-large", "chunked-too-large", "chunk-extensions", "chunked-at-the-limit", "chunked-empty"],
+)
+async def test_a_body_is_taken_up_to_the_limit_only(head: str, body: bytes, expected: str) -> None:
+    events: list[str] = []
+    _, connection, transport = connect(Handler(events, takes=64), Durability(events), events)
+    receive(connection, f"POST /x HTTP/1.1\r\nHost: a\r\n{head}\r\n\r\n".encode() + body)
+    await next_pass()
+    assert events[0] == expected and transport.answers() == [200] and transport.closed
+
+
+async def test_an_unparsable_body_is_a_400_and_what_follows_a_complete_one_is_never_parsed() -> None:
+    events: list[str] = []
+    server, connection, transport = connect(Handler(events, takes=64), Durability(events), events)
+    receive(connection, b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    await next_pass()
+    assert events == ["flush", "write"] and transport.answers() == [400] and transport.closed
+    events.clear()
+    server, connection, transport = connect(Handler(events, takes=64), Durability(events), events)
+    receive(connection, post(b"a=1") + b"\x00 garbage\r\n\r\n")
+    await next_pass()
+    assert events[0] == "respond with b'a=1'" and transport.answers() == [200] and transport.closed
+    assert server.errors == {"parser": 0, "handler": 0}
+
+
+async def test_a_handler_bug_answering_a_body_is_a_500_that_closes_and_is_counted() -> None:
+    events: list[str] = []
+    server, connection, transport = connect(Handler(events, fail_on="/bug", takes=64), Durability(events), events)
+    receive(connection, post(b"a=1", "/bug"))
+    await next_pass()
+    assert transport.answers() == [500] and transport.closed
+    assert server.errors == {"parser": 0, "handler": 1}
+
+
+async def test_a_body_the_handler_does_not_take_is_never_read() -> None:
+    events: list[str] = []
+    _, connection, transport = connect(Handler(events, takes=0), Durability(events), events)
+    receive(connection, post(b"a=1") + REQUEST)
+    await next_pass()
+    assert events == ["respond", "flush", "write"] and transport.answers() == [204] and transport.closed

@@ -23,10 +23,12 @@ from links.token import (
     MIN_TOKEN_CHARS,
     OVERHEAD_BYTES,
     OVERSIZED,
+    UNSUBSCRIBE_TOKEN_CHARS,
     VERSION_1,
     DestinationError,
     TokenCodec,
     TokenError,
+    Unsubscribe,
     validate_destination,
 )
 
@@ -52,10 +54,10 @@ def encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def seal(version: int, url: str, key: bytes = KEY_1, key_id: int = 1) -> str:
+def seal(version: int, url: str, key: bytes = KEY_1, key_id: int = 1, flags: int = 1) -> str:
     """A token sealed by hand as the given format version seals it, skipping destination validation."""
     clear = struct.pack(">BH", version, key_id)
-    plain = struct.pack(">IIQIB", 7, 3, 42, 1_790_000_000, 1) + url.encode()
+    plain = struct.pack(">IIQIB", 7, 3, 42, 1_790_000_000, flags) + url.encode()
     associated = [clear] if version == VERSION_1 else None
     return encode(clear + AESSIV(key).encrypt(plain, associated))
 
@@ -441,3 +443,48 @@ def test_an_unknown_format_version_is_invalid(codec: TokenCodec) -> None:
     with pytest.raises(TokenError, match="unknown token format version 3") as caught:
         codec.decode(encode(bytes(data)))
     assert caught.value.kind == INVALID
+
+
+def test_an_unsubscribe_token_round_trips_and_is_short(codec: TokenCodec) -> None:
+    token = codec.mint_unsubscribe(campaign_id=MAX_ID, contact_id=MAX_CONTACT, sent_at=1_790_000_000)
+    assert len(token) == UNSUBSCRIBE_TOKEN_CHARS
+    assert codec.decode_unsubscribe(token) == Unsubscribe(MAX_ID, MAX_CONTACT, 1_790_000_000, 1)
+    for bad in ({"contact_id": 0}, {"campaign_id": -1}, {"sent_at": MAX_ID + 1}):
+        with pytest.raises(ValueError):
+            codec.mint_unsubscribe(**{"campaign_id": 1, "contact_id": 1, "sent_at": 1, **bad})
+
+
+def test_a_token_works_only_for_its_own_purpose(codec: TokenCodec) -> None:
+    unsubscribe = codec.mint_unsubscribe(campaign_id=7, contact_id=42, sent_at=1_790_000_000)
+    link = mint(codec)
+    with pytest.raises(TokenError) as refused:
+        codec.decode(unsubscribe)
+    assert refused.value.kind == MALFORMED  # shorter than any link
+    with pytest.raises(TokenError, match="an unsubscribe token is 54 characters") as refused:
+        codec.decode_unsubscribe(link)
+    assert refused.value.kind == INVALID
+    # Sealed with the other purpose's flags, each is still refused after its tag checks out: the purpose is
+    # in the authenticated bytes, not in the length alone.
+    with pytest.raises(TokenError, match="not a link: a token for another purpose"):
+        codec.decode(seal(FORMAT_VERSION, URL, flags=3))
+    link_shaped = encode(
+        struct.pack(">BH", FORMAT_VERSION, 1) + AESSIV(KEY_1).encrypt(struct.pack(">IIQIB", 7, 0, 42, 1, 1), None)
+    )
+    with pytest.raises(TokenError, match="not an unsubscribe token"):
+        codec.decode_unsubscribe(link_shaped)
+
+
+def test_a_changed_unsubscribe_token_is_refused(codec: TokenCodec) -> None:
+    token = codec.mint_unsubscribe(campaign_id=7, contact_id=42, sent_at=1_790_000_000)
+    data = raw(token)
+    for i in range(len(data)):
+        for bit in (0x01, 0x80):
+            flipped = bytearray(data)
+            flipped[i] ^= bit
+            with pytest.raises(TokenError):
+                codec.decode_unsubscribe(encode(bytes(flipped)))
+    for bad in (token[:-1], token + "A", token.replace(token[5], "+" if token[5] != "+" else "-", 1), "=" * 54):
+        with pytest.raises(TokenError):
+            codec.decode_unsubscribe(bad)
+    with pytest.raises(TokenError, match="or key 1"):
+        TokenCodec({9: KEY_2}, 9).decode_unsubscribe(token)
