@@ -3,8 +3,8 @@
     .venv/bin/python -m tests.coverage_floors        (after `coverage combine`; make test runs it)
 
 At least 90 % of branches in each part that decides what happens to a click (the redirect path, the spool,
-the shipper, ingest, link actions, unsubscribes, webhooks, the kill switch), and at least 85 % of lines overall. Exit 1, naming each part
-below its floor. Code no test can reach is removed, not excluded.
+the shipper, ingest, link actions, unsubscribes, webhooks, the kill switch), and at least 85 % of lines
+overall. Exit 1, naming each part below its floor. Code no test can reach is removed, not excluded.
 """
 
 from __future__ import annotations
