@@ -1,0 +1,77 @@
+"""A campaign with people's and machines' clicks over several hours, links with actions, an unsubscribe and hostile
+names in every field a page shows: what the report pages' tests look at, written through the real ingest."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from collector import campaigns, ingest
+from common import signals as sig
+from common.events import Click, EventIds
+from links.rewrite import LinkSlot
+from tests.collector.clock import HOUR_US, RECENT_US
+
+NAVIGATION = sig.LAYOUT << sig.LAYOUT_SHIFT | sig.ACCEPT_HTML | sig.ACCEPT_LANGUAGE
+CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+# Markup, script and attribute breakers in every field a page shows: each must appear as text and run nothing.
+HOSTILE_NAME = "<script>alert('name')</script><img src=x onerror=alert(1)>"
+HOSTILE_LINK = '"><svg onload=alert(2)>'
+HOSTILE_URL = 'https://shop.example.com/?q="><script>alert(3)</script>'
+HOSTILE_TAG = "</textarea><script>alert(4)</script>"
+ids = EventIds()
+
+
+@dataclass(frozen=True)
+class Seeded:
+    campaign_id: int
+    people: list[int]  # contacts whose clicks are people's
+    hours: int
+
+
+def click(campaign_id: int, contact: int | None, link: int, at_us: int, **kw: Any) -> Click:
+    values: dict[str, Any] = {
+        "event_id": ids.next_bytes(at_us // 1000),
+        "clicked_at_us": at_us,
+        "campaign_id": campaign_id,
+        "link_id": link,
+        "contact_id": contact,
+        "sent_at": at_us // 1_000_000 - 86400,
+        "key_id": 1,
+        "client_ip": ipaddress.ip_address("100.70.1.2").packed,
+        "user_agent": CHROME,
+        "method": "GET",
+        "signals": NAVIGATION,
+    }
+    values.update(kw)
+    return Click(**values)
+
+
+async def seed(db: asyncpg.Connection, campaign_id: int, *, name: str = HOSTILE_NAME, recipients: int = 40) -> Seeded:
+    """Three placements (two of one URL), clicks over four hours: people on links 1 and 2, a script on link 1,
+    a scanner's HEAD on link 3; a tag action with a hostile tag on link 1."""
+    await campaigns.upsert_campaign(db, campaign_id, name=name, recipients=recipients)
+    await campaigns.register_links(
+        db,
+        campaign_id,
+        [
+            LinkSlot(1, HOSTILE_URL, HOSTILE_LINK, "html"),
+            LinkSlot(2, "https://shop.example.com/pricing", "Pricing", "html"),
+            LinkSlot(3, "https://shop.example.com/pricing", "Pricing again", "html"),
+        ],
+    )
+    await campaigns.set_actions(db, campaign_id, 1, [{"type": "add_tag", "tag": HOSTILE_TAG}], "test")
+    people = [campaign_id * 10 + n for n in range(1, 6)]
+    clicks = []
+    for hour in range(4):
+        at = RECENT_US + hour * HOUR_US
+        for n, contact in enumerate(people[: hour + 2]):
+            clicks.append(click(campaign_id, contact, 1 + n % 2, at + n * 1000))
+        clicks.append(click(campaign_id, people[0], 1, at + 500_000, user_agent="curl/8.5.0", signals=0))
+    clicks.append(click(campaign_id, people[1], 3, RECENT_US + HOUR_US, method="HEAD", signals=0))
+    await ingest.prepare_connection(db)
+    await ingest.ingest(db, "edge-a", clicks)
+    return Seeded(campaign_id, people, 4)
