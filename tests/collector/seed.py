@@ -75,3 +75,37 @@ async def seed(db: asyncpg.Connection, campaign_id: int, *, name: str = HOSTILE_
     await ingest.prepare_connection(db)
     await ingest.ingest(db, "edge-a", clicks)
     return Seeded(campaign_id, people, 4)
+
+
+LAUNCH = [  # (link id, name, destination) of a realistic newsletter, for the screenshot in the README
+    (1, "Hero: shop the sale", "https://shop.example.com/black-friday"),
+    (2, "Pricing", "https://shop.example.com/pricing"),
+    (3, "Pricing (footer)", "https://shop.example.com/pricing"),
+    (4, "Gift guide", "https://shop.example.com/gifts"),
+    (5, "Read the blog", "https://blog.example.com/2026/holiday-plans"),
+]
+
+
+async def seed_launch(db: asyncpg.Connection, campaign_id: int) -> None:
+    """A campaign over 48 hours: gateways fetch every link within minutes of the send, people click through the
+    first evening and less the next day."""
+    await campaigns.upsert_campaign(db, campaign_id, name="Black Friday 2026", recipients=2400)
+    await campaigns.register_links(db, campaign_id, [LinkSlot(i, url, name, "html") for i, name, url in LAUNCH])
+    await campaigns.set_actions(db, campaign_id, 1, [{"type": "add_tag", "tag": "bf-2026-clicked"}], "test")
+    await campaigns.set_actions(db, campaign_id, 4, [{"type": "start_automation", "automation": "gift-nurture"}], "t")
+    clicks = []
+    people = [3, 5, 9, 14, 22, 31, 38, 41, 40, 34, 27, 21, 16, 12, 10, 8, 6, 5, 4, 3, 3, 2, 2, 1]
+    contact = campaign_id * 10_000
+    for hour in range(48):
+        at = RECENT_US - 24 * HOUR_US + hour * HOUR_US
+        for n in range(people[hour % 24] // (1 + hour // 24)):
+            contact += 1
+            clicks.append(click(campaign_id, contact, 1 + (n * 7 + hour) % 5, at + n * 20_000_000))
+        if hour in (0, 1):  # the gateways' sweep right after the send
+            for n in range(60 if hour == 0 else 15):
+                scanner = click(campaign_id, campaign_id * 10_000 + 5000 + n, 1 + n % 5, at + n * 1000)
+                clicks.append(scanner if n % 3 else click(campaign_id, None, 1 + n % 5, at + n, method="HEAD"))
+        if hour % 6 == 3:
+            clicks.append(click(campaign_id, None, 2, at, user_agent="curl/8.5.0", signals=0))
+    await ingest.prepare_connection(db)
+    await ingest.ingest(db, "edge-a", clicks)
