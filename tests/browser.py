@@ -370,6 +370,7 @@ class Browser:
             finally:
                 os.killpg(pid, signal.SIGKILL)  # the group holds a zombie at least until waited for: never ESRCH
                 await asyncio.to_thread(os.waitpid, pid, 0)
+                await _dead(pid)
         finally:
             proxy.close()
             await proxy.wait_closed()
@@ -386,6 +387,30 @@ class Browser:
             await page._send(method)
         await page._send("Page.setLifecycleEventsEnabled", {"enabled": True})
         return page
+
+
+async def _dead(group: int) -> None:
+    """Wait until no process of the killed group is alive: one still dying (in a write, say) can put files back
+    in the profile after it is removed."""
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while living(group):  # noqa: ASYNC110 - no event tells of a process that is not our child ending
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise BrowserError(f"processes {living(group)} still alive {TIMEOUT} s after SIGKILL") from None
+
+
+def living(group: int) -> list[int]:
+    """The processes of a process group that are alive (zombies, which init reaps in its own time, are not)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:
+            continue  # ended meanwhile
+        if int(pgrp) == group and state not in ("Z", "X"):
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _spawn(args: list[str], log: Path) -> tuple[int, int, int]:

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from clickedge.pgembed import free_port
 from tests import browser as driver
-from tests.browser import Browser, BrowserError, JavaScriptError, Page
+from tests.browser import Browser, BrowserError, JavaScriptError, Page, living
 from tests.ui.conftest import need_chromium
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -269,9 +269,9 @@ async def test_launch_leaves_no_process_and_no_profile() -> None:
     need_chromium()
     async with Browser.launch() as launched:
         pid, profile = launched.pid, launched.profile
-        assert live_members(pid)
+        assert living(pid)
         assert profile.is_dir()
-    assert live_members(pid) == []
+    assert living(pid) == []
     assert not profile.exists()
 
 
@@ -282,18 +282,5 @@ async def test_launch_kills_the_whole_process_group(tmp_path: Path) -> None:
     fake.write_text('#!/bin/sh\nsleep 600 &\nprintf \'{"id": 1, "result": {}}\\000\' >&4\nexec sleep 600\n')
     fake.chmod(0o755)
     async with Browser.launch(str(fake)) as launched:
-        assert len(live_members(launched.pid)) == 2  # the fake and its child
-    assert live_members(launched.pid) == []
-
-
-def live_members(group: int) -> list[int]:
-    """The processes of a process group that are alive (not zombies waiting for init to reap them)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except OSError:
-            continue  # gone meanwhile
-        if int(pgrp) == group and state != "Z":
-            members.append(int(stat.parent.name))
-    return members
+        assert len(living(launched.pid)) == 2  # the fake and its child
+    assert living(launched.pid) == []
