@@ -40,6 +40,7 @@ FLAGS = [
     "--disable-extensions",
     "--metrics-recording-only",
     "--mute-audio",
+    "--window-size=1280,900",  # pages laid out as on a laptop, in the screenshots too
     "--hide-scrollbars",  # a full-page screenshot lays the page out scrollbar-less: the width must not change
     "--remote-debugging-pipe",
 ]
@@ -282,10 +283,11 @@ class Page:
         missing = f"throw new Error('no element matches ' + {quoted});"
         return await self.evaluate(f"(el => {{ if (!el) {missing} {body} }})(document.querySelector({quoted}))")
 
-    async def screenshot(self, path: Path) -> None:
-        """A PNG of the whole page, beyond the viewport too."""
+    async def screenshot(self, path: Path, *, height: float | None = None, scale: float = 1) -> None:
+        """A PNG of the whole page, beyond the viewport too; or of its top ``height`` CSS pixels, at ``scale``."""
         size = (await self._send("Page.getLayoutMetrics"))["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        tall = size["height"] if height is None else min(height, size["height"])
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": tall, "scale": scale}
         params = {"format": "png", "clip": clip, "captureBeyondViewport": True}
         shot = await self._send("Page.captureScreenshot", params)
         await asyncio.to_thread(path.write_bytes, base64.b64decode(shot["data"]))

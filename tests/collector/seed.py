@@ -95,16 +95,15 @@ async def seed_launch(db: asyncpg.Connection, campaign_id: int) -> None:
     await campaigns.set_actions(db, campaign_id, 4, [{"type": "start_automation", "automation": "gift-nurture"}], "t")
     clicks = []
     people = [3, 5, 9, 14, 22, 31, 38, 41, 40, 34, 27, 21, 16, 12, 10, 8, 6, 5, 4, 3, 3, 2, 2, 1]
-    contact = campaign_id * 10_000
     for hour in range(48):
         at = RECENT_US - 24 * HOUR_US + hour * HOUR_US
         for n in range(people[hour % 24] // (1 + hour // 24)):
-            contact += 1
+            contact = campaign_id * 10_000 + hour * 50 + n + 1
             clicks.append(click(campaign_id, contact, 1 + (n * 7 + hour) % 5, at + n * 20_000_000))
         if hour in (0, 1):  # the gateways' sweep right after the send
             for n in range(60 if hour == 0 else 15):
-                scanner = click(campaign_id, campaign_id * 10_000 + 5000 + n, 1 + n % 5, at + n * 1000)
-                clicks.append(scanner if n % 3 else click(campaign_id, None, 1 + n % 5, at + n, method="HEAD"))
+                contact = campaign_id * 10_000 + 5000 + n
+                clicks.append(click(campaign_id, contact, 1 + n % 5, at + n * 1000, method="HEAD", signals=0))
         if hour % 6 == 3:
             clicks.append(click(campaign_id, None, 2, at, user_agent="curl/8.5.0", signals=0))
     await ingest.prepare_connection(db)
