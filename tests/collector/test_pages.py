@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from collector import apikeys, sessions
+from collector import apikeys, sessions, status
 from collector.app import EDGES, create_app
 from collector.config import CollectorConfig
 from collector.ui.pages import CSP
@@ -328,7 +328,7 @@ async def test_forms_need_write_scope_and_a_token_from_the_same_origin(
 
 async def test_bad_addresses_get_a_page_saying_why(collector: Client, db: asyncpg.Connection) -> None:
     await sign_in(collector, db, "read")
-    for path, status, words in (
+    for path, code, words in (
         ("/ui/campaigns/x", 400, "whole number"),
         ("/ui/campaigns/99999999999", 400, "from 0 to"),
         ("/ui/campaigns/4294967295", 404, "neither a registration nor clicks"),
@@ -341,7 +341,7 @@ async def test_bad_addresses_get_a_page_saying_why(collector: Client, db: asyncp
         ("/ui/nowhere", 404, "Not Found"),
     ):
         resp = await collector.get(path, allow_redirects=False)
-        assert resp.status == status, path
+        assert resp.status == code, path
         assert words in await resp.text(), path
         assert resp.headers["Content-Security-Policy"] == CSP
     resp = await collector.get("/ui/contacts?id=42", allow_redirects=False)
@@ -369,3 +369,39 @@ async def test_the_status_page_shows_each_edges_shipping_and_dead_letters(
     mine = next(e for e in state["edges"] if e["edge"] == edge)
     assert (mine["batches"], mine["clicks"], mine["last_lag_seconds"]) == (1, 12, 0.25)
     assert {"pending", "retrying", "failed", "failed_last_day", "failing"} <= set(state["webhooks"])
+
+
+async def test_the_edge_book_is_bounded_and_keeps_what_a_failed_flush_did_not_write(
+    database_url: str, db: asyncpg.Connection, campaign_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(status, "MAX_EDGES", 2)
+    book = status.EdgeBook()
+    edge = f"edge-book-{campaign_id}"
+    book.note(edge, 5, 1.5)
+    book.note(edge + "-b", 1, None)
+    book.note(edge + "-c", 1, None)  # a third edge: not kept, the book is full
+    book.rejected(edge + "-c", "ignored")
+    book.rejected(edge, "x" * 1000)
+    closed = await asyncpg.connect(database_url)
+    await closed.close()
+    with pytest.raises(asyncpg.InterfaceError):
+        await book.flush(closed)
+    book.note(edge, 2, 0.5)  # after the failure, before the next flush
+    assert await book.flush(db) == 2
+    assert await book.flush(db) == 0
+    row = await db.fetchrow("SELECT * FROM edge_status WHERE edge = $1", edge)
+    assert (row["batches"], row["clicks"], row["rejected_batches"]) == (2, 7, 1)
+    assert row["last_lag_seconds"] == 0.5 and len(row["last_rejection"]) == 300
+    assert not await db.fetchval("SELECT count(*) FROM edge_status WHERE edge = $1", edge + "-c")
+
+
+async def test_sign_in_tokens_and_cookies_that_are_not_ours(db: asyncpg.Connection) -> None:
+    with pytest.raises(sessions.SignInError, match="scopes must be among"):
+        await sessions.create_sign_in(db, ["admin"], None)
+    for token in ("", "x" * 101, "\u00e9t\u00e9", "never-issued"):
+        assert await sessions.spend_sign_in(db, token, "agent") is None
+    for cookie in (None, "", "x" * 101, "nodot", "0123456789abcdef.", "0123456789ABCDEF.s", "0123456789abcdef.wrong"):
+        assert await sessions.resume(db, cookie) is None
+    assert sessions.safe_next("/ui/campaigns/1?sort=id") == "/ui/campaigns/1?sort=id"
+    for bad in (None, "", "/ui//evil.example", "/ui/../v1", "https://evil.example/ui/", "/ui/<x>", "/ui/" + "a" * 500):
+        assert sessions.safe_next(bad) == sessions.HOME
