@@ -1,28 +1,24 @@
-"""A campaign with people's and machines' clicks over several hours, links with actions, an unsubscribe and hostile
+"""A campaign with people's and machines' clicks over several hours, links with actions and hostile
 names in every field a page shows: what the report pages' tests look at, written through the real ingest."""
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from collector import campaigns, ingest
-from common import signals as sig
-from common.events import Click, EventIds
+from common.events import Click
 from links.rewrite import LinkSlot
 from tests.collector.clock import HOUR_US, RECENT_US
+from tests.collector.test_verdicts import click as browser_click
 
-NAVIGATION = sig.LAYOUT << sig.LAYOUT_SHIFT | sig.ACCEPT_HTML | sig.ACCEPT_LANGUAGE
-CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 # Markup, script and attribute breakers in every field a page shows: each must appear as text and run nothing.
 HOSTILE_NAME = "<script>alert('name')</script><img src=x onerror=alert(1)>"
 HOSTILE_LINK = '"><svg onload=alert(2)>'
 HOSTILE_URL = 'https://shop.example.com/?q="><script>alert(3)</script>'
 HOSTILE_TAG = "</textarea><script>alert(4)</script>"
-ids = EventIds()
 
 
 @dataclass(frozen=True)
@@ -33,21 +29,8 @@ class Seeded:
 
 
 def click(campaign_id: int, contact: int | None, link: int, at_us: int, **kw: Any) -> Click:
-    values: dict[str, Any] = {
-        "event_id": ids.next_bytes(at_us // 1000),
-        "clicked_at_us": at_us,
-        "campaign_id": campaign_id,
-        "link_id": link,
-        "contact_id": contact,
-        "sent_at": at_us // 1_000_000 - 86400,
-        "key_id": 1,
-        "client_ip": ipaddress.ip_address("100.70.1.2").packed,
-        "user_agent": CHROME,
-        "method": "GET",
-        "signals": NAVIGATION,
-    }
-    values.update(kw)
-    return Click(**values)
+    """A browser's click (tests/collector/test_verdicts.py), of ``contact`` (None: an anonymous link's)."""
+    return browser_click(campaign_id, 0, link=link, at_us=at_us, contact_id=contact, **kw)
 
 
 async def seed(db: asyncpg.Connection, campaign_id: int, *, name: str = HOSTILE_NAME, recipients: int = 40) -> Seeded:
