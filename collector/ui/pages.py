@@ -344,17 +344,17 @@ async def _link(conn: Any, campaign_id: int, link_id: int) -> dict[str, Any]:
     except campaigns.NotFound:
         report = None
     link = next((x for x in await campaigns.list_links(conn, campaign_id) if x["id"] == link_id), None)
-    if report is None or link is None:
+    counts = next((x for x in (report or {"links": []})["links"] if x["id"] == link_id), None)
+    if report is None or (link is None and counts is None):
         raise PageError(404, "No such link", f"campaign {campaign_id} has no link {link_id}")
-    counts = next((x for x in report["links"] if x["id"] == link_id), None) or {
-        "clicks": 0,
-        "unique_clicks": 0,
-        "automated": {"scanner": 0, "preview": 0, "script": 0},
-    }
+    if link is None:  # clicked, never registered (a link minted by hand): its counts, and no actions to set
+        link = {"id": link_id, "name": "", "destination": None, "actions": [], "actions_on": "human"}
+    counts = counts or {"clicks": 0, "unique_clicks": 0, "automated": {"scanner": 0, "preview": 0, "script": 0}}
     active = await _campaign_blocks(conn, campaign_id)
     return {
         "campaign": report["campaign"],
         "link": link,
+        "registered": link["destination"] is not None,
         "counts": counts,
         "link_block": next((b for b in active if b["link_id"] == link_id), None),
     }

@@ -18,12 +18,13 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from collector import apikeys, sessions, status
+from collector import apikeys, ingest, sessions, status
 from collector.app import EDGES, create_app
 from collector.config import CollectorConfig
 from collector.ui.pages import CSP
 from tests.clickedge.test_cli import clickedge
-from tests.collector.seed import HOSTILE_LINK, HOSTILE_NAME, HOSTILE_TAG, HOSTILE_URL, seed
+from tests.collector.clock import RECENT_US
+from tests.collector.seed import HOSTILE_LINK, HOSTILE_NAME, HOSTILE_TAG, HOSTILE_URL, click, seed
 from tests.conftest import INGEST_SECRET
 
 Client = TestClient[Any, Any]
@@ -405,3 +406,15 @@ async def test_sign_in_tokens_and_cookies_that_are_not_ours(db: asyncpg.Connecti
     assert sessions.safe_next("/ui/campaigns/1?sort=id") == "/ui/campaigns/1?sort=id"
     for bad in (None, "", "/ui//evil.example", "/ui/../v1", "https://evil.example/ui/", "/ui/<x>", "/ui/" + "a" * 500):
         assert sessions.safe_next(bad) == sessions.HOME
+
+
+async def test_a_link_clicked_but_never_registered_has_a_page(
+    collector: Client, db: asyncpg.Connection, campaign_id: int
+) -> None:
+    await seed(db, campaign_id)
+    await ingest.ingest(db, "edge-a", [click(campaign_id, campaign_id * 10 + 1, 9, RECENT_US)])
+    await sign_in(collector, db, "write")
+    html = await (await collector.get(f"/ui/campaigns/{campaign_id}/links/9")).text()
+    assert "Not registered" in html and field(html, "clicks") == "1"
+    assert 'action="/ui/campaigns/' not in html.split("Actions</h2>")[1].split("<h2")[0]  # nothing to set
+    assert (await collector.get(f"/ui/campaigns/{campaign_id}/links/10")).status == 404
