@@ -174,6 +174,12 @@ async def test_signing_out_and_revoking_end_a_session(collector: Client, db: asy
 async def test_every_page_escapes_hostile_values(collector: Client, db: asyncpg.Connection, campaign_id: int) -> None:
     seeded = await seed(db, campaign_id)
     await sign_in(collector, db, "write")
+    hostile_agent = await apikeys.create(db, HOSTILE_LINK, ["read"])  # a key's name is shown too
+    resp = await collector.post(
+        "/ui/login", data={"key": hostile_agent}, headers={"User-Agent": HOSTILE_NAME}, allow_redirects=False
+    )
+    assert resp.status == 303  # that session, with its hostile name and browser, is listed on /ui/sessions
+    await sign_in(collector, db, "write")
     pages = [
         "/ui/",
         f"/ui/campaigns/{campaign_id}",
@@ -194,6 +200,8 @@ async def test_every_page_escapes_hostile_values(collector: Client, db: asyncpg.
     assert "&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;" in campaign
     link = await (await collector.get(f"/ui/campaigns/{campaign_id}/links/1")).text()
     assert "&lt;/textarea&gt;&lt;script&gt;alert(4)&lt;/script&gt;" in link  # the tag, in the form's textarea
+    listed = await (await collector.get("/ui/sessions")).text()
+    assert "&lt;script&gt;alert(&#39;name&#39;)" in listed and "&#34;&gt;&lt;svg onload=alert(2)&gt;" in listed
 
 
 async def test_the_pages_show_the_apis_numbers(collector: Client, db: asyncpg.Connection, campaign_id: int) -> None:
