@@ -25,6 +25,7 @@ from collector.ui.pages import CSP
 from tests.clickedge.test_cli import clickedge
 from tests.collector.clock import RECENT_US
 from tests.collector.seed import HOSTILE_LINK, HOSTILE_NAME, HOSTILE_TAG, HOSTILE_URL, click, seed
+from tests.collector.test_actions import LOOPBACK
 from tests.conftest import INGEST_SECRET
 
 Client = TestClient[Any, Any]
@@ -426,3 +427,29 @@ async def test_a_link_clicked_but_never_registered_has_a_page(
     assert "Not registered" in html and field(html, "clicks") == "1"
     assert 'action="/ui/campaigns/' not in html.split("Actions</h2>")[1].split("<h2")[0]  # nothing to set
     assert (await collector.get(f"/ui/campaigns/{campaign_id}/links/10")).status == 404
+
+
+async def test_a_webhook_action_set_from_a_page_makes_its_endpoint_and_stale_forms_say_why(
+    database_url: str, data_dir: Path, db: asyncpg.Connection, campaign_id: int
+) -> None:
+    config = CollectorConfig(
+        verdict_hold=0,
+        database_url=database_url,
+        ingest_secret=INGEST_SECRET,
+        data_dir=data_dir,
+        webhook_allow_networks=LOOPBACK,
+    )
+    async with TestClient(TestServer(create_app(config))) as client:
+        await seed(db, campaign_id)
+        hook = f"http://127.0.0.1:9/hooks/{campaign_id}"  # never called: no click follows
+        signed_out = await client.post(f"/ui/campaigns/{campaign_id}/links/2/actions", data={"actions": "[]"})
+        assert signed_out.status == 401 and "sign in again" in await signed_out.text()
+        csrf = await sign_in(client, db, "write")
+        resp = await client.post(
+            f"/ui/campaigns/{campaign_id}/links/2/actions",
+            data={"csrf": csrf, "actions": f'[{{"type": "webhook", "url": "{hook}"}}]'},
+        )
+        assert resp.status == 200 and "clickedge webhooks rotate" in await resp.text()
+        assert await db.fetchval("SELECT count(*) FROM webhook_endpoints WHERE url = $1", hook) == 1
+        unknown = await client.post("/ui/campaigns/4294967294/tracking", data={"csrf": csrf, "tracking": "off"})
+        assert unknown.status == 404 and "does not exist" in await unknown.text()
