@@ -4,7 +4,8 @@
 
 At least 90 % of branches in each part that decides what happens to a click (the redirect path, the spool,
 the shipper, ingest, link actions, unsubscribes, webhooks, the kill switch) and in the report pages' sign-in,
-forms and chart, and at least 85 % of lines overall. Exit 1, naming each part below its floor. Code no test can reach is removed, not excluded.
+forms and chart, and at least 85 % of lines overall. Exit 1, naming each part below its floor. Code no test can
+reach is removed, not excluded.
 """
 
 from __future__ import annotations
