@@ -290,7 +290,7 @@ async def campaign_page(request: web.Request) -> web.Response:
             raise PageError(404, "No such campaign", str(exc)) from None
         links = await campaigns.list_links(conn, campaign_id)
         unsubscribed = await reports.unsubscribes(conn, campaign_id, limit=20)
-        active = await _campaign_blocks(conn, campaign_id)
+        active = await blocks.campaign_blocks(conn, campaign_id)
     series = chart.bucket(chart.from_report(report["hourly"]))
     name = report["campaign"]["name"] or f"campaign {campaign_id}"
     recipients = report["recipients"]
@@ -310,10 +310,6 @@ async def campaign_page(request: web.Request) -> web.Response:
         chart_unit=series.unit,
         rate=lambda unique: round(unique / recipients, 6) if recipients else None,
     )
-
-
-async def _campaign_blocks(conn: Any, campaign_id: int) -> list[dict[str, Any]]:
-    return [b for b in await blocks.list_blocks(conn) if b["campaign_id"] == campaign_id]
 
 
 async def link_page(request: web.Request) -> web.Response:
@@ -350,7 +346,7 @@ async def _link(conn: Any, campaign_id: int, link_id: int) -> dict[str, Any]:
     if link is None:  # clicked, never registered (a link minted by hand): its counts, and no actions to set
         link = {"id": link_id, "name": "", "destination": None, "actions": [], "actions_on": "human"}
     counts = counts or {"clicks": 0, "unique_clicks": 0, "automated": {"scanner": 0, "preview": 0, "script": 0}}
-    active = await _campaign_blocks(conn, campaign_id)
+    active = await blocks.campaign_blocks(conn, campaign_id)
     return {
         "campaign": report["campaign"],
         "link": link,
