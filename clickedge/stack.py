@@ -18,7 +18,7 @@ import aiohttp
 
 from clickedge.pgembed import EmbeddedPostgres, free_port
 from clickedge.supervise import Child, Supervisor, check_port_free
-from collector import apikeys
+from collector import apikeys, sessions
 from collector.database import connect
 from collector.schema import migrate_dsn
 from common import settings as s
@@ -30,6 +30,7 @@ from links.token import LINK_PATH
 
 log = logging.getLogger("clickedge.up")
 PUBLIC_URL_FILE = "public.url"  # the base URL of the links `up` serves: `mint` and `rewrite` use it
+COLLECTOR_URL_FILE = "collector.url"  # where `up` serves the collector: `login-url` prints sign-in URLs on it
 DATABASE_URL_FILE = "database.url"  # the DSN of the database `up` runs, password included (mode 0600)
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"  # where links point when nothing says otherwise
 
@@ -186,7 +187,8 @@ async def _up(config: UpConfig, config_file: s.ConfigFile | None) -> int:
         )
         where = f"   (with password: {local.data_dir / DATABASE_URL_FILE})" if pg else ""
         link = f"{local.public_url}{LINK_PATH}{sample}"
-        print(_banner(s.redact_dsn(dsn) + where, config, local.public_url, link, admin_key), flush=True)
+        sign_in = await sign_in_url(dsn, f"http://127.0.0.1:{config.collector_port}")
+        print(_banner(s.redact_dsn(dsn) + where, config, local.public_url, link, admin_key, sign_in), flush=True)
         return await _until_stopped(supervisor, stop)
     finally:
         log.info("stopping: edge, then collector, then database")
@@ -206,6 +208,7 @@ def _prepare_data_dir(config: UpConfig) -> _Local:
     secret = ensure_ingest_secret(data_dir)
     public_url = config.public_url or f"http://127.0.0.1:{config.edge_port}"
     write_private(data_dir / PUBLIC_URL_FILE, public_url + "\n")  # so `mint` and `rewrite` make links to it
+    write_private(data_dir / COLLECTOR_URL_FILE, f"http://127.0.0.1:{config.collector_port}\n")
     return _Local(data_dir, ring, secret, public_url)
 
 
@@ -281,7 +284,17 @@ async def ensure_admin_key(dsn: str, data_dir: Path) -> Path:
     return path
 
 
-def _banner(database: str, config: UpConfig, public_url: str, sample: str, admin_key: Path) -> str:
+async def sign_in_url(dsn: str, collector_url: str, next_path: str | None = None, scope: str = "write") -> str:
+    """A one-time URL that signs a browser in to the report pages (spent on first use, valid 10 minutes)."""
+    conn = await connect(dsn)
+    try:
+        token, _ = await sessions.create_sign_in(conn, [scope], next_path)
+    finally:
+        await conn.close()
+    return f"{collector_url.rstrip('/')}/ui/login?token={token}"
+
+
+def _banner(database: str, config: UpConfig, public_url: str, sample: str, admin_key: Path, sign_in: str) -> str:
     edge = f"http://127.0.0.1:{config.edge_port}"
     collector = f"http://127.0.0.1:{config.collector_port}"
     return "\n".join(
@@ -293,6 +306,8 @@ def _banner(database: str, config: UpConfig, public_url: str, sample: str, admin
             f"  collector      {collector}",
             f"  metrics        {edge}/metrics  {collector}/metrics",
             f"  admin API      {collector}/openapi.json   (API key in {admin_key})",
+            f"  report pages   {sign_in}",
+            "                 (a one-time sign-in URL, valid 10 minutes; `clickedge login-url` prints another)",
             f"  sample link    {sample}",
             "",
             f"  try:           curl -i '{sample}'",

@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from collector import apikeys, blocks, campaigns, contacts, endpoints, openapi, reports
+from collector import apikeys, blocks, campaigns, contacts, endpoints, openapi, reports, sessions, status
 from collector.actions import MAX_NAME, ActionError, validate
 from collector.destinations import Network
 from collector.openapi import FORMAT, Operation, document, integer
@@ -298,6 +298,39 @@ async def campaign_report(request: web.Request) -> web.Response:
         return json_response(await reports.campaign(conn, _int(request, "campaign_id", MAX_ID)))
 
 
+async def campaign_list(request: web.Request) -> web.Response:
+    sort = request.query.get("sort", "id")
+    if sort not in reports.CAMPAIGN_SORTS:
+        raise ApiError(400, f"sort must be one of {', '.join(reports.CAMPAIGN_SORTS)}")
+    order = request.query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, "order must be asc or desc")
+    limit, offset = _query_int(request, "limit", 50, MAX_PAGE, 1), _query_int(request, "offset", 0, MAX_CONTACT)
+    async with request.app[POOL].acquire() as conn:
+        return json_response(
+            await reports.campaigns(conn, sort=sort, descending=order == "desc", limit=limit, offset=offset)
+        )
+
+
+async def status_report(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        return json_response(await status.status(conn))
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        return json_response({"sessions": await sessions.listing(conn)})
+
+
+async def revoke_session(request: web.Request) -> web.Response:
+    session_id = request.match_info["session_id"]
+    async with request.app[POOL].acquire() as conn:
+        if not await sessions.revoke(conn, session_id, _actor(request)):
+            raise ApiError(404, f"session {session_id[:16]!r} is not signed in")
+    log.warning("report pages: session %s revoked by %s", session_id, _actor(request))
+    return json_response({"revoked": session_id})
+
+
 async def link_clickers(request: web.Request) -> web.StreamResponse:
     campaign_id, link_id = _int(request, "campaign_id", MAX_ID), _int(request, "link_id", MAX_ID)
     after = _query_int(request, "after", 0, MAX_CONTACT)
@@ -504,6 +537,7 @@ PATH_IDS = {
     "block_id": MAX_CONTACT,
 }
 AFTER, LIMIT, OFFSET = integer("after", MAX_CONTACT), integer("limit", MAX_PAGE), integer("offset", MAX_CONTACT)
+SORT = {"name": "sort", "in": "query", "schema": {"enum": list(reports.CAMPAIGN_SORTS)}}
 CAMPAIGN_PATH = "/v1/campaigns/{campaign_id}"
 LINK_PATH = CAMPAIGN_PATH + "/links/{link_id}"
 
@@ -590,6 +624,42 @@ ROUTES: tuple[Route, ...] = (
             "Campaign report: recipients, clicks, unique clicks and clickers, click-through rate, "
             "per link, per URL, hourly; one-click unsubscribes"
         ),
+    ),
+    Route(
+        "GET",
+        "/v1/reports/campaigns",
+        campaign_list,
+        "read",
+        Operation(
+            "Every campaign: recipients, people who clicked, click-through rate, people's and machines' clicks, "
+            "last click by a person; sorted (sort: id, name, recipients, clickers, ctr, clicks, machines, "
+            "last_click; order: asc, desc) and paged",
+            query=(SORT, openapi.ORDER, LIMIT, OFFSET),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/status",
+        status_report,
+        "read",
+        Operation(
+            "Each edge's shipping (last batch, ingest lag, batches refused), clicks refused for their time, "
+            "webhook deliveries pending and failing"
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/ui/sessions",
+        list_sessions,
+        "write",
+        Operation("The report pages' live sessions: who signed in, with which key and scope, from which browser"),
+    ),
+    Route(
+        "DELETE",
+        "/v1/ui/sessions/{session_id}",
+        revoke_session,
+        "write",
+        Operation("Sign a report pages' session out"),
     ),
     Route(
         "GET",

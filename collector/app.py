@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import logging
@@ -16,13 +17,14 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector import api, apikeys, blocks, contacts, ingest, retention, settle, stored_agents
+from collector import api, apikeys, blocks, contacts, ingest, retention, settle, status, stored_agents
 from collector.api import POOL
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.networks import Reloading
 from collector.rewriter import Rewriter
 from collector.schema import ensure_partitions
+from collector.ui.pages import add_pages
 from collector.webhooks import Deliverer, outbox_state
 from common.events import BATCH_REJECTED_HEADER, EDGE_BLOCKLIST_PATH, BatchError, Click, decode_batch, now_us
 
@@ -34,6 +36,7 @@ DRAINING = web.AppKey("draining", asyncio.Event)
 WEBHOOKS = web.AppKey("webhooks", Deliverer)
 JUDGE = web.AppKey("judge", settle.Judge)
 BLOCKLIST = web.AppKey("blocklist", blocks.EdgeListCache)
+EDGES = web.AppKey("edges", status.EdgeBook)
 
 # Errors after which the database may be fine again soon: answer 503 so the edge retries later.
 DB_UNAVAILABLE = (
@@ -48,6 +51,7 @@ PARTITION_CHECK_SECONDS = 3600.0
 SETTLE_INTERVAL = 0.5  # seconds between passes of the verdict settler while nothing more is due
 SETTLE_BATCH = 2000  # clicks per settling transaction
 DEFAULT_ROWS_CAP = 10_000
+UNKNOWN_EDGE = "(a batch naming no edge)"
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -68,6 +72,8 @@ async def ingest_clicks(request: web.Request) -> web.Response:
     config, metrics = app[CONFIG], app[METRICS]
     batch = await _read_batch(request, config, metrics)
     if isinstance(batch, web.Response):
+        if batch.headers.get(BATCH_REJECTED_HEADER):
+            app[EDGES].rejected(UNKNOWN_EDGE, _error_text(batch))
         return batch
     edge, clicks = batch
     metrics.batch_size.observe(len(clicks))
@@ -76,8 +82,11 @@ async def ingest_clicks(request: web.Request) -> web.Response:
     refused = blocked + refused
     result = await _write_batch(app, edge, clicks, refused, unsubscribing)
     if isinstance(result, web.Response):
+        if result.headers.get(BATCH_REJECTED_HEADER):
+            app[EDGES].rejected(edge, _error_text(result))
         return result
-    _count_batch(metrics, edge, clicks, refused, result)
+    lag = _count_batch(metrics, edge, clicks, refused, result)
+    app[EDGES].note(edge, result.received, lag)
     if (result.first_clicks_with_actions or result.unsubscribes_applied) and WEBHOOKS in app:
         app[WEBHOOKS].wake.set()
     reply = {
@@ -165,11 +174,13 @@ def _count_batch(
     clicks: list[Click],
     refused: list[ingest.Refused],
     result: ingest.IngestResult,
-) -> None:
-    """A written batch in the metrics, and its refused clicks in the log."""
+) -> float | None:
+    """A written batch in the metrics, and its refused clicks in the log; its lag (None without clicks)."""
+    lag = None
     if clicks:  # refused ones left out: a wrong clock is not lag
         oldest_us = min(click.clicked_at_us for click in clicks)
-        metrics.ingest_lag.observe(max(0.0, time.time() - oldest_us / 1e6))
+        lag = max(0.0, time.time() - oldest_us / 1e6)
+        metrics.ingest_lag.observe(lag)
     metrics.batch_ok.inc()
     metrics.clicks_received.inc(result.received)
     metrics.clicks_inserted.inc(result.inserted)
@@ -187,6 +198,15 @@ def _count_batch(
             len(late),
             ", ".join(f"{reason} {count}" for reason, count in Counter(r.reason for r in late).items()),
         )
+    return lag
+
+
+def _error_text(response: web.Response) -> str:
+    body = response.body
+    try:
+        return str(orjson.loads(body if isinstance(body, bytes) else b"{}")["error"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return "refused"
 
 
 def _authorized(request: web.Request, secret: str) -> bool:
@@ -307,6 +327,28 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+async def _edges_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Each edge's batches, written for the status page every few seconds, and once more at shutdown."""
+    app[EDGES] = status.EdgeBook()
+    task = asyncio.create_task(_flush_edges(app), name="edge-status")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    with contextlib.suppress(*DB_UNAVAILABLE, asyncpg.PostgresError):
+        async with asyncio.timeout(2.0), app[POOL].acquire() as conn:
+            await app[EDGES].flush(conn)
+
+
+async def _flush_edges(app: web.Application) -> None:
+    while True:
+        await asyncio.sleep(status.FLUSH_SECONDS)
+        try:
+            async with asyncio.timeout(app[CONFIG].db_timeout), app[POOL].acquire() as conn:
+                await app[EDGES].flush(conn)
+        except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            log.warning("could not write the edges' status: %r", exc)
+
+
 async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_maintain_partitions(app), name="partition-maintenance")
     yield
@@ -382,6 +424,7 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
     app.cleanup_ctx.append(_secrets_ctx)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_maintenance_ctx)
+    app.cleanup_ctx.append(_edges_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(_settler_ctx)
     app[JUDGE] = settle.Judge(
@@ -408,4 +451,5 @@ def create_app(config: CollectorConfig, metrics: CollectorMetrics | None = None)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
+    add_pages(app)
     return app

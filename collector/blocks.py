@@ -142,6 +142,16 @@ async def list_blocks(conn: asyncpg.Connection, *, lifted: bool = False) -> list
     return [_block(r) for r in rows]
 
 
+async def campaign_blocks(conn: asyncpg.Connection, campaign_id: int) -> list[dict[str, Any]]:
+    """The active blocks of one campaign and of its links (through the blocks_active index)."""
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM blocks
+            WHERE coalesce(campaign_id, -1) = $1 AND unblocked_at IS NULL ORDER BY id DESC""",  # noqa: S608 - constants
+        campaign_id,
+    )
+    return [_block(r) for r in rows]
+
+
 def _block(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"],

@@ -87,6 +87,7 @@ DELIVERY = {
 Schema = dict[str, Any]
 OBJECT: Schema = {"type": "object"}
 FORMAT: Schema = {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}
+ORDER: Schema = {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}}
 
 # Request bodies.
 CAMPAIGN: Schema = {
@@ -238,10 +239,20 @@ def integer(name: str, maximum: int, where: str = "query") -> Schema:
     }
 
 
+# Path parameters that are not numbers: a report pages' session id.
+PATH_STRINGS: dict[str, Schema] = {"session_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
+
+
+def _path_parameter(name: str, path_ids: Mapping[str, int]) -> Schema:
+    if name in PATH_STRINGS:
+        return {"name": name, "in": "path", "required": True, "schema": PATH_STRINGS[name]}
+    return integer(name, path_ids[name], "path")
+
+
 def _operation(route: Documented, doc: Operation, path_ids: Mapping[str, int]) -> Schema:
     scope = route.scope
     assert scope is not None, f"{route.method} {route.path} is documented but needs no API key"
-    params = [integer(name, path_ids[name], "path") for name in re.findall(r"{(\w+)}", route.path)]
+    params = [_path_parameter(name, path_ids) for name in re.findall(r"{(\w+)}", route.path)]
     content: Schema = {"application/json": {"schema": doc.response or OBJECT}}
     if doc.csv:
         content["text/csv"] = {"schema": {"type": "string"}}

@@ -91,6 +91,68 @@ async def campaign(conn: asyncpg.Connection, campaign_id: int) -> dict[str, Any]
     }
 
 
+# The campaign list's sort keys, each an SQL expression over the list's columns.
+CAMPAIGN_SORTS = {
+    "id": "campaign_id",
+    "name": "lower(name)",
+    "recipients": "recipients",
+    "clickers": "unique_clickers",
+    "ctr": "unique_clickers::float8 / nullif(recipients, 0)",
+    "clicks": "clicks",
+    "machines": "machine_clicks",
+    "last_click": "last_click",
+}
+
+
+async def campaigns(
+    conn: asyncpg.Connection, *, sort: str = "id", descending: bool = True, limit: int = 50, offset: int = 0
+) -> dict[str, Any]:
+    """Every campaign (registered, or only clicked), a page at a time: recipients, people who clicked, the
+    click-through rate, people's and machines' clicks, and the last click by a person."""
+    order = CAMPAIGN_SORTS[sort]
+    direction = "DESC NULLS LAST" if descending else "ASC NULLS FIRST"
+    rows = await conn.fetch(
+        f"""SELECT * FROM (
+                SELECT i.campaign_id, coalesce(c.name, '') AS name, coalesce(c.tracking, true) AS tracking,
+                       coalesce(c.recipients, 0) AS recipients, coalesce(s.unique_clickers, 0) AS unique_clickers,
+                       coalesce(s.clicks, 0) AS clicks, coalesce(s.scanner_clicks, 0) AS scanner_clicks,
+                       coalesce(s.preview_clicks, 0) AS preview_clicks, coalesce(s.script_clicks, 0) AS script_clicks,
+                       coalesce(s.scanner_clicks + s.preview_clicks + s.script_clicks, 0) AS machine_clicks,
+                       coalesce(s.unsubscribes, 0) AS unsubscribes,
+                       (SELECT max(last_click) FROM link_click_counts k WHERE k.campaign_id = i.campaign_id)
+                           AS last_click
+                FROM (SELECT campaign_id FROM campaigns UNION SELECT campaign_id FROM campaign_stats) i
+                LEFT JOIN campaigns c USING (campaign_id) LEFT JOIN campaign_stats s USING (campaign_id)
+            ) t ORDER BY {order} {direction}, campaign_id {"DESC" if descending else "ASC"}
+            LIMIT $1 OFFSET $2""",  # noqa: S608 - the order is one of CAMPAIGN_SORTS' constants
+        limit,
+        offset,
+    )
+    total = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT campaign_id FROM campaigns UNION SELECT campaign_id FROM campaign_stats) i"
+    )
+    return {
+        "campaigns": [
+            {
+                "id": r["campaign_id"],
+                "name": r["name"],
+                "tracking": r["tracking"],
+                "recipients": r["recipients"],
+                "unique_clickers": r["unique_clickers"],
+                "click_through_rate": round(r["unique_clickers"] / r["recipients"], 6) if r["recipients"] else None,
+                "clicks": r["clicks"],
+                "automated": automated(r),
+                "machine_clicks": r["machine_clicks"],
+                "unsubscribes": r["unsubscribes"],
+                "last_click": r["last_click"].isoformat() if r["last_click"] else None,
+            }
+            for r in rows
+        ],
+        "total": total,
+        "next_offset": offset + limit if offset + limit < total else None,
+    }
+
+
 def automated(row: Any) -> dict[str, int]:
     """The machines' clicks of a report row, by verdict."""
     return {verdict: row[f"{verdict}_clicks"] for verdict in AUTOMATED}

@@ -3,8 +3,9 @@
 Starts its own embedded PostgreSQL, loads the clicks in bulk with SQL (random contacts, 20 placements,
 spread over 30 days) and builds the report tables from them the way ingest keeps them, then pushes one
 more batch through the real ingest path so the incremental path is on top. It then times the campaign
-report, a page of "who clicked" and a contact timeline over real HTTP, and checks the campaign report
-against a recount from the raw rows (which is the slow way, timed too, for contrast).
+report, a page of "who clicked" and a contact timeline over real HTTP, and the report pages a browser gets
+(the campaign page, with its chart, and the campaign list), signed in with a session cookie; and checks the
+campaign report against a recount from the raw rows (which is the slow way, timed too, for contrast).
 
     .venv/bin/python -m loadtests.bench_reports [--clicks 10000000] [--json out.json]
 """
@@ -87,13 +88,16 @@ async def load(dsn: str, clicks: int, contacts: int) -> float:
     return time.perf_counter() - started
 
 
-async def timed(http: aiohttp.ClientSession, url: str, headers: dict[str, str], n: int) -> dict[str, float]:
+async def timed(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], n: int, *, expect: bytes = b""
+) -> dict[str, float]:
     times = []
     for _ in range(n):
         started = time.perf_counter()
-        async with http.get(url, headers=headers) as resp:
+        async with http.get(url, headers=headers, allow_redirects=False) as resp:
             assert resp.status == 200, await resp.text()
-            await resp.read()
+            body = await resp.read()
+            assert expect in body
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
     return {"median_ms": statistics.median(times), "p99_ms": times[int(len(times) * 0.99) - 1]}
@@ -118,7 +122,8 @@ async def run(clicks: int, requests: int) -> dict[str, Any]:
         try:
             key = await apikeys.create(conn, "bench", ["read"])
             headers = {"Authorization": f"Bearer {key}"}
-            async with aiohttp.ClientSession() as http:
+            # unsafe: the cookie jar keeps the session cookie of a server named by its IP address
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
                 # One more batch through the real ingest path, on top of the bulk load.
                 ids = EventIds()
                 now_us = time.time_ns() // 1000
@@ -169,6 +174,7 @@ async def run(clicks: int, requests: int) -> dict[str, Any]:
                         http, f"{base}/v1/reports/campaigns/{CAMPAIGN}/links/3/clickers?limit=100", headers, requests
                     ),
                     "contact_timeline": await timed(http, f"{base}/v1/reports/contacts/42/timeline", headers, requests),
+                    **await _pages(http, base, key, requests),
                     "recount_from_raw_rows_ms": round(recount_ms, 1),
                 }
         finally:
@@ -178,6 +184,15 @@ async def run(clicks: int, requests: int) -> dict[str, Any]:
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+async def _pages(http: aiohttp.ClientSession, base: str, key: str, requests: int) -> dict[str, Any]:
+    """The campaign page and the campaign list, as a signed-in browser gets them."""
+    async with http.post(f"{base}/ui/login", data={"key": key}, allow_redirects=False) as resp:
+        assert resp.status == 303, await resp.text()
+    page = await timed(http, f"{base}/ui/campaigns/{CAMPAIGN}", {}, requests, expect=b'data-machines="')
+    listing = await timed(http, f"{base}/ui/?sort=clicks&order=desc", {}, requests, expect=b"Bench")
+    return {"campaign_page": page, "campaign_list_page": listing}
 
 
 def main() -> int:

@@ -97,10 +97,15 @@ def data_dir(tmp_path: Path) -> Path:
 _campaigns = iter(range(1_000_000 + os.getpid() % 1000 * 10_000, 2**32))
 
 
+def new_campaign_id() -> int:
+    """A campaign id no other test uses: each test owns its rows."""
+    return next(_campaigns)
+
+
 @pytest.fixture
 def campaign_id() -> int:
     """A campaign id no other test uses: each test owns its rows."""
-    return next(_campaigns)
+    return new_campaign_id()
 
 
 def require(available: bool, what: str) -> None:

@@ -21,6 +21,7 @@ from clickedge.cli import (
     decode,
     edge,
     keys,
+    login_url,
     migrate,
     mint,
     retention,
@@ -54,6 +55,7 @@ COMMANDS = (
     retention,
     contacts,
     block,
+    login_url,
 )
 
 # A path that cannot be used as given (fix the configuration or the permissions), as opposed to a disk that

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from clickedge.services import services
-from clickedge.stack import DATABASE_URL_FILE, DEFAULT_PUBLIC_URL, PUBLIC_URL_FILE
+from clickedge.stack import COLLECTOR_URL_FILE, DATABASE_URL_FILE, DEFAULT_PUBLIC_URL, PUBLIC_URL_FILE
 from common import settings as s
 from links import keys
 
@@ -118,6 +118,32 @@ class RetentionOptions(DatabaseOptions):
     """`retention`: the database, and how long raw clicks are kept."""
 
     retention_days: int | None = s.retention_days_setting()
+
+
+DEFAULT_COLLECTOR_URL = "http://127.0.0.1:8081"
+
+
+@dataclass(frozen=True)
+class LoginOptions(DatabaseOptions):
+    """`login-url`: the database, and the collector's URL a browser opens."""
+
+    collector_url: str = s.setting(
+        "",
+        flag="--collector-url",
+        env="CLICKEDGE_COLLECTOR_URL",
+        parse=s.http_url,
+        help="the collector's URL as a browser reaches it",
+        default_text=f"the URL `up` serves (DATA_DIR/{COLLECTOR_URL_FILE}), else {DEFAULT_COLLECTOR_URL}",
+    )
+
+    def browser_url(self) -> str:
+        if self.collector_url:
+            return self.collector_url
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            recorded = (self.data_dir / COLLECTOR_URL_FILE).read_text().strip()
+            if recorded:
+                return recorded
+        return DEFAULT_COLLECTOR_URL
 
 
 @dataclass(frozen=True)

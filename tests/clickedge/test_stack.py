@@ -22,6 +22,7 @@ import pytest
 from clickedge.pgembed import free_port
 from collector.agents import current_version
 from common.settings import redact_dsn
+from tests.clickedge.test_cli import clickedge as clickedge_cli
 from tests.conftest import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,6 +142,17 @@ async def test_up_runs_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
             async with http.get(f"{stack.banner['collector']}/v1/reports/campaigns/1", headers=headers) as resp:
                 assert resp.status == 200
                 assert (await resp.json())["clicks"] == 1
+        # The banner's one-time URL signs a browser in to the report pages, once.
+        sign_in = stack.banner["report pages"]
+        assert sign_in.startswith(f"{stack.banner['collector']}/ui/login?token=")
+        jar = aiohttp.CookieJar(unsafe=True)  # unsafe: keeps the cookie of a server named by its IP address
+        async with aiohttp.ClientSession(cookie_jar=jar) as browser, browser.get(sign_in) as resp:
+            assert resp.status == 200 and str(resp.url) == f"{stack.banner['collector']}/ui/"
+            assert 'href="/ui/campaigns/1"' in await resp.text()
+        async with aiohttp.ClientSession() as browser, browser.get(sign_in) as resp:
+            assert resp.status == 401
+        made = await asyncio.to_thread(clickedge_cli, "login-url", "--data-dir", str(data_dir), "--next", "/ui/status")
+        assert made.stdout.startswith(f"{stack.banner['collector']}/ui/login?token="), made.stderr
         postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
     finally:
         code = await stop(stack)

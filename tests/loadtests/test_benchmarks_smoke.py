@@ -15,3 +15,4 @@ async def test_report_benchmark_runs_and_its_report_matches_a_recount() -> None:
     result = await bench_reports.run(clicks=2000, requests=3)  # it asserts report == recount itself
     assert result["clicks"] == 3000
     assert result["campaign_report"]["median_ms"] > 0
+    assert result["campaign_page"]["median_ms"] > 0 and result["campaign_list_page"]["median_ms"] > 0
