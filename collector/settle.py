@@ -11,6 +11,7 @@ it settled) conflicts in clicks and counts nothing.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import uuid
 from collections import defaultdict
@@ -283,7 +284,11 @@ async def settle(
         if not claimed:
             return Settled()
         decoys = await _decoys(conn, {r["campaign_id"] for r in claimed})
-        decisions = decide(claimed, await _context(conn, claimed, judge.context), judge, decoys)
+        context = await _context(conn, claimed, judge.context)
+        # In a worker thread: a pass over contacts with thousands of clicks in their context takes seconds of
+        # CPU, and on the event loop it held up every ingest request (they timed out: 503s, and edges
+        # resent batches already committed). The thread and the loop share the GIL in 5 ms turns.
+        decisions = await asyncio.to_thread(decide, claimed, context, judge, decoys)
         keys = [r["event_id"] for r in claimed]
         verdicts = [decisions[k.bytes] for k in keys]
         statement = SETTLE_FULL_IPS if judge.full_client_ips else SETTLE

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -217,3 +218,24 @@ async def test_settling_is_shared_by_collectors_and_takes_each_click_once(
     rows = await db.fetch("SELECT event_id FROM clicks WHERE campaign_id = $1", campaign_id)
     assert sorted(r["event_id"] for r in rows) == sorted(uuid.UUID(bytes=c.event_id) for c in batch)
     assert (await reports.campaign(db, campaign_id))["unique_clickers"] == 300
+
+
+async def test_a_settling_pass_judges_off_the_event_loop(
+    db: asyncpg.Connection, campaign_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Judging a pass is CPU work that grows with the contacts' clicks around it (seconds for a contact with
+    thousands); on the event loop it held up every ingest request until they timed out."""
+    await with_action(db, campaign_id)
+    await ingest.prepare_connection(db)
+    judge = settle.Judge(hold=30.0)
+    await ingest.ingest(db, "e", [click(campaign_id, campaign_id * 1000 + 11)], judge=judge)
+    loop_thread, threads = threading.get_ident(), []
+    real = settle.decide
+
+    def watched(*args: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(settle, "decide", watched)
+    await settle.settle(db, judge, until=datetime.now(UTC) + timedelta(seconds=31))
+    assert threads and loop_thread not in threads
