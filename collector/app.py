@@ -26,7 +26,17 @@ from collector.rewriter import Rewriter
 from collector.schema import ensure_partitions
 from collector.ui.pages import add_pages
 from collector.webhooks import Deliverer, outbox_state
-from common.events import BATCH_REJECTED_HEADER, EDGE_BLOCKLIST_PATH, BatchError, Click, decode_batch, now_us
+from common.events import (
+    BATCH_REJECTED_HEADER,
+    EDGE_BLOCKLIST_PATH,
+    EDGE_HEADER,
+    SPOOL_CONTENT_TYPE,
+    BatchError,
+    Click,
+    decode_batch,
+    decode_spooled,
+    now_us,
+)
 
 log = logging.getLogger("clickedge.collector")
 
@@ -130,6 +140,9 @@ async def _read_batch(
         metrics.batch_rejected.inc()
         return json_error(413, f"batch body is larger than {config.max_body_bytes} bytes")
     try:
+        if request.content_type == SPOOL_CONTENT_TYPE:
+            edge = request.headers.get(EDGE_HEADER, "")
+            return edge, decode_spooled(edge, body)
         return decode_batch(orjson.loads(body))
     except orjson.JSONDecodeError as exc:
         metrics.batch_rejected.inc()

@@ -1,11 +1,16 @@
 """The click event wire format shared by edge and collector. Pure: no framework imports.
 
-A batch is a JSON object ``{"v": 1, "edge": NAME, "clicks": [ROW, ...]}``; each row is an array in
-FIELDS order. Arrays keep batches small and cheap to build on the edge; the collector checks every row
-and rejects the whole batch with a reason naming the row and field when one is wrong.
-
 On the edge a click is kept as (16-byte event id, payload), the payload being the JSON array of the
-row's other fields; a wire row is then spliced from the two without parsing anything.
+row's fields after the event id, in FIELDS order. A batch comes to the collector in one of two forms:
+
+- the spool's own records (``Content-Type: application/x-clickedge-spool``, the edge's name in the
+  ``Clickedge-Edge`` header): the bytes the edge's spool holds, framed and checksummed as common/frames.py
+  says. What the edge ships: it decodes and re-encodes nothing;
+- a JSON object ``{"v": 1, "edge": NAME, "clicks": [ROW, ...]}``, each row an array in FIELDS order, the
+  event id as 32 hex digits (for scripts and older edges; the dead-letter file keeps batches this way).
+
+The collector checks every record or row and rejects the whole batch with a reason naming the record or row
+and field when one is wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from common import frames
 from common.limits import MAX_CONTACT, MAX_ID, MAX_KEY_ID
 from common.signals import MAX_SIGNALS
 
@@ -50,6 +56,8 @@ MAX_USER_AGENT = 512
 # sets it aside (dead letter). A 4xx without it came from something else (a wrong URL, a proxy) and is retried.
 BATCH_REJECTED_HEADER = "Clickedge-Batch-Rejected"
 MAX_EDGE_NAME = 64
+SPOOL_CONTENT_TYPE = "application/x-clickedge-spool"  # a batch as the spool's records (common/frames.py)
+EDGE_HEADER = "Clickedge-Edge"  # the shipping edge's name, with a batch of spool records
 MAX_BATCH_CLICKS = 10_000
 METHODS = frozenset({"GET", "HEAD"})  # of a redirected or blocked request
 UNSUBSCRIBE_METHOD = "POST"  # of an unsubscribe, and only of one
@@ -179,15 +187,49 @@ def encode_spooled_batch(edge: str, records: list[tuple[bytes, bytes]]) -> bytes
     return b'{"v":%d,"edge":%b,"clicks":[%b]}' % (WIRE_VERSION, orjson.dumps(edge), rows)
 
 
+def spooled_as_json(edge: str, body: bytes) -> bytes:
+    """A batch of spool records (what the edge ships) as the JSON batch: for the dead-letter file, which a
+    person reads and may send again with curl."""
+    return encode_spooled_batch(edge, frames.parse(body, final=True).records)
+
+
+def decode_spooled(edge: str, body: bytes) -> list[Click]:
+    """Check a batch of spool records from ``edge`` and return its clicks, or raise BatchError."""
+    check_edge_name(edge)
+    try:
+        records = frames.decode(body, MAX_BATCH_CLICKS)
+    except frames.FrameError as exc:
+        raise BatchError(str(exc)) from None
+    try:
+        # Every payload at once, with one call into orjson; a payload that is not one array fails the count.
+        rows = orjson.loads(b"[%b]" % b",".join(payload for _, payload in records))
+    except orjson.JSONDecodeError:
+        rows = None
+    if type(rows) is not list or len(rows) != len(records):
+        rows = [_payload(i, payload) for i, (_, payload) in enumerate(records)]  # finds the one to name
+    return [_click(i, event_id, fields) for i, ((event_id, _), fields) in enumerate(zip(records, rows, strict=True))]
+
+
+def _payload(i: int, payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise BatchError(f"clicks[{i}] payload is not a JSON array") from None
+
+
+def check_edge_name(edge: object) -> str:
+    if not isinstance(edge, str) or not 0 < len(edge) <= MAX_EDGE_NAME:
+        raise BatchError(f"'edge' must be a string of 1 to {MAX_EDGE_NAME} characters")
+    return edge
+
+
 def decode_batch(doc: Any) -> tuple[str, list[Click]]:
     """Check a parsed batch document and return (edge name, clicks), or raise BatchError."""
     if not isinstance(doc, dict):
         raise BatchError("batch must be a JSON object")
     if doc.get("v") != WIRE_VERSION:
         raise BatchError(f"unsupported batch version {doc.get('v')!r}; expected {WIRE_VERSION}")
-    edge = doc.get("edge")
-    if not isinstance(edge, str) or not 0 < len(edge) <= MAX_EDGE_NAME:
-        raise BatchError(f"'edge' must be a string of 1 to {MAX_EDGE_NAME} characters")
+    edge = check_edge_name(doc.get("edge"))
     rows = doc.get("clicks")
     if not isinstance(rows, list):
         raise BatchError("'clicks' must be an array")
@@ -197,21 +239,12 @@ def decode_batch(doc: Any) -> tuple[str, list[Click]]:
 
 
 def _row(i: int, row: Any) -> Click:
-    # Every click of every batch passes here: written for speed (C-level parsers first, no closures).
     if type(row) is not list or not _NFIELDS_BEFORE_SIGNALS <= len(row) <= _NFIELDS:
         raise BatchError(
             f"clicks[{i}] must be an array of {_NFIELDS_WITH_SIGNALS} values: {', '.join(FIELDS[:-1])} (or without "
             "signals; or with an outcome after them)"
         )
-    event_id, clicked_us, campaign, link, contact, sent_at, key_id, ip, ua, method = row[:_NFIELDS_BEFORE_SIGNALS]
-    signals = row[_NFIELDS_BEFORE_SIGNALS] if len(row) > _NFIELDS_BEFORE_SIGNALS else None
-    outcome = REDIRECT
-    if len(row) == _NFIELDS:
-        outcome = row[_NFIELDS_WITH_SIGNALS]
-        if type(outcome) is not str or outcome not in OUTCOMES:
-            raise _bad(i, "outcome", f"must be one of {sorted(OUTCOMES)} (or absent: redirected)")
-    if signals is not None and (type(signals) is not int or not 0 <= signals <= MAX_SIGNALS):
-        raise _bad(i, "signals", f"must be null or an integer from 0 to {MAX_SIGNALS}")
+    event_id = row[0]
     try:
         # fromhex takes pairs of hex digits (and spaces between them, which the length check refuses).
         eid = bytes.fromhex(event_id) if len(event_id) == 32 else b""
@@ -219,6 +252,26 @@ def _row(i: int, row: Any) -> Click:
         eid = b""
     if len(eid) != 16:
         raise _bad(i, "event_id", "must be 32 hex digits")
+    return _click(i, eid, row[1:])
+
+
+def _click(i: int, eid: bytes, fields: Any) -> Click:
+    """A click from its event id and the fields after it (FIELDS[1:], a JSON row's or a spooled payload's)."""
+    # Every click of every batch passes here: written for speed (C-level parsers first, no closures).
+    if type(fields) is not list or not _NFIELDS_BEFORE_SIGNALS - 1 <= len(fields) <= _NFIELDS - 1:
+        raise BatchError(
+            f"clicks[{i}] must hold {_NFIELDS_WITH_SIGNALS - 1} values after the event id: "
+            f"{', '.join(FIELDS[1:-1])} (or without signals; or with an outcome after them)"
+        )
+    clicked_us, campaign, link, contact, sent_at, key_id, ip, ua, method = fields[: _NFIELDS_BEFORE_SIGNALS - 1]
+    signals = fields[_NFIELDS_BEFORE_SIGNALS - 1] if len(fields) >= _NFIELDS_BEFORE_SIGNALS else None
+    outcome = REDIRECT
+    if len(fields) == _NFIELDS - 1:
+        outcome = fields[_NFIELDS_WITH_SIGNALS - 1]
+        if type(outcome) is not str or outcome not in OUTCOMES:
+            raise _bad(i, "outcome", f"must be one of {sorted(OUTCOMES)} (or absent: redirected)")
+    if signals is not None and (type(signals) is not int or not 0 <= signals <= MAX_SIGNALS):
+        raise _bad(i, "signals", f"must be null or an integer from 0 to {MAX_SIGNALS}")
     if (
         type(clicked_us) is not int
         or not 0 <= clicked_us <= _MAX_CLICKED_US
@@ -231,7 +284,7 @@ def _row(i: int, row: Any) -> Click:
         or type(key_id) is not int
         or not 0 <= key_id <= _MAX_U16
     ):
-        _check_ints(i, row)
+        _check_ints(i, fields)
     if contact is not None and (type(contact) is not int or not 1 <= contact <= _MAX_BIGINT):
         raise _bad(i, "contact_id", f"must be null or an integer from 1 to {_MAX_BIGINT}")
     if type(ip) is not str:
@@ -269,14 +322,14 @@ def _bad(i: int, field: str, why: str) -> BatchError:
     return BatchError(f"clicks[{i}].{field} {why}")
 
 
-def _check_ints(i: int, row: list[Any]) -> None:
+def _check_ints(i: int, fields: list[Any]) -> None:
     """Raise for the first integer field out of its range (the fast check found one)."""
     for field, value, high in (
-        ("clicked_at_us", row[1], _MAX_CLICKED_US),
-        ("campaign_id", row[2], _MAX_U32),
-        ("link_id", row[3], _MAX_U32),
-        ("sent_at", row[5], _MAX_U32),
-        ("key_id", row[6], _MAX_U16),
+        ("clicked_at_us", fields[0], _MAX_CLICKED_US),
+        ("campaign_id", fields[1], _MAX_U32),
+        ("link_id", fields[2], _MAX_U32),
+        ("sent_at", fields[4], _MAX_U32),
+        ("key_id", fields[5], _MAX_U16),
     ):
         if type(value) is not int or not 0 <= value <= high:
             raise _bad(i, field, f"must be an integer from 0 to {high}")

@@ -1,10 +1,13 @@
 """Ships spooled clicks to the collector in batches over keep-alive HTTP.
 
 A batch is read from the spool's acknowledged position when it is full or its clicks have waited
-``linger`` seconds; the position moves only after the collector's 200 (sent after its COMMIT). Reading the
-spool and framing the batch happen in a worker thread: the event loop that answers redirects only hands
-over a snapshot of the spool's sizes and later moves the acknowledged position. What to do after a
-failure depends on its class:
+``linger`` seconds; the position moves only after the collector's 200 (sent after its COMMIT). So a busy
+edge sends full batches, one after another while a backlog lasts, and a quiet one sends what a linger
+gathered. A batch is the spool's own records, sent as they are (``application/x-clickedge-spool``,
+common/frames.py): the edge neither decodes nor re-encodes a click, and the collector checks every record's
+CRC. Reading the spool happens in a worker thread: the event loop that answers redirects only hands over a
+snapshot of the spool's sizes and later moves the acknowledged position. What to do after a failure depends
+on its class:
 
 - connection errors, timeouts, 408, 425, 429 and 5xx: retry the same batch (same event ids, so a reply lost
   after COMMIT cannot double-count) with exponential backoff, jitter and a cap;
@@ -41,10 +44,17 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from common.events import BATCH_REJECTED_HEADER, encode_spooled_batch, payload_clicked_at_us
+from common.events import (
+    BATCH_REJECTED_HEADER,
+    EDGE_HEADER,
+    SPOOL_CONTENT_TYPE,
+    payload_clicked_at_us,
+    spooled_as_json,
+)
+from common.frames import HEADER_SIZE
 from common.logs import Throttled
 from edge.metrics import EdgeMetrics
-from edge.spool import Batch, Spool, SpoolView
+from edge.spool import Frames, Spool, SpoolView
 
 log = logging.getLogger("clickedge.edge.shipper")
 # Each kind of trouble logs at most once per 10 s, each on its own schedule.
@@ -92,7 +102,11 @@ class Shipper:
         self._spool = spool
         self._metrics = metrics
         self._url = collector_url + "/v1/clicks"
-        self._headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        self._headers = {
+            "Authorization": f"Bearer {secret}",
+            "Content-Type": SPOOL_CONTENT_TYPE,
+            EDGE_HEADER: edge_name,
+        }
         self._edge = edge_name
         self.batch_size = batch_size
         self._limit = batch_size  # clicks per batch now: smaller after a 413
@@ -125,8 +139,11 @@ class Shipper:
                 outcome = RETRY
             if outcome.moved:
                 backoff = BACKOFF_START
-                if self._spool.unacknowledged_bytes > 0:
-                    self.wake.set()  # a backlog: keep going without lingering
+                # A full batch waiting (a backlog): go on at once. Less: it waits for more, or its linger.
+                if self._spool.unacknowledged_records >= self._limit:
+                    self.wake.set()
+                else:
+                    self.wake.clear()
             elif outcome.retry:
                 self._metrics.ship_retries.inc()
                 await asyncio.sleep(backoff * _jitter.uniform(0.5, 1.0))
@@ -156,13 +173,14 @@ class Shipper:
     async def ship_once(self) -> Outcome:
         """Send the oldest unacknowledged batch."""
         view = self._spool.snapshot()
-        batch, body = await asyncio.to_thread(self._read, view)
-        if not batch.records:
+        batch = await asyncio.to_thread(self._read, view)
+        if not batch.count:
             if batch.end > view.acknowledged:
                 self._spool.ack(batch.end, 0, batch.corrupt)  # only skipped (corrupt) bytes: move past them
                 return MOVED
             return NOTHING_YET
-        self.oldest_unacked_us = payload_clicked_at_us(batch.records[0][1])
+        body = batch.body
+        self.oldest_unacked_us = payload_clicked_at_us(body[HEADER_SIZE : HEADER_SIZE + 32])
         started = time.perf_counter()
         try:
             # No redirects: the Authorization header must go to the configured collector and nowhere else. A
@@ -175,14 +193,14 @@ class Shipper:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._metrics.batch_failed.inc()
             # The class and message only: some aiohttp errors' repr include the request headers.
-            log.warning("shipping %d clicks failed, will retry: %s: %s", len(batch.records), type(exc).__name__, exc)
+            log.warning("shipping %d clicks failed, will retry: %s: %s", batch.count, type(exc).__name__, exc)
             return RETRY
         if status == 200:
             self._acknowledge(batch, reply, time.perf_counter() - started)
             return MOVED
         self._metrics.batch_failed.inc()
         detail = reply[:300].decode(errors="replace")
-        count = len(batch.records)
+        count = batch.count
         if status >= 500 or status in RETRYABLE_4XX:
             log.warning("collector answered %d for %d clicks, will retry: %s", status, count, detail)
             return RETRY
@@ -206,13 +224,12 @@ class Shipper:
         )
         return RETRY
 
-    def _read(self, view: SpoolView) -> tuple[Batch, bytes]:
-        """The next batch and its body (in a worker thread: it reads files)."""
-        batch = self._spool.read_from(view, self._limit, max_bytes=MAX_BATCH_BYTES)
-        return batch, encode_spooled_batch(self._edge, batch.records) if batch.records else b""
+    def _read(self, view: SpoolView) -> Frames:
+        """The next batch, as the spool's records (in a worker thread: it reads files)."""
+        return self._spool.read_frames(view, self._limit, max_bytes=MAX_BATCH_BYTES)
 
-    def _acknowledge(self, batch: Batch, reply: bytes, seconds: float) -> None:
-        self._spool.ack(batch.end, len(batch.records), batch.corrupt)
+    def _acknowledge(self, batch: Frames, reply: bytes, seconds: float) -> None:
+        self._spool.ack(batch.end, batch.count, batch.corrupt)
         if self._spool.ledger_error is not None:
             log.warning(
                 "could not record the acknowledged position (%s); a restart would resend some clicks, "
@@ -225,7 +242,7 @@ class Shipper:
         metrics = self._metrics
         metrics.ship_seconds.observe(seconds)
         metrics.batch_shipped.inc()
-        metrics.clicks_shipped.inc(len(batch.records))
+        metrics.clicks_shipped.inc(batch.count)
         try:
             duplicates = int(orjson.loads(reply).get("duplicates", 0))
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
@@ -233,8 +250,10 @@ class Shipper:
         if duplicates:
             metrics.clicks_duplicate.inc(duplicates)
 
-    async def _dead_letter_batch(self, batch: Batch, body: bytes, status: int, detail: str) -> Outcome:
-        line = b'{"at":%d,"status":%d,"error":%b,"batch":%b}\n' % (int(time.time()), status, orjson.dumps(detail), body)
+    async def _dead_letter_batch(self, batch: Frames, body: bytes, status: int, detail: str) -> Outcome:
+        # Kept as the JSON batch (common/events.py), which a person can read and send again with curl.
+        doc = spooled_as_json(self._edge, body)
+        line = b'{"at":%d,"status":%d,"error":%b,"batch":%b}\n' % (int(time.time()), status, orjson.dumps(detail), doc)
         self._count_dead_letter()  # an operator may have moved it away since
         if self._spool.external_bytes + len(line) > self.dead_letter_max:
             _dead_letter_full_log.log(
@@ -258,12 +277,12 @@ class Shipper:
             return RETRY
         finally:
             self._count_dead_letter()
-        self._spool.ack(batch.end, len(batch.records), batch.corrupt)
+        self._spool.ack(batch.end, batch.count, batch.corrupt)
         self._metrics.batch_dead_lettered.inc()
-        self._metrics.clicks_dead_lettered.inc(len(batch.records))
+        self._metrics.clicks_dead_lettered.inc(batch.count)
         log.error(
             "collector refused a batch of %d clicks as malformed (%d: %s); kept in %s",
-            len(batch.records),
+            batch.count,
             status,
             detail,
             self._dead_letter,

@@ -11,14 +11,7 @@ Layout of a spool directory (one per edge worker)::
 
     lock                       flock()ed by the worker that owns the directory
     ack                        "SEGMENT OFFSET CRC32": everything before it is committed by the collector
-    0000000000000001.seg ...   segments, each a run of records:
-
-    offset  size  field
-    0       2     magic 0xC1 0x1C (lets a reader find the next record after a corrupt one)
-    2       4     payload length, big-endian
-    6       4     CRC-32 of event id + payload
-    10      16    event id
-    26      n     payload
+    0000000000000001.seg ...   segments, each a run of records (framed as common/frames.py says)
 
 A writer only ever appends to a segment it created itself; on start it opens a new one, after cutting
 the torn tail (an incomplete last record) off the previous process's last segment. A reader skips and
@@ -33,19 +26,24 @@ import contextlib
 import errno
 import fcntl
 import os
-import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
-MAGIC = b"\xc1\x1c"
-HEADER = struct.Struct(">2sII16s")
-HEADER_SIZE = HEADER.size
-MAX_PAYLOAD = 4096  # the largest payload a record may carry; a reader takes a longer one for corruption
-EVENT_ID_SIZE = 16
+# The record format is common/frames.py's (the collector reads it too); the names stay importable from here.
+from common.frames import EVENT_ID_SIZE, walk
+from common.frames import HEADER as HEADER
+from common.frames import HEADER_SIZE as HEADER_SIZE
+from common.frames import MAGIC as MAGIC
+from common.frames import MAX_PAYLOAD as MAX_PAYLOAD
+from common.frames import frame as frame
+from common.frames import parse as parse
+
 SEGMENT_SUFFIX = ".seg"
 READ_CHUNK = 1 << 20
+# What read_frames reads of a segment this process wrote: enough for the batch's records, at their usual size.
+OWN_READ_MIN = 64 << 10
+OWN_READ_PER_RECORD = 384
 LEDGER_SIZE = 64
 PROBE_BYTES = 4 * (HEADER_SIZE + MAX_PAYLOAD)
 ROTATE_DRAINED_AT = 1 << 20
@@ -68,6 +66,16 @@ class Batch:
     corrupt: int = 0
 
 
+@dataclass(slots=True)
+class Frames:
+    """A batch as its records' own bytes: what the shipper sends."""
+
+    body: bytes  # whole, intact records, framed as in the spool
+    count: int
+    end: Position
+    corrupt: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class SpoolView:
     """What a reader in another thread may read: each segment's size and the active segment, as of a
@@ -76,6 +84,7 @@ class SpoolView:
     sizes: dict[int, int]
     active: int
     acknowledged: Position
+    own_from: int = 1 << 62  # the first segment this process wrote: whole records only, from offset 0 on
 
 
 @dataclass(slots=True)
@@ -89,67 +98,6 @@ class SpoolStats:
     acked: int = 0  # records acknowledged by this process
     ledger_errors: int = 0
     oversized: int = 0  # records refused by add() because no reader could read them back
-
-
-def frame(event_id: bytes, payload: bytes) -> bytes:
-    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload, zlib.crc32(event_id)), event_id) + payload
-
-
-class Parsed(NamedTuple):
-    records: list[tuple[bytes, bytes]]
-    end: int
-    corrupt: int
-    resyncing: bool  # stopped inside a corrupt stretch (already counted) that the bytes from ``end`` on continue
-
-
-def parse(
-    buf: bytes,
-    start: int = 0,
-    limit: int = -1,
-    *,
-    final: bool = False,
-    max_bytes: int = 1 << 62,
-    resyncing: bool = False,
-) -> Parsed:
-    """Parse records from ``buf[start:]``.
-
-    A record with a wrong magic, length or checksum is skipped up to the next magic and counted once.
-    An incomplete record at the end of ``buf`` stops parsing there (it may still be being written),
-    unless ``final`` says nothing more will ever follow, in which case it is corrupt too. ``resyncing``
-    says ``buf`` continues a corrupt stretch already counted (one that ran past the previous chunk): pass
-    the ``resyncing`` of the parse that read the previous chunk.
-    """
-    records: list[tuple[bytes, bytes]] = []
-    corrupt = 0
-    inside = False
-    pos = start
-    size = len(buf)
-    stop = min(size, start + max_bytes)
-    while pos < stop and limit != len(records):
-        if pos + HEADER_SIZE <= size:
-            magic, length, crc, event_id = HEADER.unpack_from(buf, pos)
-            if magic == MAGIC and length <= MAX_PAYLOAD:
-                end = pos + HEADER_SIZE + length
-                if end <= size:
-                    payload = buf[pos + HEADER_SIZE : end]
-                    if zlib.crc32(payload, zlib.crc32(event_id)) == crc:
-                        records.append((event_id, payload))
-                        pos = end
-                        continue
-                elif not final:
-                    break
-        elif not final:
-            break
-        if not (resyncing and pos == start):
-            corrupt += 1
-        found = buf.find(MAGIC, pos + 1)
-        if found < 0:
-            # Unless this is the end for good, keep the last byte: it may be half of the next magic.
-            pos = size if final else max(pos + 1, size - 1)
-            inside = not final
-            break
-        pos = found
-    return Parsed(records, pos, corrupt, inside)
 
 
 class Spool:
@@ -177,6 +125,7 @@ class Spool:
         self._pending_records = 0
         self.read_chunk = READ_CHUNK
         self._sizes: dict[int, int] = {}  # segment -> bytes, for every segment not yet deleted
+        self._own_from = 1 << 62  # the first segment this process opened (set by open())
 
     # -- opening --------------------------------------------------------------------------------------
 
@@ -206,6 +155,7 @@ class Spool:
             self._sizes[seg] = (self.directory / _name(seg)).stat().st_size
         # Never reuse a number the ledger may name: new clicks would hide behind its offset.
         self._segment = max(segments[-1] if segments else 0, self._ack.segment) + 1
+        self._own_from = self._segment
         self._open_segment()
         self._recount()
 
@@ -441,7 +391,7 @@ class Spool:
 
     def snapshot(self) -> SpoolView:
         """What a reader may read, as of now (call it where the spool is written: on the event loop)."""
-        return SpoolView(dict(self._sizes), self._segment, self._ack)
+        return SpoolView(dict(self._sizes), self._segment, self._ack, self._own_from)
 
     def read_from(self, view: SpoolView, limit: int, *, max_bytes: int = 1 << 62) -> Batch:
         """``read`` within ``view``: touches only the view and the files, so it may run in another thread
@@ -483,6 +433,62 @@ class Spool:
                 break
             pos = Position(pos.segment, pos.offset + used)
         return Batch(records, pos, corrupt)
+
+    def read_frames(self, view: SpoolView, limit: int, *, max_bytes: int = 1 << 62) -> Frames:
+        """Up to ``limit`` records (and about ``max_bytes``) from the acknowledged position as their own bytes,
+        for the shipper to send as they are. Like ``read_from`` it touches only the view and the files.
+
+        A segment this process wrote holds whole records only (its size moves after each whole write, and
+        the view's sizes bound the read), so its bytes are taken as they are, found by the length fields
+        alone: no record is decoded, checked or framed again on the edge. A segment an earlier process left
+        may be torn or damaged: it is parsed and checked as ``read_from`` does, and only intact records are
+        sent. The collector checks every record's CRC either way."""
+        pos = view.acknowledged
+        sizes = view.sizes
+        parts: list[bytes] = []
+        count = corrupt = 0
+        budget = max_bytes
+        resyncing = False
+        while count < limit and (budget > 0 or resyncing):
+            size = sizes.get(pos.segment)
+            active = pos.segment == view.active
+            if size is None or pos.offset >= size:
+                later = [s for s in sizes if s > pos.segment]
+                if active or not later:
+                    break
+                pos = Position(min(later), 0)
+                resyncing = False
+                continue
+            own = pos.segment >= view.own_from
+            # A sequential read of about what the batch needs (a whole segment's chunk for a damaged one).
+            want = min(self.read_chunk, size - pos.offset)
+            if own:
+                want = min(want, max(OWN_READ_MIN, (limit - count) * OWN_READ_PER_RECORD))
+            try:
+                with open(self.directory / _name(pos.segment), "rb") as f:
+                    f.seek(pos.offset)
+                    chunk = f.read(want)
+            except FileNotFoundError:
+                pos = Position(pos.segment, size)
+                continue
+            used, got = walk(chunk, limit - count, budget) if own else (0, 0)
+            if got:
+                parts.append(chunk if used == len(chunk) else chunk[:used])
+            else:
+                # Not this process's segment, or its bytes are not what this process wrote: check each record.
+                final = not active and pos.offset + len(chunk) >= size
+                parsed = parse(chunk, 0, limit - count, final=final, max_bytes=max(budget, 1), resyncing=resyncing)
+                clean = parsed.corrupt == 0 and not resyncing
+                used, got, resyncing = parsed.end, len(parsed.records), parsed.resyncing
+                corrupt += parsed.corrupt
+                if got:
+                    parts.append(chunk[:used] if clean else b"".join(frame(e, p) for e, p in parsed.records))
+                if used == 0:
+                    break
+            count += got
+            budget -= used
+            pos = Position(pos.segment, pos.offset + used)
+        return Frames(parts[0] if len(parts) == 1 else b"".join(parts), count, pos, corrupt)
 
     def ack(self, end: Position, records: int = 0, corrupt: int = 0) -> None:
         """Everything before ``end`` is committed (``records`` records, ``corrupt`` skipped on the way):

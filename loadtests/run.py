@@ -55,8 +55,10 @@ from loadtests.scratch import (
     cpu_seconds,
     edge_command,
     local,
+    place,
     rows_for,
     rss_mb,
+    settled,
     stack,
     stop,
     wrk,
@@ -71,7 +73,12 @@ CAMPAIGNS = {
     "edgeHalf": 4_000_000_104,
     "edgeLive": 4_000_000_105,
     "edgeBlocks": 4_000_000_106,
+    "stack1": 4_000_000_107,
 }
+NOT_SHIPPING = "clickedge edge, 1 worker, not shipping (collector paused)"
+SHIPPING = "clickedge edge, 1 worker, shipping live"
+WHOLE_STACK = "whole stack on one core: edge, collector, PostgreSQL"
+SETTLE_TIMEOUT = 600.0  # seconds the collector may take to judge a configuration's clicks before the next one
 BLOCKS = 10_000  # the kill switch's list in the blocked configuration: none of them the measured tokens
 
 
@@ -87,6 +94,7 @@ class Result:
     rows: int | None = None
     clicks_lost: int | None = None
     rss_mb: float | None = None
+    stored_pct: float | None = None  # of the measured seconds' clicks, the share in PostgreSQL when wrk stopped
     ratios: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
@@ -162,19 +170,32 @@ async def start_harness(args: argparse.Namespace, parts: Stack, procs: Processes
 
 
 async def measure(
-    harness: Harness, name: str, port: int, pid: int, campaign: str, target_rps: float | None = None
+    harness: Harness,
+    name: str,
+    port: int,
+    pid: int,
+    campaign: str,
+    target_rps: float | None = None,
+    *,
+    stored: bool = False,
 ) -> Result:
     """wrk against the server on ``port`` with ``campaign``'s links, and the CPU and memory of process ``pid``
-    (and its children) meanwhile. With ``target_rps``, paced to about that rate, for latency."""
+    (and its children) meanwhile. With ``target_rps``, paced to about that rate, for latency. With ``stored``,
+    how many of the measured seconds' clicks were in PostgreSQL when wrk stopped: what shipping kept up with."""
     url, tokens, client = local(port), harness.tokens[campaign], harness.cpus.client
     delay_ms, connections = None, harness.args.connections
     if target_rps:
         delay_ms = 1.0
         connections = await paced_connections(url, tokens, connections, client, delay_ms, target_rps)
     await wrk(url, tokens, 1, connections, client, delay_ms)  # warm-up
+    dsn, campaign_id = harness.stack.pg.dsn, CAMPAIGNS.get(campaign)
+    rows_before = await rows_for(dsn, campaign_id) if stored and campaign_id else 0
     before = cpu_seconds([pid])
     load = await wrk(url, tokens, harness.args.duration, connections, client, delay_ms)
     cpu = cpu_seconds([pid]) - before
+    stored_pct = None
+    if stored and campaign_id and load.answered:
+        stored_pct = round(100 * (await rows_for(dsn, campaign_id) - rows_before) / load.answered, 1)
     return Result(
         name=name,
         requests_per_s=load.requests_per_s,
@@ -184,6 +205,7 @@ async def measure(
         errors=load.errors,
         answered=load.answered,
         rss_mb=round(rss_mb([pid]), 1),
+        stored_pct=stored_pct,
         note=f"{connections} connections, each pausing {delay_ms:.0f} ms after an answer" if delay_ms else "",
     )
 
@@ -272,13 +294,30 @@ def give_way_to_edges(harness: Harness) -> None:
     client = harness.cpus.client
     if client is None:
         return
+    background(ingest_pids(harness), client)
+    harness.notes.append(
+        f"edge runs: the collector and PostgreSQL shared wrk's CPU {client} at nice 19 (but in the whole-stack "
+        "row); clicks they had not ingested by the end of a run drained afterwards and were counted"
+    )
+
+
+def ingest_pids(harness: Harness) -> list[int]:
     pg = harness.stack.pg.process
     assert pg is not None
-    background([harness.collector.pid, pg.pid], client)
-    harness.notes.append(
-        f"edge runs: the collector and PostgreSQL shared wrk's CPU {client} at nice 19; "
-        "clicks they had not ingested by the end of a run drained afterwards and were counted"
-    )
+    return [harness.collector.pid, pg.pid]
+
+
+async def collector_idle(harness: Harness) -> None:
+    """Before a configuration that ships live: the collector has judged every click of the ones before, so it
+    ingests only this one's. Meanwhile it may use every core at nice 0; then it goes back where it was."""
+    pids, client = ingest_pids(harness), harness.cpus.client
+    place(pids, set(range(os.cpu_count() or 1)), 0)
+    try:
+        if not await settled(harness.stack.pg.dsn, SETTLE_TIMEOUT):
+            harness.notes.append(f"the collector had not judged every earlier click within {SETTLE_TIMEOUT:.0f} s")
+    finally:
+        if client is not None:
+            background(pids, client)
 
 
 async def measure_edges(harness: Harness, cores: int) -> list[Result]:
@@ -288,24 +327,40 @@ async def measure_edges(harness: Harness, cores: int) -> list[Result]:
     collector and PostgreSQL share the load generator's core, which costs throughput both sides show as
     idle time (what was measured: see loadtests/README.md, section "Results: the harness")."""
     server = harness.cpus.server
-    one = await measure_edge(harness, "clickedge edge, 1 worker", 1, "edge1", server, collector_paused=True)
-    live = await measure_edge(harness, "clickedge edge, 1 worker, shipping live", 1, "edgeLive", server)
-    half = await measure_edge(
-        harness,
-        "clickedge edge, 1 worker, at half of that",
-        1,
-        "edgeHalf",
-        server,
-        one.requests_per_s / 2,
-        collector_paused=True,
-    )
+    one = await measure_edge(harness, NOT_SHIPPING, 1, "edge1", server, collector_paused=True)
     with_blocks = await measure_with_blocks(harness)
     share = with_blocks.requests_per_s / one.requests_per_s
     with_blocks.ratios["vs_no_blocks"] = round(share, 3)
     harness.notes.append(
         f"the kill switch holding {BLOCKS:,} blocks: {share:.3f} of the same edge's requests/s without"
     )
-    return [one, with_blocks, live, half, await measure_workers(harness, cores)]
+    await collector_idle(harness)
+    live = await measure_edge(harness, SHIPPING, 1, "edgeLive", server)
+    live.ratios["vs_not_shipping"] = round(live.requests_per_s / one.requests_per_s, 3)
+    harness.notes.append(
+        f"shipping live: {live.ratios['vs_not_shipping']:.3f} of the same edge's requests/s not shipping"
+    )
+    await collector_idle(harness)
+    name = "clickedge edge, 1 worker, shipping live, at half of the not-shipping rate"
+    half = await measure_edge(harness, name, 1, "edgeHalf", server, one.requests_per_s / 2)
+    workers = await measure_workers(harness, cores)
+    await collector_idle(harness)
+    return [one, with_blocks, live, half, workers, await measure_whole_stack(harness)]
+
+
+async def measure_whole_stack(harness: Harness) -> Result:
+    """A small deployment on one small machine: the edge, the collector and PostgreSQL all on the server's
+    core at the same priority, the edge shipping live; wrk keeps its own core."""
+    server, client = harness.cpus.server, harness.cpus.client
+    if server is None or client is None:
+        harness.notes.append("one core: the whole-stack row is the shipping-live row here")
+        return await measure_edge(harness, WHOLE_STACK, 1, "stack1", None)
+    pids = ingest_pids(harness)
+    place(pids, {server}, 0)
+    try:
+        return await measure_edge(harness, WHOLE_STACK, 1, "stack1", server)
+    finally:
+        background(pids, client)
 
 
 async def measure_with_blocks(harness: Harness) -> Result:
@@ -375,7 +430,7 @@ async def measure_edge(
         if blocks:
             await enforcing(port, blocks)
         with paused(harness.collector) if collector_paused else contextlib.nullcontext():
-            result = await measure(harness, name, port, proc.pid, campaign, target_rps)
+            result = await measure(harness, name, port, proc.pid, campaign, target_rps, stored=not collector_paused)
     finally:
         await stop(proc)  # drains: ships what it can, the rest stays in the spool
     await verify_clicks(harness, result, argv, campaign, cpu)
@@ -604,17 +659,22 @@ def _cpu_model() -> str:
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        f"{'configuration':<44} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU %':>6} {'RSS MB':>7} "
-        f"{'vs bare':>8} {'vs nginx':>9} {'vs peer':>8} {'lost':>5}",
+        f"{'configuration':<72} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU %':>6} {'RSS MB':>7} "
+        f"{'vs bare':>8} {'vs nginx':>9} {'vs peer':>8} {'stored':>7} {'lost':>5}",
     ]
     for r in report["results"]:
         lost = "" if r["clicks_lost"] is None else str(r["clicks_lost"])
+        stored = "" if r["stored_pct"] is None else f"{r['stored_pct']:.0f}%"
         ratios = r["ratios"]
         lines.append(
-            f"{r['name']:<44} {r['requests_per_s']:>9,.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+            f"{r['name']:<72} {r['requests_per_s']:>9,.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
             f"{r['cpu_pct']:>6.0f} {r['rss_mb'] or 0:>7.1f} {ratios.get('vs_bare', 0):>8.3f} "
-            f"{ratios.get('vs_nginx', 0):>9.3f} {ratios.get('vs_peer', 0):>8.2f} {lost:>5}"
+            f"{ratios.get('vs_nginx', 0):>9.3f} {ratios.get('vs_peer', 0):>8.2f} {stored:>7} {lost:>5}"
         )
+    lines.append(
+        "stored: of the clicks answered in the measured seconds, the share in PostgreSQL when wrk stopped (clicks "
+        "of the warm-up second still shipping count in); CPU %: the measured server process's"
+    )
     ing = report["ingest"]
     lines.append(
         f"collector ingest, each batch judged at once {ing['ingest_rows_per_s']:,.0f} rows/s vs raw binary COPY "

@@ -79,6 +79,12 @@ def _descendants(pid: int) -> list[int]:
 
 def background(pids: list[int], cpu: int) -> None:
     """Every thread of these processes and their descendants: onto ``cpu``, at nice 19."""
+    place(pids, {cpu}, 19)
+
+
+def place(pids: list[int], cpus: set[int], nice: int) -> None:
+    """Every thread of these processes and their descendants (those started later inherit it): onto ``cpus``,
+    at ``nice``. Lowering a nice value needs root (or CAP_SYS_NICE); without it the value stays."""
     for pid in {p for root in pids for p in (root, *_descendants(root))}:
         try:
             tids = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
@@ -86,8 +92,8 @@ def background(pids: list[int], cpu: int) -> None:
             continue
         for tid in tids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.setpriority(os.PRIO_PROCESS, tid, 19)
-                os.sched_setaffinity(tid, {cpu})
+                os.sched_setaffinity(tid, cpus)
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
 def pin(cpu: int | None) -> list[str]:
@@ -307,6 +313,20 @@ async def rows_for(dsn: str, campaign: int) -> int:
                 campaign,
             )
         )
+    finally:
+        await conn.close()
+
+
+async def settled(dsn: str, timeout: float) -> bool:
+    """Wait until the collector has judged every click it holds (``pending_clicks`` empty), or the deadline."""
+    deadline = time.monotonic() + timeout
+    conn = await asyncpg.connect(dsn)
+    try:
+        while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pending_clicks)"):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.5)  # polling the collector's settling, with a deadline
+        return True
     finally:
         await conn.close()
 

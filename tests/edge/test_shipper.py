@@ -31,10 +31,11 @@ from aiohttp.test_utils import TestServer
 
 from collector.app import create_app
 from collector.config import CollectorConfig
-from common.events import EventIds, click_payload
+from common import frames
+from common.events import EDGE_HEADER, SPOOL_CONTENT_TYPE, EventIds, click_payload
 from edge.metrics import EdgeMetrics
 from edge.shipper import MOVED, NOTHING_YET, Shipper
-from edge.spool import HEADER, MAGIC, Batch, Spool, SpoolView, _name
+from edge.spool import HEADER, MAGIC, Frames, Spool, SpoolView, _name
 from tests.collector.clock import RECENT_US
 from tests.conftest import INGEST_SECRET, eventually
 
@@ -62,7 +63,7 @@ def new_shipper(spool: Spool, url: str, tmp_path: Path, **kw: Any) -> Shipper:
         secret=kw.pop("secret", INGEST_SECRET),
         edge_name="test-edge",
         batch_size=kw.pop("batch_size", 100),
-        linger=0.01,
+        linger=kw.pop("linger", 0.01),
         dead_letter=tmp_path / "dead-letter.jsonl",
         **kw,
     )
@@ -126,7 +127,7 @@ def gate(upstream: str, refusals: list[int], seen: list[int]) -> web.Application
             return web.Response(status=status, text=f"refused with {status}\n")
         async with (
             aiohttp.ClientSession() as http,
-            http.post(upstream, data=body, headers={"Authorization": request.headers["Authorization"]}) as resp,
+            http.post(upstream, data=body, headers=forwarded(request)) as resp,
         ):
             seen.append(resp.status)
             return web.Response(status=resp.status, body=await resp.read(), headers=resp.headers)
@@ -154,6 +155,11 @@ async def rows(db: asyncpg.Connection, campaign_id: int) -> int:
             campaign_id,
         )
     )
+
+
+def forwarded(request: web.Request) -> dict[str, str]:
+    """What a proxy in front of the collector passes on: the credentials and what says how to read the body."""
+    return {name: request.headers[name] for name in ("Authorization", "Content-Type", EDGE_HEADER)}
 
 
 @pytest.mark.parametrize(("status", "label"), [(404, "404"), (405, "405"), (400, "400 from a proxy")])
@@ -398,7 +404,7 @@ async def test_a_413_makes_batches_smaller_and_a_click_too_large_alone_is_dead_l
                     return web.Response(status=413, text="Request Entity Too Large\n")
                 async with (
                     aiohttp.ClientSession() as http,
-                    http.post(upstream, data=body, headers={"Authorization": request.headers["Authorization"]}) as resp,
+                    http.post(upstream, data=body, headers=forwarded(request)) as resp,
                 ):
                     return web.Response(status=resp.status, body=await resp.read(), headers=resp.headers)
 
@@ -524,11 +530,11 @@ async def test_the_shipper_survives_an_unexpected_exception(
     class Flaky(Spool):
         failures = 2
 
-        def read_from(self, view: SpoolView, limit: int, *, max_bytes: int = 1 << 62) -> Batch:
+        def read_frames(self, view: SpoolView, limit: int, *, max_bytes: int = 1 << 62) -> Frames:
             if self.failures:
                 self.failures -= 1
                 raise RuntimeError("a bug in the shipper's path")
-            return super().read_from(view, limit, max_bytes=max_bytes)
+            return super().read_frames(view, limit, max_bytes=max_bytes)
 
     spool = Flaky(tmp_path / "spool")
     spool.open()
@@ -628,5 +634,60 @@ async def test_shipping_a_backlog_reads_the_spool_off_the_event_loop(
         # Nor did a step of the shipper's task hold the loop (the collector shares this loop here: its own
         # steps, and the test's, are not the edge's concern).
         assert not [m for m in slow_callbacks() if "coro=<Shipper.run()" in m]
+    finally:
+        spool.close()
+
+
+# -- what goes on the wire, and when ---------------------------------------------------------------------------
+
+
+def recording(batches: list[list[tuple[bytes, bytes]]], headers: list[dict[str, str]], spool: Spool) -> web.Application:
+    """A stand-in for the collector that keeps each batch's records and headers and answers 200. While it answers
+    the first batch, 300 more clicks reach the spool, as they do on a busy edge during a round trip."""
+
+    async def handle(request: web.Request) -> web.Response:
+        batches.append(frames.decode(await request.read(), 10_000))
+        headers.append(dict(request.headers))
+        if len(batches) == 1:
+            ids = EventIds()
+            for n in range(300):
+                assert spool.append(ids.next_bytes(NOW_US // 1000), click(1, n))
+        return web.json_response({"duplicates": 0})
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_post("/v1/clicks", handle)
+    return app
+
+
+async def test_a_batch_is_the_spools_own_records_and_a_busy_edge_sends_full_batches(tmp_path: Path) -> None:
+    spool = spool_of(tmp_path / "spool", [click(1, n) for n in range(1000)])
+    written = b"".join((spool.directory / _name(seg)).read_bytes() for seg in sorted(spool._sizes))
+    batches: list[list[tuple[bytes, bytes]]] = []
+    headers: list[dict[str, str]] = []
+    try:
+        async with serving(recording(batches, headers, spool)) as collector:
+            # A linger no test waits out: a batch goes when it is full, and only then.
+            shipper = new_shipper(spool, str(collector.make_url("")).rstrip("/"), tmp_path, batch_size=1000, linger=60)
+            shipper.wake.set()  # what the redirect handler does after each batch_size clicks
+            async with running(shipper):
+
+                async def first_acknowledged() -> bool:
+                    return len(batches) == 1 and spool.unacknowledged_records == 300
+
+                await eventually(first_acknowledged)
+                # 300 waiting is not a full batch: the shipper waits for more rather than send them at once.
+                ids = EventIds()
+                for n in range(700):
+                    assert spool.append(ids.next_bytes(NOW_US // 1000), click(2, n))
+                shipper.wake.set()
+
+                async def shipped() -> bool:
+                    return spool.empty
+
+                await eventually(shipped)
+        assert [len(b) for b in batches] == [1000, 1000]
+        # The first batch is the bytes the spool wrote, as they are: every record intact, in order.
+        assert b"".join(frames.frame(e, p) for e, p in batches[0]) == written
+        assert headers[0]["Content-Type"] == SPOOL_CONTENT_TYPE and headers[0][EDGE_HEADER] == "test-edge"
     finally:
         spool.close()

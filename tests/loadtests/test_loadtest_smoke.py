@@ -25,7 +25,11 @@ async def test_harness_runs_and_loses_no_click() -> None:
     args = argparse.Namespace(duration=1, connections=8, tokens=20_000, ingest_rows=2000, decode_number=200)
     report = await run.run(args)
     names = [r["name"] for r in report["results"]]
-    assert names[0] == "aiohttp bare fixed 302" and "clickedge edge, 1 worker" in names
+    assert names[0] == "aiohttp bare fixed 302"
+    assert {run.NOT_SHIPPING, run.SHIPPING, run.WHOLE_STACK} <= set(names)  # issue 17's rows, beside the baselines
+    by_name = {r["name"]: r for r in report["results"]}
+    assert by_name[run.SHIPPING]["ratios"]["vs_not_shipping"] > 0
+    assert by_name[run.SHIPPING]["stored_pct"] is not None and by_name[run.NOT_SHIPPING]["stored_pct"] is None
     assert any(name.startswith("peers' design") for name in names)
     for result in report["results"]:
         assert result["requests_per_s"] > 0 and result["errors"] == 0, result
@@ -33,7 +37,7 @@ async def test_harness_runs_and_loses_no_click() -> None:
             assert result["clicks_lost"] == 0, result
     assert report["ingest"]["ratio"] > 0
     assert report["token_decode"]["token_chars"] == 187 and report["token_decode"]["decode_median_us"] > 0
-    assert "clickedge edge, 1 worker" in run.table(report)
+    assert run.WHOLE_STACK in run.table(report)
 
 
 @pytest.mark.timeout(300)
