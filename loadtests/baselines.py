@@ -4,9 +4,14 @@
   aiohttp edge.
 - ``peer``: the design of listmonk, Mautic and Shlink: decode the link (here: our token, so the work
   compares like with like), INSERT the click into PostgreSQL with asyncpg, then answer.
+- ``standin``: not a baseline but a stand-in for the collector, for an edge that ships: it checks each batch's
+  records (frames and CRCs, as the collector does first) and answers 200 at once, storing nothing. An edge
+  shipping to it does all of its shipping while nothing else competes for the machine: on a 2-core machine
+  the real collector and PostgreSQL can only share wrk's core or the edge's.
 
     python -m loadtests.baselines bare --port 9001
     python -m loadtests.baselines peer --port 9002 --database-url postgresql://... --data-dir .clickedge
+    python -m loadtests.baselines standin --port 9003
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import uvloop
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
+from common.events import EDGE_BLOCKLIST_PATH, MAX_BATCH_CLICKS
+from common.frames import FrameError, decode
 from links import keys
 from links.token import LINK_PATH, TokenError
 
@@ -74,15 +81,45 @@ async def peer(port: int, dsn: str, data_dir: Path) -> None:
     await serve(web.Server(handle, access_log=None), port)
 
 
+async def standin(port: int) -> None:
+    async def clicks(request: web.Request) -> web.Response:
+        try:
+            count = len(decode(await request.read(), MAX_BATCH_CLICKS))
+        except FrameError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"received": count, "inserted": count, "duplicates": 0})
+
+    async def blocklist(request: web.Request) -> web.Response:
+        return web.json_response({"campaigns": [], "links": [], "hosts": []})
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_post("/v1/clicks", clicks)
+    app.router.add_get(EDGE_BLOCKLIST_PATH, blocklist)
+    app.router.add_get("/readyz", ready)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=2048).start()
+    print(f"listening on {port}", flush=True)
+    await asyncio.Event().wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["bare", "peer"])
+    parser.add_argument("kind", choices=["bare", "peer", "standin"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database-url")
     parser.add_argument("--data-dir", type=Path, default=Path(".clickedge"))
     args = parser.parse_args()
     started = time.perf_counter()
-    coro = bare(args.port) if args.kind == "bare" else peer(args.port, args.database_url, args.data_dir)
+    if args.kind == "bare":
+        coro = bare(args.port)
+    elif args.kind == "standin":
+        coro = standin(args.port)
+    else:
+        coro = peer(args.port, args.database_url, args.data_dir)
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(coro)
     return 0 if time.perf_counter() > started else 1

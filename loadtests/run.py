@@ -74,9 +74,12 @@ CAMPAIGNS = {
     "edgeLive": 4_000_000_105,
     "edgeBlocks": 4_000_000_106,
     "stack1": 4_000_000_107,
+    "standin": 4_000_000_108,
+    "standinHalf": 4_000_000_109,
 }
 NOT_SHIPPING = "clickedge edge, 1 worker, not shipping (collector paused)"
 SHIPPING = "clickedge edge, 1 worker, shipping live"
+STANDIN = "clickedge edge, 1 worker, shipping to a stand-in collector"
 WHOLE_STACK = "whole stack on one core: edge, collector, PostgreSQL"
 SETTLE_TIMEOUT = 600.0  # seconds the collector may take to judge a configuration's clicks before the next one
 BLOCKS = 10_000  # the kill switch's list in the blocked configuration: none of them the measured tokens
@@ -321,11 +324,13 @@ async def collector_idle(harness: Harness) -> None:
 
 
 async def measure_edges(harness: Harness, cores: int) -> list[Result]:
-    """Two views of one worker. With the collector paused for the measured seconds the edge does all of its
-    request path (verify, spool, metrics, client address) and its shipper waits, as in a collector
-    outage; the clicks ship when it resumes and are counted. Shipping live, on this machine the
-    collector and PostgreSQL share the load generator's core, which costs throughput both sides show as
-    idle time (what was measured: see loadtests/README.md, section "Results: the harness")."""
+    """One worker, not shipping and shipping. With the collector paused for the measured seconds the edge does
+    all of its request path (verify, spool, metrics, client address) and its shipper waits, as in a collector
+    outage; the clicks ship when it resumes and are counted. Shipping, it needs a collector somewhere: on
+    this machine the collector and PostgreSQL share the load generator's core, which delays wrk and so costs
+    throughput the edge shows as idle time; a stand-in collector that checks each batch and stores nothing
+    shows what shipping costs the edge itself (what was measured: loadtests/README.md, "Results: the
+    harness"). Before each row that feeds the collector, it finishes judging the rows' before it."""
     server = harness.cpus.server
     one = await measure_edge(harness, NOT_SHIPPING, 1, "edge1", server, collector_paused=True)
     with_blocks = await measure_with_blocks(harness)
@@ -334,18 +339,39 @@ async def measure_edges(harness: Harness, cores: int) -> list[Result]:
     harness.notes.append(
         f"the kill switch holding {BLOCKS:,} blocks: {share:.3f} of the same edge's requests/s without"
     )
+    half_rate = one.requests_per_s / 2
     await collector_idle(harness)
+    port = await start_standin(harness)
+    standin = await measure_edge(harness, STANDIN, 1, "standin", server, collector_port=port)
+    name = f"{STANDIN}, at half of the not-shipping rate"
+    standin_half = await measure_edge(harness, name, 1, "standinHalf", server, half_rate, collector_port=port)
     live = await measure_edge(harness, SHIPPING, 1, "edgeLive", server)
-    live.ratios["vs_not_shipping"] = round(live.requests_per_s / one.requests_per_s, 3)
-    harness.notes.append(
-        f"shipping live: {live.ratios['vs_not_shipping']:.3f} of the same edge's requests/s not shipping"
-    )
     await collector_idle(harness)
-    name = "clickedge edge, 1 worker, shipping live, at half of the not-shipping rate"
-    half = await measure_edge(harness, name, 1, "edgeHalf", server, one.requests_per_s / 2)
+    name = f"{SHIPPING}, at half of the not-shipping rate"
+    half = await measure_edge(harness, name, 1, "edgeHalf", server, half_rate)
+    for shipping in (standin, live):
+        shipping.ratios["vs_not_shipping"] = round(shipping.requests_per_s / one.requests_per_s, 3)
+        harness.notes.append(
+            f"{shipping.name}: {shipping.ratios['vs_not_shipping']:.3f} of the same edge's requests/s not shipping"
+        )
     workers = await measure_workers(harness, cores)
     await collector_idle(harness)
-    return [one, with_blocks, live, half, workers, await measure_whole_stack(harness)]
+    stack = await measure_whole_stack(harness)
+    return [one, with_blocks, standin, standin_half, live, half, workers, stack]
+
+
+async def start_standin(harness: Harness) -> int:
+    """The stand-in collector (loadtests/baselines.py), where the collector is: on wrk's core at nice 19."""
+    port = free_port()
+    argv = [sys.executable, "-m", "loadtests.baselines", "standin", "--port", str(port)]
+    proc = await harness.procs.serve(argv, harness.stack.env, local(port, "/readyz"), harness.cpus.client)
+    if harness.cpus.client is not None:
+        background([proc.pid], harness.cpus.client)
+    harness.notes.append(
+        "stand-in collector: checks every batch's records and answers 200 at once, storing nothing; the edge "
+        "ships as it would to the collector, and nothing else competes with wrk on its core"
+    )
+    return port
 
 
 async def measure_whole_stack(harness: Harness) -> Result:
@@ -414,14 +440,16 @@ async def measure_edge(
     *,
     collector_paused: bool = False,
     blocks: int = 0,
+    collector_port: int | None = None,
 ) -> Result:
     """One edge configuration, measured, stopped, and its clicks verified. With ``blocks``, measured once
-    its worker enforces that many (fetched from the collector before it is paused)."""
+    its worker enforces that many (fetched from the collector before it is paused). With ``collector_port``,
+    shipping to the stand-in collector there: its clicks are checked and dropped, not counted."""
     port = free_port()
     argv = edge_command(
         port,
         harness.stack.data,
-        harness.collector_port,
+        collector_port or harness.collector_port,
         *["--workers", str(workers), "--spool-dir", str(harness.stack.root / f"spool-{campaign}")],
         *["--trusted-proxies", "10.0.0.0/8"],
     )
@@ -430,10 +458,12 @@ async def measure_edge(
         if blocks:
             await enforcing(port, blocks)
         with paused(harness.collector) if collector_paused else contextlib.nullcontext():
-            result = await measure(harness, name, port, proc.pid, campaign, target_rps, stored=not collector_paused)
+            live = not collector_paused and collector_port is None
+            result = await measure(harness, name, port, proc.pid, campaign, target_rps, stored=live)
     finally:
         await stop(proc)  # drains: ships what it can, the rest stays in the spool
-    await verify_clicks(harness, result, argv, campaign, cpu)
+    if collector_port is None:
+        await verify_clicks(harness, result, argv, campaign, cpu)
     return result
 
 

@@ -26,7 +26,7 @@ async def test_harness_runs_and_loses_no_click() -> None:
     report = await run.run(args)
     names = [r["name"] for r in report["results"]]
     assert names[0] == "aiohttp bare fixed 302"
-    assert {run.NOT_SHIPPING, run.SHIPPING, run.WHOLE_STACK} <= set(names)  # issue 17's rows, beside the baselines
+    assert {run.NOT_SHIPPING, run.STANDIN, run.SHIPPING, run.WHOLE_STACK} <= set(names)  # beside the baselines
     by_name = {r["name"]: r for r in report["results"]}
     assert by_name[run.SHIPPING]["ratios"]["vs_not_shipping"] > 0
     assert by_name[run.SHIPPING]["stored_pct"] is not None and by_name[run.NOT_SHIPPING]["stored_pct"] is None
