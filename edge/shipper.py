@@ -180,7 +180,8 @@ class Shipper:
                 return MOVED
             return NOTHING_YET
         body = batch.body
-        self.oldest_unacked_us = payload_clicked_at_us(body[HEADER_SIZE : HEADER_SIZE + 32])
+        first = int.from_bytes(body[2:6], "big")  # the first record's payload length (common/frames.py)
+        self.oldest_unacked_us = payload_clicked_at_us(body[HEADER_SIZE : HEADER_SIZE + first])
         started = time.perf_counter()
         try:
             # No redirects: the Authorization header must go to the configured collector and nowhere else. A

@@ -5,7 +5,8 @@
 - ``peer``: the design of listmonk, Mautic and Shlink: decode the link (here: our token, so the work
   compares like with like), INSERT the click into PostgreSQL with asyncpg, then answer.
 - ``standin``: not a baseline but a stand-in for the collector, for an edge that ships: it checks each batch's
-  records (frames and CRCs, as the collector does first) and answers 200 at once, storing nothing. An edge
+  records (frames and CRCs, as the collector does first; a JSON batch, parsed) and answers 200 at once,
+  storing nothing. An edge
   shipping to it does all of its shipping while nothing else competes for the machine: on a 2-core machine
   the real collector and PostgreSQL can only share wrk's core or the edge's.
 
@@ -25,11 +26,12 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import orjson
 import uvloop
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
-from common.events import EDGE_BLOCKLIST_PATH, MAX_BATCH_CLICKS
+from common.events import EDGE_BLOCKLIST_PATH, MAX_BATCH_CLICKS, SPOOL_CONTENT_TYPE
 from common.frames import FrameError, decode
 from links import keys
 from links.token import LINK_PATH, TokenError
@@ -83,9 +85,13 @@ async def peer(port: int, dsn: str, data_dir: Path) -> None:
 
 async def standin(port: int) -> None:
     async def clicks(request: web.Request) -> web.Response:
+        body = await request.read()
         try:
-            count = len(decode(await request.read(), MAX_BATCH_CLICKS))
-        except FrameError as exc:
+            if request.content_type == SPOOL_CONTENT_TYPE:
+                count = len(decode(body, MAX_BATCH_CLICKS))
+            else:  # the JSON form (older edges): parsed, as the collector does first
+                count = len(orjson.loads(body)["clicks"])
+        except (FrameError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"received": count, "inserted": count, "duplicates": 0})
 

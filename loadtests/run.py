@@ -9,8 +9,11 @@ pinned to CPU 1 where the machine has two or more cores:
 - aiohttp bare: the low-level aiohttp server answering a fixed 302 (the ceiling for any aiohttp edge);
 - nginx `return 302`, one worker, when nginx is installed (said so when it is not);
 - clickedge edge, one worker, everything it does in production: token verify, durable spool append,
-  group fsync, metrics, trusted-proxy client address;
+  group fsync, metrics, trusted-proxy client address; not shipping (collector paused), shipping to a
+  stand-in collector that stores nothing, and shipping live to the collector, each at full load and (but
+  not shipping) at half of the not-shipping rate;
 - clickedge edge, N workers, when there are more cores than wrk needs;
+- the whole stack on one core: the edge, the collector and PostgreSQL on the server's core, shipping live;
 - the peers' design: decode, INSERT the click with asyncpg, then answer (listmonk, Mautic, Shlink).
 
 Then a collector ingest measurement: the collector's exactly-once write path against a raw binary COPY
