@@ -252,8 +252,9 @@ class Shipper:
             metrics.clicks_duplicate.inc(duplicates)
 
     async def _dead_letter_batch(self, batch: Frames, body: bytes, status: int, detail: str) -> Outcome:
-        # Kept as the JSON batch (common/events.py), which a person can read and send again with curl.
-        doc = spooled_as_json(self._edge, body)
+        # Kept as the JSON batch (common/events.py), which a person can read and send again with curl; made in
+        # a worker thread, as the batch was read (up to MAX_BATCH_CLICKS records).
+        doc = await asyncio.to_thread(spooled_as_json, self._edge, body)
         line = b'{"at":%d,"status":%d,"error":%b,"batch":%b}\n' % (int(time.time()), status, orjson.dumps(detail), doc)
         self._count_dead_letter()  # an operator may have moved it away since
         if self._spool.external_bytes + len(line) > self.dead_letter_max:
