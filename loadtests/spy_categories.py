@@ -8,6 +8,7 @@ samples count only where they read the spool for the shipper. Shares are of the 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections import Counter
 from pathlib import Path
@@ -51,8 +52,10 @@ def shares(path: Path) -> tuple[int, Counter[str]]:
 
 
 def main() -> int:
-    for arg in sys.argv[1:]:
-        total, counts = shares(Path(arg))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", type=Path, help="py-spy record --format raw output")
+    for arg in parser.parse_args().files:
+        total, counts = shares(arg)
         print(f"{arg}: {total} samples of the event loop's thread")
         for name, n in counts.most_common():
             print(f"  {100 * n / max(total, 1):5.1f} %  {name}")

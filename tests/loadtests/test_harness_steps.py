@@ -37,7 +37,7 @@ def report(nginx: bool) -> dict[str, object]:
     engine = run.Result("nginx return 302 (1 worker)", requests_per_s=100_000.0) if nginx else None
     peer = run.Result("peers' design: INSERT per click", requests_per_s=4_000.0, answered=10)
     peer.record_rows(9)
-    edge = run.Result("clickedge edge, 1 worker", requests_per_s=50_000.0, answered=10, note="a note")
+    edge = run.Result("clickedge edge, 1 worker", requests_per_s=50_000.0, answered=10, note="a note", stored_pct=87.5)
     edge.record_rows(12)
     baselines = run.Baselines(bare, engine, peer)
     results = [*baselines.results, edge]
@@ -72,7 +72,7 @@ def test_the_report_keeps_its_keys_and_each_row_its_ratios_and_clicks() -> None:
     assert isinstance(results, list)
     assert list(results[0]) == [
         *["name", "requests_per_s", "p50_ms", "p99_ms", "cpu_pct", "errors", "answered", "rows"],
-        *["clicks_lost", "rss_mb", "ratios", "note"],
+        *["clicks_lost", "rss_mb", "stored_pct", "ratios", "note"],
     ]
     edge = results[-1]
     assert edge["ratios"] == {"vs_bare": 1.25, "vs_nginx": 0.5, "vs_peer": 12.5}
@@ -96,23 +96,24 @@ def test_the_table_prints_a_row_per_configuration_then_ingest_decode_notes_and_m
     lines = run.table(report(nginx=True)).splitlines()
     assert lines[0].split() == [
         *["configuration", "req/s", "p50", "ms", "p99", "ms", "CPU", "%", "RSS", "MB"],
-        *["vs", "bare", "vs", "nginx", "vs", "peer", "lost"],
+        *["vs", "bare", "vs", "nginx", "vs", "peer", "stored", "lost"],
     ]
     assert lines[4] == (
-        "clickedge edge, 1 worker                        50,000    0.00    0.00      0     0.0    1.250     0.500"
-        "    12.50     0"
+        f"{'clickedge edge, 1 worker':<72}    50,000    0.00    0.00      0     0.0    1.250     0.500"
+        "    12.50     88%     0"
     )
-    assert lines[5] == (
+    assert lines[5].startswith("stored: of the clicks answered in the measured seconds, the share in PostgreSQL")
+    assert lines[6] == (
         "collector ingest, each batch judged at once 60 rows/s vs raw binary COPY 100 rows/s (asyncpg records): "
         "ratio 0.60; vs 200 rows/s (COPY with the collector's encoder): ratio 0.30"
     )
-    assert lines[6] == (
+    assert lines[7] == (
         "collector ingest with the default hold 80 rows/s (ratio 0.80), then settling 20 rows/s; both in turn: "
         "ratio 0.16"
     )
-    assert lines[7] == (
+    assert lines[8] == (
         "token decode + verify, 100-character URL: median 2.50 µs (format version 1: 2.90 µs; "
         "AES-SIV open alone: 1.10 µs)"
     )
-    assert lines[8:10] == ["note: clickedge edge, 1 worker: a note", "note: a run note"]
-    assert lines[10].startswith("machine: 2 cores, ")
+    assert lines[9:11] == ["note: clickedge edge, 1 worker: a note", "note: a run note"]
+    assert lines[11].startswith("machine: 2 cores, ")
