@@ -385,8 +385,8 @@ class Spool:
 
     def read(self, limit: int, *, max_bytes: int = 1 << 62) -> Batch:
         """Up to ``limit`` records (and about ``max_bytes``) from the acknowledged position, and where they
-        end. Reads files: the edge calls ``snapshot()`` on its event loop and ``read_from`` in a worker
-        thread instead."""
+        end. Reads files: the edge's shipper calls ``snapshot()`` on its event loop and ``read_frames`` in a
+        worker thread instead."""
         return self.read_from(self.snapshot(), limit, max_bytes=max_bytes)
 
     def snapshot(self) -> SpoolView:
