@@ -213,8 +213,8 @@ def decode_spooled(edge: str, body: bytes) -> list[Click]:
 def _payload(i: int, payload: bytes) -> Any:
     try:
         return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        raise BatchError(f"clicks[{i}] payload is not a JSON array") from None
+    except orjson.JSONDecodeError as exc:
+        raise BatchError(f"clicks[{i}] payload is not valid JSON: {exc}") from None
 
 
 def check_edge_name(edge: object) -> str:

@@ -83,7 +83,12 @@ def damaged(body: bytes, at: int) -> bytes:
         ("a cut-off record", lambda b: b[:-1], "e", "is cut off"),
         ("bytes that are no record", lambda b: b + b"GET / HTTP/1.1\r\nHost: collector\r\n\r\n", "e", "record magic"),
         ("a payload that is no click", lambda b: b + frame(bytes(16), b'["not", "a", "click"]'), "e", "clicks[3]"),
-        ("a payload that is no JSON", lambda b: b + frame(bytes(16), b"[1,"), "e", "clicks[3] payload"),
+        (
+            "a payload that is no JSON",
+            lambda b: b + frame(bytes(16), b"[1,"),
+            "e",
+            "clicks[3] payload is not valid JSON",
+        ),
         ("no edge name", lambda b: b, "", "'edge' must be"),
         ("an edge name too long", lambda b: b, "e" * 65, "'edge' must be"),
     ],
