@@ -9,9 +9,9 @@ pinned to CPU 1 where the machine has two or more cores:
 - aiohttp bare: the low-level aiohttp server answering a fixed 302 (the ceiling for any aiohttp edge);
 - nginx `return 302`, one worker, when nginx is installed (said so when it is not);
 - clickedge edge, one worker, everything it does in production: token verify, durable spool append,
-  group fsync, metrics, trusted-proxy client address; not shipping (collector paused), shipping to a
-  stand-in collector that stores nothing, and shipping live to the collector, each at full load and (but
-  not shipping) at half of the not-shipping rate;
+  group fsync, metrics, trusted-proxy client address: not shipping (collector paused); then shipping to a
+  stand-in collector that stores nothing, and shipping live to the collector, each at full load and at
+  half of the not-shipping rate;
 - clickedge edge, N workers, when there are more cores than wrk needs;
 - the whole stack on one core: the edge, the collector and PostgreSQL on the server's core, shipping live;
 - the peers' design: decode, INSERT the click with asyncpg, then answer (listmonk, Mautic, Shlink).
@@ -314,8 +314,9 @@ def ingest_pids(harness: Harness) -> list[int]:
 
 
 async def collector_idle(harness: Harness) -> None:
-    """Before a configuration that ships live: the collector has judged every click of the ones before, so it
-    ingests only this one's. Meanwhile it may use every core at nice 0; then it goes back where it was."""
+    """Before configurations that ship: the collector has judged every click of the ones before, so that its
+    settling takes nothing from them (and, when they ship to it, it ingests only theirs). Meanwhile it may use
+    every core at nice 0; then it goes back where it was."""
     pids, client = ingest_pids(harness), harness.cpus.client
     place(pids, set(range(os.cpu_count() or 1)), 0)
     try:
@@ -333,7 +334,7 @@ async def measure_edges(harness: Harness, cores: int) -> list[Result]:
     this machine the collector and PostgreSQL share the load generator's core, which delays wrk and so costs
     throughput the edge shows as idle time; a stand-in collector that checks each batch and stores nothing
     shows what shipping costs the edge itself (what was measured: loadtests/README.md, "Results: the
-    harness"). Before each row that feeds the collector, it finishes judging the rows' before it."""
+    harness"). Before the rows that ship, the collector finishes judging the clicks of the rows before them."""
     server = harness.cpus.server
     one = await measure_edge(harness, NOT_SHIPPING, 1, "edge1", server, collector_paused=True)
     with_blocks = await measure_with_blocks(harness)
